@@ -1,0 +1,104 @@
+"""Users, API keys and the tamper-evident audit log."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+
+class User(AbstractUser):
+    """A person (or service account) who signs in to Cairn.
+
+    ``attributes`` are the user's ABAC attributes (department, clearance, …),
+    set by an admin or taken from the identity provider's claims.
+    """
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        AUDITOR = "auditor", "Auditor"
+        MEMBER = "member", "Member"
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    attributes = models.JSONField(default=dict, blank=True)
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.is_superuser or self.role == self.Role.ADMIN
+
+
+class ApiKey(models.Model):
+    """A bearer credential for scripts and integrations.
+
+    Only a SHA-256 of the secret is stored; ``prefix`` identifies the key in
+    lists and audit events without revealing it.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> NoReturn:  # type: ignore[override]
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """One append-only entry of the audit log.
+
+    Invariant: ``hash = sha256(prev_hash + canonical(fields))`` and
+    ``prev_hash`` equals the ``hash`` of the row before it (by id), so editing,
+    deleting or inserting a row anywhere breaks the chain at that point
+    (``manage.py cairn_audit_verify``).  Written only by
+    ``access.services.audit_record``; never from signals.
+    """
+
+    class Outcome(models.TextChoices):
+        ALLOWED = "allowed"
+        DENIED = "denied"
+        ERROR = "error"
+
+    at = models.DateTimeField(db_index=True)
+    # No FK constraint: deleting a user must never rewrite audit rows.
+    actor = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.ALLOWED)
+    rule = models.CharField(max_length=500, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise PermissionError("audit events are append-only")

@@ -1,0 +1,42 @@
+"""Sign-in and sign-out pages (team mode), each written to the audit log."""
+
+from __future__ import annotations
+
+from django.contrib.auth import logout
+from django.contrib.auth.views import LoginView
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from access.models import AuditEvent
+from access.services import Actor, actor_from_request, audit_record
+
+
+class CairnLoginView(LoginView):
+    template_name = "access/login.html"
+    redirect_authenticated_user = True
+
+    def form_valid(self, form):  # type: ignore[no-untyped-def]
+        response = super().form_valid(form)
+        audit_record(actor=actor_from_request(self.request), action="auth.login", target_type="user",
+                     target_id=self.request.user.pk)
+        return response
+
+    def form_invalid(self, form):  # type: ignore[no-untyped-def]
+        username = str(self.request.POST.get("username", ""))[:150]
+        audit_record(
+            actor=Actor(user=None, ip=self.request.META.get("REMOTE_ADDR"),
+                        request_id=getattr(self.request, "request_id", "")),
+            action="auth.login_failed", target_type="user", target_id=username,
+            outcome=AuditEvent.Outcome.DENIED, rule="bad credentials",
+        )
+        return super().form_invalid(form)
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        audit_record(actor=actor_from_request(request), action="auth.logout", target_type="user",
+                     target_id=request.user.pk)
+    logout(request)
+    return HttpResponseRedirect(reverse("login"))

@@ -1,0 +1,275 @@
+"""Cairn settings: one module, every knob from the environment.
+
+Two shapes come out of the same settings:
+
+* personal — no ``DATABASE_URL``: SQLite (WAL) in ``CAIRN_DATA_DIR``, an
+  in-process background worker instead of Celery, the single local user is
+  signed in automatically on loopback.
+* team — ``DATABASE_URL`` (PostgreSQL) and ``CAIRN_REDIS_URL``: Celery workers
+  on the queues ``ingest``, ``index`` and ``inference``; users sign in.
+
+See the configuration table in README.md.  A malformed value stops start-up
+with a message naming the variable (``config.env.ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from config.env import (
+    ConfigError,
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- shape -------------------------------------------------------------------
+
+DATA_DIR = Path(env_str("CAIRN_DATA_DIR", str(BASE_DIR / "data")) or "").expanduser().resolve()
+_database_url = env_str("DATABASE_URL")
+CAIRN_MODE = env_choice("CAIRN_MODE", "team" if _database_url else "personal", ("personal", "team"))
+CAIRN_REDIS_URL = env_str("CAIRN_REDIS_URL") or env_str("REDIS_URL")
+CAIRN_TASKS = env_choice(
+    "CAIRN_TASKS", "celery" if CAIRN_REDIS_URL else "local", ("celery", "local", "inline")
+)
+if CAIRN_TASKS == "celery" and not CAIRN_REDIS_URL:
+    raise ConfigError("CAIRN_TASKS=celery needs CAIRN_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+if CAIRN_MODE == "team" and CAIRN_TASKS == "local" and not env_bool("CAIRN_ALLOW_LOCAL_TASKS", False):
+    raise ConfigError(
+        "Team mode needs Celery workers: set CAIRN_REDIS_URL=redis://host:6379/0 "
+        "(or CAIRN_ALLOW_LOCAL_TASKS=1 to run the in-process worker anyway)"
+    )
+
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:  # pragma: no cover - depends on the host
+    raise ConfigError(f"CAIRN_DATA_DIR={DATA_DIR} cannot be created: {exc.strerror}") from exc
+
+CAIRN_STORAGE_DIR = Path(env_str("CAIRN_STORAGE_DIR", str(DATA_DIR / "blobs")) or "").resolve()
+CAIRN_INDEX_DIR = Path(env_str("CAIRN_INDEX_DIR", str(DATA_DIR / "index")) or "").resolve()
+
+# --- secrets -----------------------------------------------------------------
+
+
+def _secret_key() -> str:
+    key = env_str("CAIRN_SECRET_KEY") or env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    if CAIRN_MODE == "team":
+        raise ConfigError("CAIRN_SECRET_KEY (or CAIRN_SECRET_KEY_FILE) must be set in team mode")
+    # Personal mode: one random key per data directory, created on first start.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("CAIRN_DEBUG", False)
+
+_loopback = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = env_list("CAIRN_ALLOWED_HOSTS", _loopback if CAIRN_MODE == "personal" else [])
+if CAIRN_MODE == "team" and not ALLOWED_HOSTS:
+    raise ConfigError("CAIRN_ALLOWED_HOSTS must list the host names Cairn is served under in team mode")
+CSRF_TRUSTED_ORIGINS = env_list("CAIRN_CSRF_TRUSTED_ORIGINS", [])
+
+# --- Django ------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.admin",
+    "rest_framework",
+    "guardian",
+    "access",
+    "kb",
+    "ingestion",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "access.middleware.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "access.middleware.PersonalModeMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "kb.context_processors.cairn",
+            ],
+        },
+    },
+]
+
+if _database_url:
+    DATABASES = {"default": database_from_url("DATABASE_URL", _database_url)}
+else:
+    DATABASES = {"default": sqlite_database(DATA_DIR / "cairn.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "access.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("CAIRN_TIME_ZONE", "UTC") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("CAIRN_SECURE_COOKIES", CAIRN_MODE == "team")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("CAIRN_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- uploads -------------------------------------------------------------------
+
+CAIRN_MAX_UPLOAD_BYTES = env_int("CAIRN_MAX_UPLOAD_MB", 100, minimum=1, maximum=10_000) * 1024 * 1024
+# Bodies of non-file requests stay small; files stream to a temporary file
+# above 2.5 MB rather than being held in memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+
+# --- ingestion, retrieval, answering --------------------------------------------
+
+CAIRN_EMBEDDING_MODEL = env_str("CAIRN_EMBEDDING_MODEL")  # a local directory; default: bundled MiniLM
+CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 64, minimum=1, maximum=4096)
+CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: auto
+CAIRN_CHUNK_TOKENS = env_int("CAIRN_CHUNK_TOKENS", 200, minimum=16, maximum=8192)
+CAIRN_CHUNK_OVERLAP = env_int("CAIRN_CHUNK_OVERLAP", 40, minimum=0, maximum=4096)
+if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:
+    raise ConfigError("CAIRN_CHUNK_OVERLAP must be smaller than CAIRN_CHUNK_TOKENS")
+CAIRN_RRF_K = env_int("CAIRN_RRF_K", 60, minimum=1, maximum=10_000)
+CAIRN_SEARCH_CANDIDATES = env_int("CAIRN_SEARCH_CANDIDATES", 100, minimum=10, maximum=10_000)
+CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
+
+CAIRN_GENERATOR = env_choice("CAIRN_GENERATOR", "extractive", ("extractive", "transformers"))
+CAIRN_LLM_PATH = env_str("CAIRN_LLM_PATH")
+if CAIRN_GENERATOR == "transformers" and not CAIRN_LLM_PATH:
+    raise ConfigError("CAIRN_GENERATOR=transformers needs CAIRN_LLM_PATH (a local model directory)")
+CAIRN_MAX_NEW_TOKENS = env_int("CAIRN_MAX_NEW_TOKENS", 512, minimum=1, maximum=32_768)
+CAIRN_ASK_PASSAGES = env_int("CAIRN_ASK_PASSAGES", 6, minimum=1, maximum=50)
+CAIRN_ASK_TIMEOUT = env_float("CAIRN_ASK_TIMEOUT", 300.0, minimum=1.0)
+
+CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+CAIRN_JOB_STUCK_SECONDS = env_int("CAIRN_JOB_STUCK_SECONDS", 900, minimum=10)
+CAIRN_REAPER_INTERVAL = env_int("CAIRN_REAPER_INTERVAL", 60, minimum=1)
+CAIRN_COMPACT_INTERVAL = env_int("CAIRN_COMPACT_INTERVAL", 3600, minimum=1)
+CAIRN_INGEST_SOFT_LIMIT = env_int("CAIRN_INGEST_SOFT_LIMIT", 1800, minimum=10)
+CAIRN_INGEST_HARD_LIMIT = env_int("CAIRN_INGEST_HARD_LIMIT", 1900, minimum=20)
+if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:
+    raise ConfigError("CAIRN_INGEST_HARD_LIMIT must be larger than CAIRN_INGEST_SOFT_LIMIT")
+
+# --- Celery (team shape) ---------------------------------------------------------
+
+CELERY_BROKER_URL = CAIRN_REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = CAIRN_REDIS_URL or "cache+memory://"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "ingest"
+CELERY_TASK_ROUTES = {
+    "cairn.ingest.*": {"queue": "ingest"},
+    "cairn.index.*": {"queue": "index"},
+    "cairn.inference.*": {"queue": "inference"},
+}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = False  # opted into per task, only where the task is idempotent
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis redelivers an unacknowledged task after this long: it must exceed the
+# longest hard time limit, or a slow but healthy task would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CAIRN_INGEST_HARD_LIMIT + 600}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-jobs": {"task": "cairn.index.reap", "schedule": float(CAIRN_REAPER_INTERVAL)},
+    "compact-index": {"task": "cairn.index.compact", "schedule": float(CAIRN_COMPACT_INTERVAL)},
+}
+
+# --- REST framework --------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.authentication.ApiKeyAuthentication",
+        "access.authentication.PersonalModeAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "kb.api.parsers.StrictMultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "kb.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# --- logging ---------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("CAIRN_LOG_LEVEL", "INFO") or "INFO"},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+    },
+}

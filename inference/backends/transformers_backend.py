@@ -1,0 +1,303 @@
+"""Generation with a local Hugging Face model directory (transformers + torch).
+
+One ``TransformersGenerator`` holds one loaded model for the life of the
+process (``inference.api.load_generator`` caches it). Generation on it is
+serialised by a lock: requests queue rather than interleave, because a second
+concurrent ``generate`` on the same weights would only split the device
+between them and double the activation memory (batching is a later issue).
+
+Invariants:
+* nothing is fetched from a hub: every load is ``local_files_only``;
+* every stream yields reasoning before answer (``ReasoningSplitter``) and,
+  when closed early, stops the generation thread before releasing the lock.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from jinja2 import TemplateError
+from packaging.version import Version
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from inference.backends import ModelLoadError
+from inference.prompting import build_messages, build_plain_prompt
+from inference.reasoning import CLOSE_TAG, OPEN_TAG, ReasoningSplitter
+from inference.types import GenerationRequest, StreamEvent
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+# transformers >= 5 can encode control tokens that occur in message text
+# (a document containing "<|im_end|>") as plain text instead of as the real
+# control token; without it a document could close the user turn and write
+# its own instructions. Older versions silently pass unknown kwargs to the
+# template, so the support is detected rather than assumed.
+_CAN_SANITIZE = "sanitize_control_tokens" in inspect.signature(
+    PreTrainedTokenizerBase.apply_chat_template
+).parameters
+# transformers 4.56 renamed from_pretrained's ``torch_dtype`` to ``dtype``;
+# the older name is deprecated in 5.x and the newer one is ignored before 4.56.
+_DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def looks_like_deepseek_r1(model_dir: Path) -> bool:
+    """Whether the model's name says DeepSeek-R1 (or an R1 distill).
+
+    A heuristic on names, because neither config.json nor the tokenizer of
+    the R1 distills marks them as such (they are plain ``qwen2``/``llama``
+    configs): "deepseek" and "r1" both occur (case-insensitively) in the
+    directory name, in the repository name of a Hugging Face cache snapshot
+    (``models--deepseek-ai--DeepSeek-R1-…/snapshots/<hash>``), or in the
+    ``_name_or_path`` that some exports leave in config.json. It can be wrong
+    both ways; ``system_in_user=`` and ``expect_reasoning=`` override it.
+    """
+    names = [model_dir.name]
+    if model_dir.parent.name == "snapshots":
+        names.append(model_dir.parent.parent.name)
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        names.append(str(config.get("_name_or_path", "")))
+    except (OSError, ValueError):
+        pass
+    return any("deepseek" in n.lower() and "r1" in n.lower() for n in names)
+
+
+def prompt_opens_think(prompt: str) -> bool:
+    """Whether a rendered prompt ends inside an opened ``<think>`` block (DeepSeek-R1's templates do)."""
+    return prompt.rfind(OPEN_TAG) > prompt.rfind(CLOSE_TAG)
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    """Fail early, naming what is missing, rather than with a transformers traceback."""
+    if not model_dir.exists():
+        raise ModelLoadError(f"The model directory {model_dir} does not exist.")
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"The model path {model_dir} is not a directory.")
+    if not (model_dir / "config.json").is_file():
+        raise ModelLoadError(
+            f"The model directory {model_dir} has no config.json; it should be a Hugging Face "
+            "model directory (as written by save_pretrained or downloaded from the Hub)."
+        )
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"The model directory {model_dir} has no tokenizer files "
+            f"(one of {', '.join(_TOKENIZER_FILES)})."
+        )
+    if not any(any(model_dir.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        raise ModelLoadError(
+            f"The model directory {model_dir} has no weights (*.safetensors or pytorch_model*.bin)."
+        )
+
+
+def choose_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(device: torch.device, dtype: str | None) -> torch.dtype:
+    if dtype:
+        if dtype not in _DTYPES:
+            raise ModelLoadError(f"Unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}.")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        # bf16 keeps fp32's range (no overflow in long generations); older GPUs lack it.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Half precision on CPU is slow or unsupported for many kernels.
+    return torch.float32
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops ``generate`` once the consumer has gone away (stream closed early)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+class TransformersGenerator:
+    """A local causal LM; see the module docstring.
+
+    Options: ``device`` ("cuda:0", "cpu"; default: cuda:0 when available),
+    ``dtype`` ("bfloat16", "float16", "float32"; default by device),
+    ``system_in_user`` and ``expect_reasoning`` (default: detected),
+    ``do_sample``/``temperature``/``top_p`` (default greedy, reproducible).
+    """
+
+    name = "transformers"
+    generated = True
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        system_in_user: bool | None = None,
+        expect_reasoning: bool | None = None,
+        do_sample: bool = False,
+        temperature: float = 0.6,
+        top_p: float = 0.95,
+    ) -> None:
+        self.model_dir = Path(model_path).expanduser()
+        _check_model_dir(self.model_dir)
+        self.device = choose_device(device)
+        self.dtype = choose_dtype(self.device, dtype)
+        self.tokenizer, self.model = self._load()
+        self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        is_r1 = looks_like_deepseek_r1(self.model_dir)
+        # DeepSeek advises against a system prompt for R1; other models get one.
+        self.system_in_user = is_r1 if system_in_user is None else system_in_user
+        self.expect_reasoning = (
+            (is_r1 or self._template_opens_think()) if expect_reasoning is None else expect_reasoning
+        )
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.top_p = top_p
+        self._lock = threading.Lock()
+        logger.info(
+            "Loaded %s on %s as %s (chat template: %s, system in user turn: %s, expects reasoning: %s)",
+            self.model_dir, self.device, self.dtype, self.has_chat_template, self.system_in_user,
+            self.expect_reasoning,
+        )
+
+    def _load(self) -> tuple[Any, Any]:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            options: dict[str, Any] = {_DTYPE_KWARG: self.dtype, "local_files_only": True}
+            # Without accelerate, device_map is refused; load on the CPU and move.
+            if importlib.util.find_spec("accelerate") is not None:
+                options["device_map"] = {"": str(self.device)}
+            model = AutoModelForCausalLM.from_pretrained(self.model_dir, **options)
+            model.to(self.device)
+        except Exception as exc:
+            # Loading fails in many library-specific ways (OSError, ValueError,
+            # safetensors' SafetensorError, CUDA out of memory); operators need
+            # one readable error, and the original stays chained for the log.
+            raise ModelLoadError(
+                f"Could not load the model in {self.model_dir}: {type(exc).__name__}: {exc}"
+            ) from exc
+        model.eval()
+        return tokenizer, model
+
+    def _template_opens_think(self) -> bool:
+        if not self.has_chat_template:
+            return False
+        try:
+            prompt = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "?"}], add_generation_prompt=True, tokenize=False
+            )
+        except TemplateError:
+            return False
+        return prompt_opens_think(str(prompt))
+
+    def encode(self, request: GenerationRequest) -> dict[str, torch.Tensor]:
+        """Token ids (and attention mask) of the prompt for ``request``, on the model's device."""
+        if self.has_chat_template:
+            options: dict[str, Any] = {"sanitize_control_tokens": True} if _CAN_SANITIZE else {}
+            try:
+                encoded = self._apply_template(request, self.system_in_user, options)
+            except TemplateError:
+                if self.system_in_user:
+                    raise
+                # Some templates (Gemma's, Mistral's older ones) refuse a system
+                # role; the instructions then lead the user turn instead.
+                logger.info(
+                    "Chat template of %s refused a system message; folding it into the user turn",
+                    self.model_dir,
+                )
+                self.system_in_user = True
+                encoded = self._apply_template(request, True, options)
+        else:
+            # split_special_tokens: document text must never become a control token.
+            encoded = self.tokenizer(
+                build_plain_prompt(request), return_tensors="pt", split_special_tokens=True
+            )
+        return {key: value.to(self.device) for key, value in encoded.items()}
+
+    def _apply_template(
+        self, request: GenerationRequest, system_in_user: bool, options: dict[str, Any]
+    ) -> Any:
+        return self.tokenizer.apply_chat_template(
+            build_messages(request, system_in_user=system_in_user),
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+            **options,
+        )
+
+    def _generate_options(self, request: GenerationRequest) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_new_tokens": max(1, request.max_new_tokens),
+            "do_sample": self.do_sample,
+        }
+        if self.do_sample:
+            options.update(temperature=self.temperature, top_p=self.top_p)
+        if self.model.generation_config.pad_token_id is None:
+            pad = self.tokenizer.pad_token_id
+            options["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+        return options
+
+    def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
+        """Generate, yielding reasoning and answer pieces as the model writes them.
+
+        The model lock is held from the first ``next()`` until the stream is
+        exhausted or closed; a consumer that abandons the iterator without
+        closing it holds the lock until the iterator is garbage-collected.
+        """
+        with self._lock:
+            inputs = self.encode(request)
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            cancelled = threading.Event()
+            failures: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    self.model.generate(
+                        **inputs,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancelled)]),
+                        **self._generate_options(request),
+                    )
+                except BaseException as exc:  # re-raised in the consumer's thread below
+                    failures.append(exc)
+                    streamer.end()  # unblock the consumer, which would otherwise wait forever
+
+            worker = threading.Thread(
+                target=run, name=f"cairn-generate-{request.request_id}", daemon=True
+            )
+            worker.start()
+            splitter = ReasoningSplitter(expect_reasoning=self.expect_reasoning)
+            try:
+                for piece in streamer:
+                    yield from splitter.feed(piece)
+                if failures:
+                    raise failures[0]
+                yield from splitter.close()
+            finally:
+                cancelled.set()
+                worker.join()

@@ -1,0 +1,67 @@
+"""Plain data passed into and out of the inference package.
+
+These are the only shapes other Cairn apps exchange with ``inference``; they
+are frozen dataclasses of builtins so that they cross process boundaries
+(Celery, JSON via ``inference.wire``) unchanged and never drag Django along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Channel = Literal["reasoning", "answer"]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved chunk as shown to the model.
+
+    Invariant: within a request, ``number`` is 1-based and unique; it is the
+    ``[n]`` marker the model is asked to cite.
+    """
+
+    number: int
+    chunk_id: int
+    document_id: int
+    title: str
+    page: int | None
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    question: str
+    passages: tuple[Passage, ...]
+    max_new_tokens: int = 512
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """An incremental, never empty piece of one channel.
+
+    Joining the ``text`` of all events of a channel, in order, gives that
+    channel's full text (reasoning already separated from the answer).
+    """
+
+    channel: Channel
+    text: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished answer.
+
+    Invariants: ``answer`` has no ``<think>`` reasoning in it; every number in
+    ``cited_numbers`` is in ``1..passages_used``, appears once, in order of
+    first citation; ``generated`` is False only for backends that quote.
+    """
+
+    answer: str
+    reasoning: str
+    cited_numbers: tuple[int, ...]
+    backend: str
+    generated: bool
+    passages_used: int

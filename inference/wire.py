@@ -1,0 +1,37 @@
+"""Plain-dict forms of requests and answers, for crossing a process boundary (Celery, JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from inference.types import Answer, GenerationRequest, Passage
+
+
+def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
+    return asdict(request)
+
+
+def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
+    passages = tuple(Passage(**p) for p in data.get("passages", ()))
+    return GenerationRequest(
+        question=str(data["question"]),
+        passages=passages,
+        max_new_tokens=int(data.get("max_new_tokens", 512)),
+        request_id=str(data.get("request_id", "")),
+    )
+
+
+def answer_to_dict(answer: Answer) -> dict[str, Any]:
+    return asdict(answer)
+
+
+def answer_from_dict(data: dict[str, Any]) -> Answer:
+    return Answer(
+        answer=data["answer"],
+        reasoning=data.get("reasoning", ""),
+        cited_numbers=tuple(data.get("cited_numbers", ())),
+        backend=data["backend"],
+        generated=bool(data["generated"]),
+        passages_used=int(data.get("passages_used", 0)),
+    )

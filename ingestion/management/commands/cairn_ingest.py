@@ -1,0 +1,124 @@
+"""Ingest a folder (or files) from the command line, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from access.models import User
+from access.services import Actor, personal_user
+from ingestion import api
+from ingestion.indexing import index_pass
+from ingestion.models import IngestionJob
+from ingestion.services import run_ingest_job
+from kb.exceptions import InvalidInput
+from kb.models import Collection
+from kb.services import collection_create, document_upload
+from kb.storage import UploadTooLarge
+
+FINAL = {IngestionJob.Status.INDEXED, IngestionJob.Status.FAILED}
+
+
+def resolve_user(username: str | None) -> User:
+    if username:
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user named {username!r}")
+        return user
+    if settings.CAIRN_MODE == "personal":
+        return personal_user()
+    raise CommandError("--user is required in team mode")
+
+
+def resolve_collection(user: User, value: str, *, create: bool) -> Collection:
+    from kb.exceptions import NotFound
+    from kb.selectors import collection_get
+
+    if value.isdigit():
+        try:
+            return collection_get(user, value)
+        except NotFound:
+            raise CommandError(f"No collection {value} that {user} may read") from None
+    found = readable_collections(user).filter(name=value).first()
+    if found is None:
+        if not create:
+            raise CommandError(f"No collection named {value!r}")
+        found = collection_create(actor=Actor(user=user), owner=user, name=value)
+    return found
+
+
+class Command(BaseCommand):
+    help = "Upload every file under PATH into a collection and process it (progress bar)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+")
+        parser.add_argument("--collection", required=True, help="collection id or name (created if missing)")
+        parser.add_argument("--user", default=None)
+        parser.add_argument("--no-wait", action="store_true", help="team mode: queue and return")
+
+    def handle(self, *args: object, **options: object) -> None:
+        user = resolve_user(options["user"])  # type: ignore[arg-type]
+        collection = resolve_collection(user, str(options["collection"]), create=True)
+        files = sorted(
+            p for raw in options["paths"] for p in ([Path(raw)] if Path(raw).is_file() else Path(raw).rglob("*"))  # type: ignore[attr-defined]
+            if p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise CommandError("No files found")
+        actor = Actor(user=user)
+        run_here = settings.CAIRN_TASKS != "celery"
+        job_ids: list[int] = []
+        with api.deferred() as queued:
+            for path in tqdm(files, desc="upload", unit="file"):
+                try:
+                    with open(path, "rb") as handle:
+                        result = document_upload(actor=actor, collection=collection, filename=path.name,
+                                                 chunks=iter(lambda h=handle: h.read(1 << 20), b""))
+                except (InvalidInput, UploadTooLarge) as exc:
+                    self.stderr.write(f"skipped {path}: {exc}")
+                    continue
+                if not result.duplicate:
+                    job_ids.append(result.version.job.pk)
+        if not run_here:
+            for task, arg in queued:
+                api.dispatch(task, arg, 0)
+            if not options["no_wait"]:
+                self._wait(job_ids)
+        else:
+            self._run(job_ids)
+        self._report(job_ids)
+
+    def _run(self, job_ids: list[int]) -> None:
+        bar = tqdm(total=len(job_ids), desc="ingest", unit="doc")
+        for job_id in job_ids:
+            run_ingest_job(job_id)
+            bar.update(1)
+            # Index in batches so a large folder is searchable as it goes,
+            # without rewriting the index once per file.
+            if bar.n % 50 == 0:
+                index_pass()
+        bar.close()
+        while index_pass().indexed_versions:
+            pass
+
+    def _wait(self, job_ids: list[int]) -> None:
+        bar = tqdm(total=len(job_ids), desc="ingest", unit="doc")
+        while True:
+            done = IngestionJob.objects.filter(pk__in=job_ids, status__in=FINAL).count()
+            bar.update(done - bar.n)
+            if done >= len(job_ids):
+                break
+            time.sleep(0.5)
+        bar.close()
+
+    def _report(self, job_ids: list[int]) -> None:
+        jobs = IngestionJob.objects.filter(pk__in=job_ids).select_related("version__document")
+        indexed = sum(1 for j in jobs if j.status == IngestionJob.Status.INDEXED)
+        for job in jobs:
+            if job.status == IngestionJob.Status.FAILED:
+                self.stderr.write(f"FAILED {job.version.document.title}: {job.error}")
+        self.stdout.write(f"{indexed} of {len(job_ids)} new documents indexed")

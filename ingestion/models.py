@@ -1,0 +1,52 @@
+"""Ingestion jobs: the state machine every uploaded version goes through."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from kb.models import DocumentVersion
+
+
+class IngestionJob(models.Model):
+    """The processing state of one document version.
+
+    PENDING → PARSING → CHUNKING → EMBEDDING → INDEXED, or FAILED with a
+    readable ``error``.  Each step is claimed with a conditional update on
+    ``(status, attempts)``: a worker that lost its claim (the reaper re-queued
+    the job, another worker took it) finds its next transition refused and
+    stops, so running a job twice never produces duplicate chunks.
+    ``ready_to_index`` marks an EMBEDDING job whose vectors are all stored and
+    that waits for the single index writer.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        PARSING = "PARSING"
+        CHUNKING = "CHUNKING"
+        EMBEDDING = "EMBEDDING"
+        INDEXED = "INDEXED"
+        FAILED = "FAILED"
+
+    ACTIVE = (Status.PARSING, Status.CHUNKING, Status.EMBEDDING)
+
+    version = models.OneToOneField(DocumentVersion, on_delete=models.CASCADE, related_name="job")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    detail = models.CharField(max_length=200, blank=True)
+    progress = models.FloatField(default=0.0)
+    ready_to_index = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "ready_to_index"])]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"

@@ -1,0 +1,95 @@
+"""One JSON error shape for every API failure: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from kb.exceptions import InvalidInput, NotFound, UnsupportedType
+from kb.storage import UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_CODES = {
+    400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 413: "too_large", 415: "unsupported_media_type",
+    429: "throttled", 503: "unavailable",
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, NotFound):
+        return Response(error_body("not_found", f"No such {exc.args[0] if exc.args else 'object'}."), status=404)
+    if isinstance(exc, InvalidInput):
+        return Response(error_body("invalid", str(exc)), status=400)
+    if isinstance(exc, UnsupportedType):
+        return Response(error_body("unsupported_type", str(exc)), status=415)
+    if isinstance(exc, UploadTooLarge):
+        return Response(error_body("too_large", str(exc), {"limit_bytes": exc.limit}), status=413)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(error_body("invalid", _first_message(exc.detail), exc.detail), status=400)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django's handler500 answers in JSON
+    detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
+    code = getattr(exc, "default_code", None) or _CODES.get(response.status_code, "error")
+    response.data = error_body(str(code), str(detail))
+    return response
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            return f"{field}: {_first_message(value)}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return JsonResponse(error_body("bad_request", "The request could not be understood."), status=400)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("forbidden", "You may not do this."), status=403)
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception or Exception())
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", "No such resource."), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Exception())
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if not _is_api(request):
+        from django.views.defaults import server_error
+
+        return server_error(request)
+    return JsonResponse(
+        error_body("internal", "Something went wrong on our side; the request id is in X-Request-ID.",
+                   {"request_id": getattr(request, "request_id", "")}),
+        status=500,
+    )
+
+
+__all__ = ["exception_handler", "handler400", "handler403", "handler404", "handler500", "status"]

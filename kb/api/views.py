@@ -1,0 +1,250 @@
+"""REST API v1: one view per operation; input validated at the edge, work done by services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, HttpResponse
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access.services import actor_from_request
+from kb import answering, selectors, services
+from kb.api.errors import error_body
+from kb.models import Collection, Document
+from kb.storage import UploadTooLarge, blob_path
+
+SEARCH_MODES = ("hybrid", "dense", "lexical")
+
+
+def collection_out(collection: Collection) -> dict[str, Any]:
+    return {
+        "id": collection.pk,
+        "name": collection.name,
+        "description": collection.description,
+        "created_at": collection.created_at.isoformat(),
+    }
+
+
+def document_out(document: Document) -> dict[str, Any]:
+    latest = document.latest_version
+    job = getattr(latest, "job", None) if latest is not None else None
+    current = document.current_version
+    return {
+        "id": document.pk,
+        "collection": document.collection_id,
+        "title": document.title,
+        "status": job.status if job else "PENDING",
+        "error": job.error if job else "",
+        "detail": job.detail if job else "",
+        "progress": round(job.progress, 3) if job else 0.0,
+        "attempts": job.attempts if job else 0,
+        "version": latest.number if latest else None,
+        "searchable_version": current.number if current else None,
+        "kind": latest.kind if latest else "",
+        "size": latest.size if latest else 0,
+        "pages": latest.page_count if latest else None,
+        "chunks": current.chunk_count if current else 0,
+        "sha256": latest.sha256 if latest else "",
+        "created_at": document.created_at.isoformat(),
+    }
+
+
+class CollectionsView(APIView):
+    class Input(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+
+    def get(self, request: Request) -> Response:
+        collections = selectors.readable_collections(request.user)
+        return Response({"results": [collection_out(c) for c in collections]})
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        collection = services.collection_create(
+            actor=actor_from_request(request), owner=request.user, **data.validated_data
+        )
+        return Response(collection_out(collection), status=status.HTTP_201_CREATED)
+
+
+class CollectionView(APIView):
+    def get(self, request: Request, collection_id: str) -> Response:
+        return Response(collection_out(selectors.collection_get(request.user, collection_id)))
+
+    def delete(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_edit=True)
+        services.collection_delete(actor=actor_from_request(request), collection=collection)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _upload_file(request: Request) -> Any:
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > settings.CAIRN_MAX_UPLOAD_BYTES + 1024 * 1024:
+        raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise services.InvalidInput("Send the document as a multipart form field named 'file'.")
+    if upload.size > settings.CAIRN_MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
+    return upload
+
+
+class CollectionDocumentsView(APIView):
+    def get(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id)
+        documents = selectors.readable_documents(request.user, collection=collection)
+        return Response({"results": [document_out(d) for d in documents]})
+
+    def post(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_edit=True)
+        upload = _upload_file(request)
+        result = services.document_upload(
+            actor=actor_from_request(request), collection=collection,
+            filename=upload.name or "untitled", chunks=upload.chunks(),
+        )
+        body = document_out(selectors.document_get(request.user, result.document.pk))
+        body["duplicate"] = result.duplicate
+        code = status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED
+        return Response(body, status=code)
+
+
+class DocumentView(APIView):
+    def get(self, request: Request, document_id: str) -> Response:
+        return Response(document_out(selectors.document_get(request.user, document_id)))
+
+    def delete(self, request: Request, document_id: str) -> Response:
+        document = selectors.document_get(request.user, document_id, for_edit=True)
+        services.document_delete(actor=actor_from_request(request), document=document)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DocumentVersionsView(APIView):
+    """POST a changed file as a new version of an existing document."""
+
+    def post(self, request: Request, document_id: str) -> Response:
+        document = selectors.document_get(request.user, document_id, for_edit=True)
+        upload = _upload_file(request)
+        result = services.document_upload(
+            actor=actor_from_request(request), collection=document.collection,
+            filename=upload.name or document.title, chunks=upload.chunks(), replace=document,
+        )
+        body = document_out(selectors.document_get(request.user, result.document.pk))
+        body["duplicate"] = result.duplicate
+        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+
+
+class DocumentReprocessView(APIView):
+    def post(self, request: Request, document_id: str) -> Response:
+        document = selectors.document_get(request.user, document_id, for_edit=True)
+        if not services.document_reprocess(actor=actor_from_request(request), document=document):
+            return Response(error_body("conflict", "Only a document whose processing FAILED can be re-processed."),
+                            status=status.HTTP_409_CONFLICT)
+        return Response(document_out(selectors.document_get(request.user, document.pk)),
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class DocumentDownloadView(APIView):
+    def get(self, request: Request, document_id: str) -> HttpResponse:
+        document = selectors.document_get(request.user, document_id)
+        version = document.current_version or document.latest_version
+        if version is None:
+            raise selectors.NotFound("document")
+        from access.services import audit_record
+
+        audit_record(actor=actor_from_request(request), action="document.download", target_type="document",
+                     target_id=document.pk, detail={"version": version.number})
+        response = FileResponse(open(blob_path(version.sha256), "rb"), as_attachment=True,
+                                filename=document.title, content_type="application/octet-stream")
+        return response
+
+
+class ChunkView(APIView):
+    def get(self, request: Request, chunk_id: str) -> Response:
+        chunk = selectors.chunk_get(request.user, chunk_id)
+        return Response({
+            "chunk_id": chunk.pk, "document_id": chunk.document_id, "title": chunk.document.title,
+            "page": chunk.page, "heading": chunk.heading, "text": chunk.text,
+            "char_start": chunk.char_start, "char_end": chunk.char_end,
+        })
+
+
+class SearchView(APIView):
+    class Input(serializers.Serializer):
+        q = serializers.CharField(max_length=2000, trim_whitespace=True)
+        collection = serializers.IntegerField(required=False, min_value=1)
+        k = serializers.IntegerField(required=False, min_value=1, default=10)
+        mode = serializers.ChoiceField(choices=SEARCH_MODES, required=False, default="hybrid")
+
+    def get(self, request: Request) -> Response:
+        data = self.Input(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        k = min(params["k"], settings.CAIRN_SEARCH_MAX_K)
+        collection_ids = None
+        if "collection" in params:
+            collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
+        results = answering.search(
+            user=request.user, actor=actor_from_request(request), query=params["q"],
+            collection_ids=collection_ids, k=k, mode=params["mode"],
+        )
+        return Response({
+            "query": params["q"],
+            "results": [
+                {
+                    "chunk_id": r.chunk_id, "document_id": r.document_id, "collection_id": r.collection_id,
+                    "title": r.title, "version": r.version, "page": r.page, "heading": r.heading,
+                    "score": round(r.score, 6), "dense_rank": r.dense_rank, "lexical_rank": r.lexical_rank,
+                    "text": r.text, "char_start": r.char_start, "char_end": r.char_end,
+                }
+                for r in results
+            ],
+        })
+
+
+def citation_out(passage: Any) -> dict[str, Any]:
+    return {
+        "number": passage.number, "chunk_id": passage.chunk_id, "document_id": passage.document_id,
+        "title": passage.title, "page": passage.page, "heading": passage.heading, "text": passage.text,
+    }
+
+
+class AskView(APIView):
+    class Input(serializers.Serializer):
+        question = serializers.CharField(max_length=4000, trim_whitespace=True)
+        collection = serializers.IntegerField(required=False, min_value=1)
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        collection_ids = None
+        if "collection" in params:
+            collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
+        result = answering.answer_question(
+            user=request.user, actor=actor_from_request(request), question=params["question"],
+            collection_ids=collection_ids,
+        )
+        answer = result.answer
+        # A model that cited nothing still answered from these passages: list them, and say so.
+        cited = result.cited or result.passages
+        return Response({
+            "answer": answer.answer,
+            "reasoning": answer.reasoning,
+            "backend": answer.backend,
+            "generated": answer.generated,
+            "citation_mode": "marked" if result.cited else "context",
+            "citations": [citation_out(p) for p in cited],
+            "passages": [citation_out(p) for p in result.passages],
+        })
+
+
+class HealthView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok", "mode": settings.CAIRN_MODE, "tasks": settings.CAIRN_TASKS})

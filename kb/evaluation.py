@@ -1,0 +1,153 @@
+"""Retrieval evaluation on a BEIR-layout dataset, through Cairn's real ingestion and search.
+
+A dataset directory holds ``corpus.jsonl`` (``_id``, ``title``, ``text``),
+``queries.jsonl`` (``_id``, ``text``) and ``qrels/<split>.tsv``
+(``query-id  corpus-id  score`` with a header).  Each corpus entry becomes a
+Markdown document named ``<_id>.md`` (title as its heading); chunk hits are
+folded to documents by their best rank, as BEIR scores documents.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from access.models import User
+from access.services import Actor
+from kb.models import Collection
+from kb.selectors import chunk_search, readable_collections, readable_documents
+from kb.services import collection_create, document_upload
+
+
+@dataclass
+class Dataset:
+    corpus: dict[str, tuple[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def load_beir(path: Path, split: str = "test") -> Dataset:
+    corpus: dict[str, tuple[str, str]] = {}
+    with open(path / "corpus.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            corpus[str(row["_id"])] = (row.get("title", "") or "", row.get("text", "") or "")
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(path / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        next(reader, None)
+        for query_id, doc_id, score in reader:
+            qrels[query_id][doc_id] = int(score)
+    queries: dict[str, str] = {}
+    with open(path / "queries.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if str(row["_id"]) in qrels:
+                queries[str(row["_id"])] = row["text"]
+    return Dataset(corpus=corpus, queries=queries, qrels=dict(qrels))
+
+
+def as_markdown(title: str, text: str) -> bytes:
+    return (f"# {title}\n\n{text}\n" if title else f"{text}\n").encode("utf-8")
+
+
+def ingest_corpus(
+    dataset: Dataset, *, user: User, collection_name: str,
+    run_jobs: Callable[[list[int]], None], progress: Callable[[int, int], None] | None = None,
+) -> Collection:
+    """Upload every corpus entry (idempotent: re-running finds the duplicates) and process them."""
+    from ingestion import api
+
+    actor = Actor(user=user)
+    collection = readable_collections(user).filter(name=collection_name).first()
+    if collection is None:
+        collection = collection_create(actor=actor, owner=user, name=collection_name)
+    job_ids: list[int] = []
+    with api.deferred():
+        for i, (doc_id, (title, text)) in enumerate(dataset.corpus.items()):
+            result = document_upload(actor=actor, collection=collection, filename=f"{doc_id}.md",
+                                     chunks=[as_markdown(title, text)])
+            if not result.duplicate:
+                job_ids.append(result.version.job.pk)
+            if progress is not None and i % 500 == 0:
+                progress(i, len(dataset.corpus))
+    run_jobs(job_ids)
+    return collection
+
+
+def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(rel / math.log2(i + 2) for i, rel in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    positives = {d for d, r in relevant.items() if r > 0}
+    return len(positives & set(ranked[:k])) / len(positives) if positives else 0.0
+
+
+def mrr_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    for i, doc in enumerate(ranked[:k]):
+        if relevant.get(doc, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+@dataclass
+class ModeScores:
+    mode: str
+    ndcg10: float
+    recall10: float
+    recall100: float
+    mrr10: float
+    queries: int
+    seconds: float
+    per_query_ms: list[float] = field(default_factory=list)
+
+    @property
+    def p50_ms(self) -> float:
+        ordered = sorted(self.per_query_ms)
+        return ordered[len(ordered) // 2] if ordered else 0.0
+
+
+def evaluate(
+    dataset: Dataset, *, user: User, collection: Collection, modes: Iterable[str] = ("lexical", "dense", "hybrid"),
+    depth: int = 200,
+) -> list[ModeScores]:
+    titles = dict(readable_documents(user, collection=collection).values_list("id", "title"))
+    doc_key = {pk: title.removesuffix(".md") for pk, title in titles.items()}
+    scores: list[ModeScores] = []
+    for mode in modes:
+        totals = defaultdict(float)
+        timings: list[float] = []
+        started = time.perf_counter()
+        for query_id, text in dataset.queries.items():
+            t0 = time.perf_counter()
+            hits = chunk_search(user, text, collection_ids=[collection.pk], k=depth, mode=mode)
+            timings.append((time.perf_counter() - t0) * 1000)
+            ranked: list[str] = []
+            seen: set[str] = set()
+            for hit in hits:
+                key = doc_key.get(hit.document_id)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    ranked.append(key)
+            relevant = dataset.qrels.get(query_id, {})
+            totals["ndcg10"] += ndcg_at(ranked, relevant, 10)
+            totals["recall10"] += recall_at(ranked, relevant, 10)
+            totals["recall100"] += recall_at(ranked, relevant, 100)
+            totals["mrr10"] += mrr_at(ranked, relevant, 10)
+        n = max(1, len(dataset.queries))
+        scores.append(ModeScores(
+            mode=mode, ndcg10=totals["ndcg10"] / n, recall10=totals["recall10"] / n,
+            recall100=totals["recall100"] / n, mrr10=totals["mrr10"] / n, queries=len(dataset.queries),
+            seconds=time.perf_counter() - started, per_query_ms=timings,
+        ))
+    return scores

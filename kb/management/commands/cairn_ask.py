@@ -1,0 +1,32 @@
+"""Ask a question from the terminal; prints the answer and its citations."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from access.services import Actor
+from ingestion.management.commands.cairn_ingest import resolve_collection, resolve_user
+from kb.answering import answer_question
+
+
+class Command(BaseCommand):
+    help = "Answer a question from your documents, with numbered citations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("question")
+        parser.add_argument("--collection", default=None)
+        parser.add_argument("--user", default=None)
+        parser.add_argument("--show-reasoning", action="store_true")
+
+    def handle(self, *args: object, **options: object) -> None:
+        user = resolve_user(options["user"])  # type: ignore[arg-type]
+        ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
+        result = answer_question(user=user, actor=Actor(user=user), question=str(options["question"]),
+                                 collection_ids=ids)
+        if options["show_reasoning"] and result.answer.reasoning:
+            self.stdout.write("Reasoning:\n" + result.answer.reasoning + "\n")
+        self.stdout.write(result.answer.answer)
+        self.stdout.write("")
+        for p in result.cited or result.passages:
+            where = f", p. {p.page}" if p.page else ""
+            self.stdout.write(f"[{p.number}] {p.title}{where} (chunk {p.chunk_id})")

@@ -1,0 +1,57 @@
+"""Personal mode in the foreground: web app + background worker in one process."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Run Cairn (web app and, in personal mode, its background worker) in the foreground."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+        parser.add_argument("--log-level", default="info")
+
+    def handle(self, *args: object, **options: object) -> None:
+        import uvicorn
+
+        host = str(options["host"])
+        port = int(options["port"])  # type: ignore[call-overload]
+        if not 0 < port < 65536:
+            raise CommandError("--port must be between 1 and 65535")
+        if settings.CAIRN_MODE == "personal" and not _loopback(host):
+            self.stderr.write(
+                "warning: personal mode signs in loopback clients only; others will be asked to log in "
+                "and there is no password. Use team mode to serve a network."
+            )
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
+        from access.services import personal_user
+
+        if settings.CAIRN_MODE == "personal":
+            personal_user()
+        if settings.CAIRN_TASKS == "local":
+            from ingestion.local_worker import worker
+
+            worker().start()
+        self.stdout.write(
+            f"Cairn ({settings.CAIRN_MODE} mode, tasks: {settings.CAIRN_TASKS}) on http://{host}:{port}/ "
+            f"— data in {settings.DATA_DIR}"
+        )
+        uvicorn.run("config.asgi:application", host=host, port=port, log_level=str(options["log_level"]),
+                    lifespan="off", access_log=False)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,129 @@
+"""Collections, documents and their versions, and the chunks that get indexed."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Collection(models.Model):
+    """A set of documents shared as a unit (the unit of RBAC grants)."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="collections")
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentQuerySet(models.QuerySet["Document"]):
+    def live(self) -> DocumentQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+
+class Document(models.Model):
+    """A document in a collection; its content lives in versions.
+
+    ``current_version`` is the version searches see; it changes only when a
+    newer version is INDEXED, so a replaced document stays searchable while
+    its new version is being processed.  ``latest_version`` is the newest
+    upload, whatever its state.  Deletion is a tombstone (``deleted_at``):
+    gone from every read at once, purged from the index by compaction.
+    """
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=255)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    current_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="current_for"
+    )
+    latest_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attributes = models.JSONField(default=dict, blank=True)
+
+    objects = DocumentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["collection", "title"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DocumentVersion(models.Model):
+    """One uploaded revision of a document: its bytes, extracted text and chunks.
+
+    The bytes are stored content-addressed by ``sha256`` under the storage
+    directory; the client's filename is kept only as display text.  The
+    version's chunks have the contiguous ids
+    ``[chunk_id_start, chunk_id_start + chunk_count)``, so "the chunks this
+    user may read" is a short list of id ranges rather than a list of ids.
+    """
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField()
+    kind = models.CharField(max_length=16, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    text = models.TextField(blank=True)
+    parsed_title = models.CharField(max_length=500, blank=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    chunk_id_start = models.BigIntegerField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["document_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["document", "number"], name="uniq_document_version")]
+
+    def __str__(self) -> str:
+        return f"{self.document_id} v{self.number}"
+
+
+class Chunk(models.Model):
+    """A passage of a document version: the unit of retrieval and citation.
+
+    ``id`` is allocated in a block per version (``IdBlock``) and is the id
+    FAISS and BM25 use.  ``char_start``/``char_end`` index into the
+    version's ``text``.  ``embedding`` holds the float32 vector, so the index
+    files can always be rebuilt from the database.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading = models.CharField(max_length=500, blank=True)
+    char_start = models.PositiveIntegerField()
+    char_end = models.PositiveIntegerField()
+    token_count = models.PositiveIntegerField()
+    embedding = models.BinaryField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["version", "ordinal"])]
+
+
+class IdBlock(models.Model):
+    """A counter that hands out contiguous blocks of ids (see ``kb.services.chunk_ids_reserve``)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    next_value = models.BigIntegerField(default=1)

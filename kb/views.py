@@ -1,0 +1,53 @@
+"""Server-rendered pages; they read through the same selectors as the API.
+
+The pages call the REST API from the browser (``static/cairn.js``), so each
+page makes sure the CSRF cookie is set.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from kb import selectors
+
+CHUNKS_PER_PAGE = 50
+
+
+@login_required
+@ensure_csrf_cookie
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "kb/home.html", {"collections": selectors.readable_collections(request.user)})
+
+
+@login_required
+@ensure_csrf_cookie
+def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
+    try:
+        collection = selectors.collection_get(request.user, collection_id)
+    except selectors.NotFound:
+        raise Http404("No such collection") from None
+    documents = selectors.readable_documents(request.user, collection=collection)
+    return render(request, "kb/collection.html", {"collection": collection, "documents": documents})
+
+
+@login_required
+@ensure_csrf_cookie
+def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
+    try:
+        document = selectors.document_get(request.user, document_id)
+    except selectors.NotFound:
+        raise Http404("No such document") from None
+    # document_get is the permission check: the chunks below belong to the
+    # current (searchable) version of a document this user may read.
+    version = document.current_version
+    chunks = version.chunks.order_by("ordinal") if version is not None else None
+    page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page")) if chunks is not None else None
+    latest = document.latest_version
+    job = getattr(latest, "job", None) if latest is not None else None
+    return render(request, "kb/document.html", {
+        "document": document, "version": version, "latest": latest, "job": job, "chunks": page,
+    })

@@ -1,0 +1,620 @@
+/* Cairn web UI: small progressive enhancements over server-rendered pages.
+ *
+ * No framework, no build step, nothing loaded from outside: this file is
+ * served by Cairn itself.  All text that comes from users or documents is
+ * put into the page with textContent / text nodes, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var FINAL_STATES = ["INDEXED", "FAILED"];
+  var POLL_MS = 1500;
+
+  // --- talking to the API ---------------------------------------------------
+
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (match) return decodeURIComponent(match[1]);
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function ApiError(message, status, code) {
+    this.name = "ApiError";
+    this.message = message;
+    this.status = status;
+    this.code = code || "";
+  }
+  ApiError.prototype = Object.create(Error.prototype);
+
+  function parseJson(text) {
+    if (!text) return null;
+    try { return JSON.parse(text); } catch (e) { return null; }
+  }
+
+  function errorMessage(data, status, statusText) {
+    if (data && data.error && data.error.message) return data.error.message;
+    if (status === 401 || status === 403) return "You may not do this, or your session has ended — reload the page and sign in again.";
+    if (status === 413) return "The file is too large for this server.";
+    if (status >= 500) return "The server ran into an error (" + status + "). Please try again.";
+    return ("The server answered " + status + " " + (statusText || "")).trim() + ".";
+  }
+
+  var NETWORK_ERROR = "Cannot reach the Cairn server. Check that it is running and try again.";
+
+  /** fetch() with the CSRF header and the session cookie; resolves to parsed JSON, rejects with ApiError. */
+  function api(method, url, body) {
+    var headers = { "Accept": "application/json", "X-CSRFToken": csrfToken() };
+    var payload;
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    return fetch(url, { method: method, headers: headers, body: payload, credentials: "same-origin" })
+      .catch(function () { throw new ApiError(NETWORK_ERROR, 0, "network"); })
+      .then(function (response) {
+        return response.text().then(function (text) {
+          var data = parseJson(text);
+          if (!response.ok) throw new ApiError(errorMessage(data, response.status, response.statusText), response.status, data && data.error && data.error.code);
+          return data;
+        });
+      });
+  }
+
+  /** One file as multipart field "file"; XMLHttpRequest because fetch cannot report upload progress. */
+  function uploadFile(url, file, onProgress) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-CSRFToken", csrfToken());
+      xhr.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total);
+      });
+      xhr.addEventListener("load", function () {
+        var data = parseJson(xhr.responseText);
+        if (xhr.status >= 200 && xhr.status < 300) resolve({ status: xhr.status, data: data || {} });
+        else reject(new ApiError(errorMessage(data, xhr.status, xhr.statusText), xhr.status, data && data.error && data.error.code));
+      });
+      xhr.addEventListener("error", function () { reject(new ApiError(NETWORK_ERROR, 0, "network")); });
+      xhr.addEventListener("abort", function () { reject(new ApiError("The upload was cancelled.", 0, "aborted")); });
+      var form = new FormData();
+      form.append("file", file, file.name);
+      xhr.send(form);
+    });
+  }
+
+  // --- building DOM safely ------------------------------------------------------
+
+  /** el("a", {href: "/x", class: "y"}, "text", child) — strings become text nodes. */
+  function el(tag, attrs) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (key) {
+        var value = attrs[key];
+        if (value === null || value === undefined || value === false) return;
+        node.setAttribute(key, value === true ? "" : String(value));
+      });
+    }
+    for (var i = 2; i < arguments.length; i++) append(node, arguments[i]);
+    return node;
+  }
+
+  function append(parent, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(parent, c); }); return; }
+    parent.appendChild(typeof child === "string" || typeof child === "number" ? document.createTextNode(String(child)) : child);
+  }
+
+  function showAlert(container, message, kind) {
+    container.replaceChildren(el("div", { class: "alert alert--" + (kind || "error"), role: kind === "ok" ? "status" : "alert" }, message));
+  }
+
+  function clear(container) { container.replaceChildren(); }
+
+  function loading(message) {
+    return el("div", { class: "loading", role: "status" }, el("span", { class: "spinner", "aria-hidden": "true" }), message);
+  }
+
+  function setBusy(button, busy) {
+    button.disabled = busy;
+    if (busy) button.setAttribute("aria-busy", "true"); else button.removeAttribute("aria-busy");
+  }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  function formatSize(bytes) {
+    if (!bytes && bytes !== 0) return "";
+    var units = ["bytes", "KB", "MB", "GB"];
+    var value = bytes, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit++; }
+    return (unit === 0 ? value : value.toFixed(value < 10 ? 1 : 0)) + " " + units[unit];
+  }
+
+  function documentUrl(id) { return "/documents/" + encodeURIComponent(id) + "/"; }
+
+  function statusBadge(status) {
+    return el("span", { class: "status status--" + String(status).toLowerCase() }, status);
+  }
+
+  function progressBar(fraction, label) {
+    var percent = Math.max(0, Math.min(100, Math.round((Number(fraction) || 0) * 100)));
+    var bar = el("span", { class: "progress__bar" });
+    bar.style.width = percent + "%";
+    return el("div", { class: "progress", role: "progressbar", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": percent }, bar);
+  }
+
+  /** Passage text for a snippet: lines hard-wrapped in the source (PDF, Markdown) joined up; paragraphs and list items kept. */
+  function reflow(text) {
+    return String(text || "").replace(/([^\n])[ \t]*\n(?![ \t]*(\n|[-*•#>]|\d+[.)]\s))[ \t]*/g, "$1 ");
+  }
+
+  /** Text with the query's words wrapped in <mark>, built from text nodes. */
+  function highlighted(text, query) {
+    var terms = (query.match(/[\p{L}\p{N}_]{2,}/gu) || []).map(function (t) { return t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"); });
+    if (!terms.length) return [text];
+    var pattern = new RegExp("(" + terms.join("|") + ")", "giu");
+    return text.split(pattern).map(function (part, i) { return i % 2 ? el("mark", null, part) : part; });
+  }
+
+  // --- home: create a collection -------------------------------------------------
+
+  function initHome() {
+    var form = document.getElementById("collection-form");
+    if (!form) return;
+    var status = form.querySelector('[data-role="status"]');
+    var nameInput = form.elements.namedItem("name");
+    var descriptionInput = form.elements.namedItem("description");
+    var button = form.querySelector('button[type="submit"]');
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var name = nameInput.value.trim();
+      if (!name) {
+        showAlert(status, "Give the collection a name.");
+        nameInput.setAttribute("aria-invalid", "true");
+        nameInput.focus();
+        return;
+      }
+      nameInput.removeAttribute("aria-invalid");
+      clear(status);
+      setBusy(button, true);
+      api("POST", "/api/v1/collections", { name: name, description: descriptionInput.value.trim() })
+        .then(function () { window.location.reload(); })
+        .catch(function (error) {
+          showAlert(status, error.message);
+          setBusy(button, false);
+        });
+    });
+  }
+
+  // --- collection: documents, upload, search, ask ----------------------------------
+
+  function initCollection(main) {
+    var collectionId = main.getAttribute("data-collection-id");
+    var documentsUrl = "/api/v1/collections/" + encodeURIComponent(collectionId) + "/documents";
+    initDocuments(documentsUrl);
+    initSearch(collectionId);
+    initAsk(collectionId);
+  }
+
+  function initDocuments(documentsUrl) {
+    var tbody = document.getElementById("documents-body");
+    var tableWrap = document.getElementById("documents-table-wrap");
+    var empty = document.getElementById("documents-empty");
+    var count = document.getElementById("documents-count");
+    var errorBox = document.getElementById("documents-error");
+    var input = document.getElementById("upload-input");
+    var dropzone = document.querySelector('[data-role="dropzone"]');
+    var uploadResults = document.getElementById("upload-results");
+    var signatures = {};   // row id -> JSON of the document it shows, so unchanged rows are left alone
+    var uploads = {};      // document id -> the upload-result line that reports on it
+    var pollTimer = null;
+    var inFlight = false;
+    var again = false;
+
+    function rows() { return Array.prototype.slice.call(tbody.querySelectorAll("tr[data-id]")); }
+
+    function anyActive() {
+      return rows().some(function (row) { return FINAL_STATES.indexOf(row.getAttribute("data-status")) < 0; });
+    }
+
+    function updateCounts() {
+      var n = rows().length;
+      count.textContent = plural(n, "document");
+      empty.classList.toggle("is-hidden", n > 0);
+      tableWrap.classList.toggle("is-hidden", n === 0);
+    }
+
+    function fillRow(row, doc) {
+      var focused = row.contains(document.activeElement) ? document.activeElement.getAttribute("data-action") : null;
+      row.setAttribute("data-status", doc.status);
+      row.setAttribute("data-title", doc.title);
+
+      var meta = [];
+      if (doc.version) meta.push("v" + doc.version);
+      if (doc.kind) meta.push(doc.kind);
+      if (doc.size) meta.push(formatSize(doc.size));
+
+      var progressCell = el("td", { class: "doc-row__progress" });
+      if (doc.status === "INDEXED") {
+        append(progressCell, el("span", { class: "muted small" }, plural(doc.chunks, "passage")));
+      } else if (doc.status === "FAILED") {
+        append(progressCell, el("p", { class: "error-text" }, doc.error || "Processing failed."));
+        append(progressCell, el("button", { type: "button", class: "button button--small", "data-action": "retry" }, "Retry"));
+      } else {
+        append(progressCell, progressBar(doc.progress, "Processing " + doc.title));
+        append(progressCell, el("div", { class: "muted small" }, doc.detail || (doc.status === "PENDING" ? "Waiting to be processed…" : "")));
+      }
+
+      row.replaceChildren(
+        el("td", { class: "doc-row__title" },
+          el("a", { href: documentUrl(doc.id) }, doc.title),
+          el("div", { class: "muted small" }, meta.join(" · "))),
+        el("td", null, statusBadge(doc.status)),
+        progressCell,
+        el("td", { class: "doc-row__actions" },
+          el("button", { type: "button", class: "button button--small button--danger", "data-action": "delete", "aria-label": "Delete " + doc.title }, "Delete"))
+      );
+      if (focused) {
+        var refocus = row.querySelector('[data-action="' + focused + '"]');
+        if (refocus) refocus.focus();
+      }
+    }
+
+    function render(documents) {
+      var existing = {};
+      rows().forEach(function (row) { existing[row.getAttribute("data-id")] = row; });
+      documents.forEach(function (doc, index) {
+        var id = String(doc.id);
+        var row = existing[id];
+        delete existing[id];
+        if (!row) {
+          row = el("tr", { class: "doc-row", "data-id": id });
+          signatures[id] = null;
+        }
+        var signature = JSON.stringify(doc);
+        if (signatures[id] !== signature) {
+          fillRow(row, doc);
+          signatures[id] = signature;
+          reportUpload(doc);
+        }
+        var current = tbody.children[index];
+        if (current !== row) tbody.insertBefore(row, current || null);
+      });
+      Object.keys(existing).forEach(function (id) { existing[id].remove(); delete signatures[id]; });
+      updateCounts();
+    }
+
+    function reportUpload(doc) {
+      var entry = uploads[String(doc.id)];
+      if (!entry) return;
+      if (doc.status === "INDEXED") {
+        entry.state.textContent = "Indexed: " + plural(doc.chunks, "passage") + ", ready to search.";
+        delete uploads[String(doc.id)];
+      } else if (doc.status === "FAILED") {
+        entry.item.classList.remove("upload-result--ok");
+        entry.item.classList.add("upload-result--error");
+        entry.state.textContent = "Processing failed: " + (doc.error || "unknown error");
+        delete uploads[String(doc.id)];
+      } else {
+        entry.state.textContent = "Uploaded; " + doc.status.toLowerCase() + (doc.progress ? " " + Math.round(doc.progress * 100) + "%" : "") + "…";
+      }
+    }
+
+    function schedule() {
+      clearTimeout(pollTimer);
+      pollTimer = anyActive() ? setTimeout(refresh, POLL_MS) : null;
+    }
+
+    function refresh() {
+      if (inFlight) { again = true; return Promise.resolve(); }
+      inFlight = true;
+      clearTimeout(pollTimer);
+      return api("GET", documentsUrl)
+        .then(function (data) {
+          render((data && data.results) || []);
+          clear(errorBox);
+        })
+        .catch(function (error) {
+          showAlert(errorBox, "Could not refresh the document list: " + error.message);
+        })
+        .then(function () {
+          inFlight = false;
+          if (again) { again = false; return refresh(); }
+          schedule();
+        });
+    }
+
+    // Row buttons (server-rendered or built above) are handled here.
+    tbody.addEventListener("click", function (event) {
+      var button = event.target.closest("button[data-action]");
+      if (!button) return;
+      var row = button.closest("tr[data-id]");
+      var id = row.getAttribute("data-id");
+      var title = row.getAttribute("data-title") || "this document";
+      var action = button.getAttribute("data-action");
+      if (action === "delete") {
+        if (!window.confirm("Delete “" + title + "”? It will no longer be searchable.")) return;
+        setBusy(button, true);
+        api("DELETE", "/api/v1/documents/" + encodeURIComponent(id))
+          .then(function () {
+            row.remove();
+            delete signatures[id];
+            updateCounts();
+            showAlert(errorBox, "Deleted “" + title + "”.", "ok");
+            document.getElementById("documents-heading").focus();
+          })
+          .catch(function (error) {
+            showAlert(errorBox, "Could not delete “" + title + "”: " + error.message);
+            setBusy(button, false);
+          });
+      } else if (action === "retry") {
+        setBusy(button, true);
+        api("POST", "/api/v1/documents/" + encodeURIComponent(id) + "/reprocess")
+          .then(function () { clear(errorBox); return refresh(); })
+          .catch(function (error) {
+            showAlert(errorBox, "Could not retry “" + title + "”: " + error.message);
+            setBusy(button, false);
+          });
+      }
+    });
+
+    function uploadAll(fileList) {
+      var files = Array.prototype.slice.call(fileList || []);
+      if (!files.length) return;
+      var items = files.map(function (file) {
+        var state = el("span", { class: "upload-result__state" }, "Waiting…");
+        var item = el("li", { class: "upload-result" }, el("span", { class: "upload-result__name" }, file.name), state);
+        uploadResults.prepend(item);
+        return { file: file, item: item, state: state };
+      });
+      // One request per file, one at a time: gentle on the server and the results arrive in order.
+      return items.reduce(function (previous, entry) {
+        return previous.then(function () {
+          entry.state.textContent = "Uploading…";
+          return uploadFile(documentsUrl, entry.file, function (fraction) {
+            entry.state.textContent = "Uploading… " + Math.round(fraction * 100) + "%";
+          }).then(function (result) {
+            entry.item.classList.add("upload-result--ok");
+            if (result.data.duplicate) {
+              entry.state.textContent = "Already in this collection (“" + result.data.title + "”): nothing new to process.";
+            } else {
+              entry.state.textContent = result.data.version > 1 ? "Uploaded as version " + result.data.version + "; processing…" : "Uploaded; processing…";
+              if (result.data.id !== undefined) uploads[String(result.data.id)] = entry;
+            }
+            return refresh();
+          }).catch(function (error) {
+            entry.item.classList.add("upload-result--error");
+            entry.item.setAttribute("role", "alert");
+            entry.state.textContent = error.message;
+          });
+        });
+      }, Promise.resolve());
+    }
+
+    input.addEventListener("change", function () {
+      var files = Array.prototype.slice.call(input.files || []);
+      uploadAll(files);
+      input.value = "";
+    });
+
+    var depth = 0;
+    dropzone.addEventListener("dragenter", function (event) {
+      event.preventDefault();
+      depth++;
+      dropzone.classList.add("is-dragover");
+    });
+    dropzone.addEventListener("dragover", function (event) {
+      event.preventDefault();
+      if (event.dataTransfer) event.dataTransfer.dropEffect = "copy";
+    });
+    dropzone.addEventListener("dragleave", function () {
+      depth = Math.max(0, depth - 1);
+      if (!depth) dropzone.classList.remove("is-dragover");
+    });
+    dropzone.addEventListener("drop", function (event) {
+      event.preventDefault();
+      depth = 0;
+      dropzone.classList.remove("is-dragover");
+      if (event.dataTransfer) uploadAll(event.dataTransfer.files);
+    });
+    // A file dropped next to the drop zone must not make the browser navigate away from the page.
+    ["dragover", "drop"].forEach(function (type) {
+      window.addEventListener(type, function (event) {
+        if (!dropzone.contains(event.target)) event.preventDefault();
+      });
+    });
+
+    updateCounts();
+    if (anyActive()) refresh();
+  }
+
+  function initSearch(collectionId) {
+    var form = document.getElementById("search-form");
+    var input = document.getElementById("search-query");
+    var results = document.getElementById("search-results");
+    var button = form.querySelector('button[type="submit"]');
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var query = input.value.trim();
+      if (!query) {
+        showAlert(results, "Type something to search for.");
+        input.focus();
+        return;
+      }
+      var params = new URLSearchParams({ q: query, collection: collectionId, k: "10" });
+      setBusy(button, true);
+      results.replaceChildren(loading("Searching…"));
+      api("GET", "/api/v1/search?" + params.toString())
+        .then(function (data) { renderResults(results, query, (data && data.results) || []); })
+        .catch(function (error) { showAlert(results, error.message); })
+        .then(function () { setBusy(button, false); });
+    });
+  }
+
+  function renderResults(container, query, items) {
+    if (!items.length) {
+      container.replaceChildren(el("p", { class: "empty" },
+        "No passages match “" + query + "”. Documents that are still being processed are not searchable yet."));
+      return;
+    }
+    var list = el("ol", { class: "results", role: "list" });
+    items.forEach(function (r) {
+      var meta = [];
+      if (r.page !== null && r.page !== undefined) meta.push(el("span", null, "Page " + r.page));
+      if (r.heading) meta.push(el("span", null, r.heading));
+      meta.push(el("span", { title: "Relevance score (reciprocal-rank fusion)" }, "Score " + Number(r.score).toFixed(4)));
+      append(list, el("li", { class: "result" },
+        el("a", { class: "result__title", href: documentUrl(r.document_id) }, r.title),
+        el("div", { class: "result__meta" }, meta),
+        el("p", { class: "result__text" }, highlighted(reflow(r.text), query))));
+    });
+    container.replaceChildren(el("p", { class: "results-summary" }, plural(items.length, "result") + " for “" + query + "”"), list);
+  }
+
+  function initAsk(collectionId) {
+    var form = document.getElementById("ask-form");
+    var textarea = document.getElementById("ask-question");
+    var result = document.getElementById("ask-result");
+    var button = form.querySelector('button[type="submit"]');
+
+    textarea.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        form.requestSubmit ? form.requestSubmit() : button.click();
+      }
+    });
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var question = textarea.value.trim();
+      if (!question) {
+        showAlert(result, "Type a question first.");
+        textarea.focus();
+        return;
+      }
+      setBusy(button, true);
+      result.setAttribute("aria-busy", "true");
+      result.replaceChildren(loading("Reading your documents and writing an answer…"));
+      api("POST", "/api/v1/ask", { question: question, collection: Number(collectionId) })
+        .then(function (data) { renderAnswer(result, question, data || {}); })
+        .catch(function (error) { showAlert(result, error.message); })
+        .then(function () {
+          setBusy(button, false);
+          result.removeAttribute("aria-busy");
+        });
+    });
+  }
+
+  /** The answer text with its [n] / [n, m] markers turned into links to the citation list. */
+  function answerWithLinks(text, known) {
+    var nodes = [];
+    var pattern = /\[(\d+(?:\s*[,;]\s*\d+)*)\]/g;
+    var last = 0;
+    var match;
+    while ((match = pattern.exec(text)) !== null) {
+      var numbers = match[1].split(/\s*[,;]\s*/);
+      if (!numbers.some(function (n) { return known[n]; })) continue;
+      nodes.push(text.slice(last, match.index));
+      var sup = el("sup");
+      append(sup, "[");
+      numbers.forEach(function (n, i) {
+        if (i) append(sup, ", ");
+        append(sup, known[n]
+          ? el("a", { class: "cite-ref", href: "#cite-" + n, "aria-label": "Source " + n + ": " + known[n].title }, n)
+          : n);
+      });
+      append(sup, "]");
+      nodes.push(sup);
+      last = pattern.lastIndex;
+    }
+    nodes.push(text.slice(last));
+    return nodes;
+  }
+
+  function renderAnswer(container, question, data) {
+    var citations = data.citations || [];
+    var known = {};
+    citations.forEach(function (c) { known[String(c.number)] = c; });
+
+    var parts = [];
+    var labels = el("div", { class: "answer__labels" });
+    if (data.generated === false) append(labels, el("span", { class: "badge badge--label" }, "Extracts — no language model configured"));
+    if (labels.childNodes.length) parts.push(labels);
+    parts.push(el("p", { class: "answer__question" }, question));
+    parts.push(el("div", { class: "answer__text" }, answerWithLinks(data.answer || "", known)));
+
+    if (data.reasoning) {
+      parts.push(el("details", null, el("summary", null, "Reasoning"), el("pre", { class: "reasoning" }, data.reasoning)));
+    }
+
+    if (citations.length) {
+      parts.push(el("h3", null, data.citation_mode === "context" ? "Passages the answer was drawn from" : "Sources"));
+      var list = el("ol", { class: "citations", role: "list" });
+      citations.forEach(function (c) {
+        var meta = [];
+        if (c.page !== null && c.page !== undefined) meta.push("Page " + c.page);
+        if (c.heading) meta.push(c.heading);
+        append(list, el("li", { class: "citation", id: "cite-" + c.number },
+          el("span", { class: "citation__number" }, "[" + c.number + "]"),
+          el("a", { class: "citation__title", href: documentUrl(c.document_id) }, c.title),
+          meta.length ? el("span", { class: "citation__meta" }, meta.join(" · ")) : null,
+          el("p", { class: "citation__text" }, reflow(c.text))));
+      });
+      parts.push(list);
+    } else {
+      parts.push(el("p", { class: "muted" }, "No passage in this collection matched the question, so there is nothing to cite."));
+    }
+    container.replaceChildren.apply(container, parts);
+  }
+
+  // Clicking a [n] marker also highlights its source when the hash did not change.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a.cite-ref");
+    if (!link) return;
+    var target = document.getElementById(link.getAttribute("href").slice(1));
+    if (!target) return;
+    document.querySelectorAll(".citation.is-highlighted").forEach(function (c) { c.classList.remove("is-highlighted"); });
+    target.classList.add("is-highlighted");
+  });
+
+  // --- document: follow processing until it ends ------------------------------------
+
+  function initDocument(main) {
+    var status = main.getAttribute("data-status");
+    if (FINAL_STATES.indexOf(status) >= 0) return;
+    var id = main.getAttribute("data-document-id");
+    function poll() {
+      api("GET", "/api/v1/documents/" + encodeURIComponent(id))
+        .then(function (doc) {
+          if (doc.status !== status && FINAL_STATES.indexOf(doc.status) >= 0) { window.location.reload(); return; }
+          var bar = main.querySelector(".progress");
+          if (bar) {
+            var percent = Math.round((Number(doc.progress) || 0) * 100);
+            bar.setAttribute("aria-valuenow", percent);
+            bar.firstElementChild.style.width = percent + "%";
+            if (bar.nextElementSibling && doc.detail) bar.nextElementSibling.textContent = doc.detail;
+          }
+          var badge = document.getElementById("document-status");
+          if (badge) { badge.textContent = doc.status; badge.className = "status status--" + doc.status.toLowerCase(); }
+          setTimeout(poll, POLL_MS);
+        })
+        .catch(function () { setTimeout(poll, POLL_MS * 4); });
+    }
+    setTimeout(poll, POLL_MS);
+  }
+
+  function init() {
+    var main = document.getElementById("main");
+    if (!main) return;
+    var page = main.getAttribute("data-page");
+    if (page === "home") initHome();
+    else if (page === "collection") initCollection(main);
+    else if (page === "document") initDocument(main);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

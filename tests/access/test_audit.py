@@ -1,0 +1,66 @@
+"""The audit log is append-only and its hash chain exposes any edit."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from access.models import AuditEvent, User
+from access.services import SYSTEM, Actor, api_key_authenticate, api_key_create, audit_record
+
+pytestmark = pytest.mark.django_db
+
+
+def _events(n: int) -> list[AuditEvent]:
+    user = User.objects.create_user("alice")
+    return [
+        audit_record(actor=Actor(user=user, ip="127.0.0.1"), action="kb.search", target_type="collection",
+                     target_id=i, detail={"chunks_served": [i, i + 1]})
+        for i in range(n)
+    ]
+
+
+def test_each_event_links_to_the_previous_one():
+    events = _events(3)
+    assert events[1].prev_hash == events[0].hash and events[2].prev_hash == events[1].hash
+    call_command("cairn_audit_verify")
+
+
+def test_the_orm_refuses_to_change_or_delete_audit_rows():
+    event = _events(1)[0]
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.filter(pk=event.pk).update(action="x")
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().delete()
+
+
+def test_editing_a_row_directly_in_the_database_is_detected_at_that_row():
+    events = _events(4)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE access_auditevent SET target_id = %s WHERE id = %s", ["999", events[2].pk])
+    with pytest.raises(CommandError, match=f"broken at event {events[2].pk}.*edited"):
+        call_command("cairn_audit_verify")
+
+
+def test_removing_a_row_directly_in_the_database_is_detected_after_the_gap():
+    events = _events(4)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM access_auditevent WHERE id = %s", [events[1].pk])
+    with pytest.raises(CommandError, match=f"broken at event {events[2].pk}.*removed or inserted"):
+        call_command("cairn_audit_verify")
+
+
+def test_api_keys_store_only_a_hash_and_log_only_the_prefix():
+    user = User.objects.create_user("bob")
+    key, secret = api_key_create(user=user, name="ci", actor=SYSTEM)
+    assert secret not in key.key_hash and secret.startswith("cairn_")
+    assert api_key_authenticate(secret) == key
+    assert api_key_authenticate(secret + "x") is None
+    logged = AuditEvent.objects.get(action="api_key.create")
+    assert logged.target_id == key.prefix and secret not in str(logged.detail)

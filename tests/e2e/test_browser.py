@@ -1,0 +1,127 @@
+"""The web UI in a real browser against a real Cairn server and its background worker.
+
+Given a fresh personal install (``cairn_serve``: web app + in-process worker),
+when a user creates a collection, uploads a Markdown file, searches and asks
+through the pages, then they see the file INDEXED, the passage found, and an
+answer whose citations link to the document.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.browser_fixtures import CHROMIUM, CairnServer, browser_page, cairn_server  # noqa: F401 (fixtures)
+
+DOCUMENT = """# Lighthouse keeping handbook
+
+## Lens care
+
+The keeper polishes the brass lens every Tuesday at dawn, using a soft chamois
+cloth and no solvents. A scratched lens must be reported to the harbour master
+within two days.
+
+## Fog signals
+
+When visibility drops below one nautical mile the keeper sounds the foghorn
+twice every ninety seconds until the fog lifts.
+"""
+
+INGEST_TIMEOUT_MS = 45_000
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    # CAIRN_E2E_SCREENSHOTS keeps them somewhere stable for a person to look at.
+    chosen = os.environ.get("CAIRN_E2E_SCREENSHOTS")
+    directory = Path(chosen) if chosen else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+def test_upload_search_and_ask_in_the_browser(cairn_server: CairnServer, browser_page: Any, tmp_path: Path) -> None:  # noqa: F811
+    page = browser_page
+    base = cairn_server.url
+    shots = _screenshot_dir(tmp_path)
+    started = time.monotonic()
+
+    # Given the home page of a fresh personal install
+    page.goto(f"{base}/")
+    assert page.locator(".brand__name").inner_text() == "Cairn"
+    assert page.locator(".badge--mode").inner_text().strip().lower() == "personal"
+
+    # When the user creates a collection, it is listed and opens
+    page.get_by_label("Name").fill("Harbour manuals")
+    page.get_by_label("Description").fill("Everything the keepers need.")
+    page.get_by_role("button", name="Create collection").click()
+    page.get_by_role("link", name="Harbour manuals").click()
+    page.wait_for_url(re.compile(r"/collections/\d+/$"))
+    assert page.get_by_role("heading", level=1).inner_text() == "Harbour manuals"
+
+    # When a Markdown file is uploaded through the file input
+    page.set_input_files("#upload-input", files=[{
+        "name": "lighthouse.md", "mimeType": "text/markdown", "buffer": DOCUMENT.encode(),
+    }])
+    row = page.locator("tr.doc-row", has_text="lighthouse.md")
+    row.wait_for()
+
+    # Then its row is polled until it reaches INDEXED (and never FAILED)
+    page.wait_for_function(
+        "() => { const r = document.querySelector('tr.doc-row');"
+        " return r && ['INDEXED', 'FAILED'].includes(r.dataset.status); }",
+        timeout=INGEST_TIMEOUT_MS,
+    )
+    status = row.get_attribute("data-status")
+    assert status == "INDEXED", f"ingestion ended {status}: {row.inner_text()}\n{cairn_server.log_tail()}"
+    assert "INDEXED" in row.locator(".status").inner_text()
+    assert page.locator(".upload-result--ok", has_text="lighthouse.md").is_visible()
+
+    # When the user searches for a phrase from the file, then the passage is found
+    page.get_by_label("Search this collection").fill("brass lens")
+    page.get_by_role("button", name="Search", exact=True).click()
+    result = page.locator("#search-results .result").first
+    result.wait_for()
+    assert "lighthouse.md" in result.locator(".result__title").inner_text()
+    assert "brass lens" in result.locator(".result__text").inner_text().lower()
+
+    # When the user asks a question, then an answer comes with citations linking to the document
+    page.get_by_label("Question").fill("When does the keeper polish the brass lens?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    citation = page.locator("#ask-result .citation").first
+    citation.wait_for(timeout=30_000)
+    answer = page.locator("#ask-result .answer__text").inner_text()
+    assert answer.strip(), "the answer is empty"
+    citation_link = citation.locator("a.citation__title")
+    assert citation_link.inner_text() == "lighthouse.md"
+    assert re.fullmatch(r"/documents/\d+/", citation_link.get_attribute("href") or "")
+    markers = page.locator("#ask-result a.cite-ref")
+    assert markers.count() >= 1, f"no [n] marker in the answer turned into a link: {answer!r}"
+    markers.first.click()
+    assert "is-highlighted" in (page.locator("#ask-result .citation.is-highlighted").first.get_attribute("class") or "")
+    page.screenshot(path=str(shots / "collection.png"), full_page=True)
+
+    # And the cited document's page shows its passages
+    citation_link.click()
+    page.wait_for_url(re.compile(r"/documents/\d+/$"))
+    assert page.get_by_role("heading", level=1).inner_text() == "lighthouse.md"
+    assert page.locator(".passage", has_text="brass lens").count() >= 1
+    page.screenshot(path=str(shots / "document.png"), full_page=True)
+
+    page.goto(f"{base}/")
+    page.screenshot(path=str(shots / "home.png"), full_page=True)
+
+    # When the user deletes the document (confirming), then it leaves the table
+    page.get_by_role("link", name="Harbour manuals").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete lighthouse.md").click()
+    page.locator("tr.doc-row").first.wait_for(state="detached")
+    assert page.locator("#documents-count").inner_text() == "0 documents"
+
+    assert not page.script_errors, f"JavaScript errors in the page: {page.script_errors}"
+    print(f"\nbrowser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")

@@ -1,0 +1,150 @@
+"""Team shape with real parts: PostgreSQL, Redis, Celery worker processes per queue, the web process."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
+
+pytestmark = [pytest.mark.team, pytest.mark.slow]
+
+PG = "postgres://postgres@127.0.0.1:5432"
+REDIS_DB = 11
+
+
+def _services_or_skip() -> None:
+    import psycopg
+    import redis
+
+    try:
+        psycopg.connect(f"{PG}/test", connect_timeout=3).close()
+        redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", socket_connect_timeout=3).ping()
+    except Exception as exc:  # the suite says why instead of failing obscurely
+        pytest.fail(f"team-mode tests need PostgreSQL and Redis on 127.0.0.1 (see .ci/run): {exc}")
+
+
+def documents(n: int) -> list[tuple[str, bytes]]:
+    topics = ["harbour", "glacier", "orchard", "foundry", "observatory", "monastery", "vineyard", "reactor",
+              "library", "quarry", "lighthouse", "brewery", "canal", "sawmill", "aqueduct", "tannery",
+              "windmill", "mint", "bakery", "shipyard"]
+    out = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        paragraphs = [
+            f"# The {topic} report {i}",
+            f"The {topic} number {i} opened in {1800 + i}. Its keeper wrote the code word kestrel-{i} in the log.",
+            *(f"Section {j}: daily routines at the {topic} include inspections, repairs and inventory "
+              f"of tools, written down carefully by shift {j} of team {i}." for j in range(12)),
+        ]
+        out.append((f"{topic}-{i}.md", "\n\n".join(paragraphs).encode()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    _services_or_skip()
+    import psycopg
+    import redis
+
+    name = f"cairn_e2e_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
+    root = tmp_path_factory.mktemp("team")
+    env = child_env(
+        DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        CAIRN_SECRET_KEY=secrets.token_urlsafe(40), CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost",
+        CAIRN_DATA_DIR=str(root / "shared"), CAIRN_SECURE_COOKIES="0",
+    )
+    processes: list[Process] = []
+    try:
+        run_manage(env, "migrate", "--verbosity", "0")
+        token = run_manage(env, "cairn_apikey", "--user", "alice", "--create-user").strip()
+        celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "--prefetch-multiplier", "1",
+                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+        processes.append(Process("worker-ingest", [*celery, "-Q", "ingest", "-c", "2", "-n", "ingest@%h"], env, root))
+        processes.append(Process("worker-index", [*celery, "-Q", "index", "-c", "1", "-n", "index@%h"], env, root))
+        processes.append(Process("worker-inference", [*celery, "-Q", "inference", "-c", "1", "-n", "inference@%h"], env, root))
+        port = free_port()
+        web = Process("web", manage("cairn_web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"), env, root)
+        processes.append(web)
+        http = Http(f"http://127.0.0.1:{port}", token=token)
+        http.wait_until_up(web)
+        yield http, processes, env, name
+    finally:
+        for process in processes:
+            process.stop()
+        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _expected_chunks(files: list[tuple[str, bytes]]) -> int:
+    """What one clean, single-process run produces for the same files."""
+    from django.conf import settings
+    from ingestion.chunking import chunk_document
+
+    from ingestion.embedding import get_embedder
+    from ingestion.parsers import parse
+
+    tokenizer = get_embedder(None).tokenizer
+    return sum(
+        len(chunk_document(parse(data), tokenizer, size_tokens=settings.CAIRN_CHUNK_TOKENS,
+                           overlap_tokens=settings.CAIRN_CHUNK_OVERLAP))
+        for _, data in files
+    )
+
+
+def test_twenty_concurrent_uploads_all_end_indexed_without_duplicate_chunks(team):
+    http, processes, env, db_name = team
+    status, collection = http.post_json("/api/v1/collections", {"name": "Sites"})
+    assert status == 201, collection
+    files = documents(20)
+
+    def send(item: tuple[str, bytes]) -> dict:
+        status, body = http.upload(f"/api/v1/collections/{collection['id']}/documents", *item)
+        assert status == 201, body
+        return body
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        uploaded = list(pool.map(send, files))
+    finals = [http.wait_for_document(d["id"], timeout=300) for d in uploaded]
+
+    assert [d["status"] for d in finals] == ["INDEXED"] * 20, [d["error"] for d in finals]
+    expected = _expected_chunks(files)
+    assert sum(d["chunks"] for d in finals) == expected
+
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{db_name}") as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT (version_id, ordinal)) FROM kb_chunk").fetchone()
+    assert rows == (expected, expected)
+
+    status, found = http.get(f"/api/v1/search?q=kestrel-7%20code%20word&collection={collection['id']}&k=5")
+    assert status == 200 and found["results"]
+    assert found["results"][0]["document_id"] == uploaded[7]["id"]
+
+    status, answer = http.post_json("/api/v1/ask", {"question": "Which code word did the keeper of orchard 2 write?",
+                                                     "collection": collection["id"]})
+    assert status == 200, answer
+    assert answer["citations"] and any(c["document_id"] == uploaded[2]["id"] for c in answer["citations"])
+    assert all(p.alive() for p in processes), [p.log() for p in processes if not p.alive()]
+
+
+def test_the_web_process_never_parses_or_embeds_documents(team):
+    http, processes, *_ = team
+    web_log = next(p for p in processes if p.name == "web").log()
+    ingest_log = next(p for p in processes if p.name == "worker-ingest").log()
+    assert "cairn.ingest.process" in ingest_log
+    assert "cairn.ingest.process" not in web_log
+
+
+def test_unauthenticated_and_bad_keys_are_refused(team):
+    http, *_ = team
+    anonymous = Http(http.base)
+    assert anonymous.get("/api/v1/collections")[0] in (401, 403)
+    status, body = Http(http.base, token="cairn_deadbeef_nope").get("/api/v1/collections")
+    assert status == 401 and body["error"]["code"] in ("authentication_failed", "not_authenticated")

@@ -1,0 +1,125 @@
+"""The extractive backend quotes, labels and cites; it never generates."""
+
+from __future__ import annotations
+
+import re
+
+from inference.api import generate, load_generator
+from inference.backends.extractive import LABEL, NO_PASSAGES_MESSAGE, split_sentences
+from inference.types import GenerationRequest, Passage
+
+QUOTE = re.compile(r"“(.+?)” \[(\d+)\]")
+
+
+def passage(number: int, text: str, title: str = "Doc") -> Passage:
+    return Passage(
+        number=number,
+        chunk_id=number,
+        document_id=number,
+        title=title,
+        page=None,
+        heading="",
+        text=text,
+    )
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def quotes(answer_text: str) -> list[tuple[str, int]]:
+    return [(m.group(1), int(m.group(2))) for m in QUOTE.finditer(answer_text)]
+
+
+def test_quotes_relevant_sentences_verbatim_with_markers() -> None:
+    passages = (
+        passage(
+            1, "The office opens at nine. Parking is free for staff.\nVisitors sign in at the desk."
+        ),
+        passage(
+            2, "Employees get twenty holiday days a year. Unused holiday days expire in March."
+        ),
+        passage(3, "Remote work is allowed two days a week. Holiday requests go to the manager."),
+    )
+    request = GenerationRequest(
+        question="How many holiday days do employees get?", passages=passages
+    )
+    answer = generate(load_generator("extractive"), request)
+
+    assert answer.backend == "extractive" and answer.generated is False
+    assert answer.answer.startswith(LABEL)
+    found = quotes(answer.answer)
+    assert found, answer.answer
+    by_number = {p.number: p for p in passages}
+    for text, number in found:
+        assert squash(text) in squash(by_number[number].text)
+    # The sentence sharing the rarest question terms comes first.
+    assert found[0] == ("Employees get twenty holiday days a year.", 2)
+    assert "Parking" not in answer.answer
+    assert answer.cited_numbers and set(answer.cited_numbers) <= {1, 2, 3}
+    assert answer.cited_numbers[0] == 2
+    assert answer.reasoning == "" and answer.passages_used == 3
+
+
+def test_is_deterministic() -> None:
+    passages = tuple(
+        passage(i, f"Alpha beta gamma number {i}. Delta epsilon {i}.") for i in range(1, 6)
+    )
+    request = GenerationRequest(question="alpha delta", passages=passages)
+    first = generate(load_generator("extractive"), request)
+    assert all(generate(load_generator("extractive"), request) == first for _ in range(3))
+
+
+def test_no_passages() -> None:
+    answer = generate(
+        load_generator("extractive"), GenerationRequest(question="Anything?", passages=())
+    )
+    assert answer.answer == NO_PASSAGES_MESSAGE
+    assert answer.cited_numbers == () and answer.generated is False
+
+
+def test_without_shared_terms_quotes_the_best_passages_openings() -> None:
+    passages = (
+        passage(1, "Opening sentence one. More text here."),
+        passage(2, "Second opening line. And more."),
+    )
+    answer = generate(
+        load_generator("extractive"), GenerationRequest(question="zzz qqq", passages=passages)
+    )
+    assert quotes(answer.answer) == [("Opening sentence one.", 1), ("Second opening line.", 2)]
+
+
+def test_long_sentence_is_cut_at_a_word_and_marked() -> None:
+    long_text = " ".join(f"word{i}" for i in range(200)) + " holiday."
+    answer = generate(
+        load_generator("extractive"),
+        GenerationRequest(question="word5", passages=(passage(1, long_text),)),
+    )
+    ((text, number),) = quotes(answer.answer)
+    assert text.endswith("…") and len(text) <= 401 and number == 1
+    assert long_text.startswith(text[:-1])
+
+
+def test_line_wraps_inside_a_sentence_are_joined() -> None:
+    text = "The backup runs\nevery night at two. Nothing else."
+    answer = generate(
+        load_generator("extractive"),
+        GenerationRequest(question="backup night", passages=(passage(1, text),)),
+    )
+    assert quotes(answer.answer)[0] == ("The backup runs every night at two.", 1)
+
+
+def test_sentence_split_keeps_verbatim_slices() -> None:
+    text = "First one here. Second (with a quote).” Third!\n\n- bullet item one\n- bullet item two\n终于。完成了！"
+    sentences = split_sentences(text)
+    assert all(s in text for s in sentences)
+    assert "First one here." in sentences and "- bullet item one" in sentences
+
+
+def test_streams_answer_events_only() -> None:
+    request = GenerationRequest(
+        question="holiday", passages=(passage(1, "Holiday is twenty days. Yes indeed."),)
+    )
+    events = list(load_generator("extractive").stream(request))
+    assert events and all(e.channel == "answer" and e.text for e in events)
+    assert events[0].text == LABEL

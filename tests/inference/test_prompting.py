@@ -1,0 +1,72 @@
+"""Prompts: numbered passages, fixed instruction prefix."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from inference.prompting import INSTRUCTIONS, build_messages, build_plain_prompt, passage_header
+from inference.types import GenerationRequest, Passage
+
+
+def test_every_passage_appears_numbered_with_its_source(
+    request_two_passages: GenerationRequest,
+) -> None:
+    system, user = build_messages(request_two_passages)
+    assert system == {"role": "system", "content": INSTRUCTIONS}
+    assert user["role"] == "user"
+    content = user["content"]
+    assert (
+        "[1] (Staff handbook.pdf, p. 3 › Leave)\nEmployees get twenty holiday days a year."
+        in content
+    )
+    assert "[2] (Remote work policy)\nRemote work is allowed two days a week." in content
+    assert (
+        content.index("[1]") < content.index("[2]") < content.index(request_two_passages.question)
+    )
+    assert content.rstrip().endswith(request_two_passages.question)
+
+
+def test_header_parts_are_optional() -> None:
+    base = Passage(
+        number=4, chunk_id=1, document_id=1, title="Notes", page=None, heading="", text="x"
+    )
+    assert passage_header(base) == "[4] (Notes)"
+    assert passage_header(replace(base, page=7)) == "[4] (Notes, p. 7)"
+    assert passage_header(replace(base, heading="Intro")) == "[4] (Notes › Intro)"
+
+
+def test_instructions_cover_citing_not_knowing_and_language() -> None:
+    text = INSTRUCTIONS.lower()
+    assert "[1]" in text and "don't know" in text and "language of the question" in text
+    assert "only" in text  # only from the passages
+
+
+def test_instruction_prefix_is_identical_across_requests(
+    request_two_passages: GenerationRequest,
+) -> None:
+    other = GenerationRequest(
+        question="Wer genehmigt Urlaub?", passages=request_two_passages.passages[1:]
+    )
+    for system_in_user in (False, True):
+        a = build_messages(request_two_passages, system_in_user=system_in_user)
+        b = build_messages(other, system_in_user=system_in_user)
+        assert a[0]["content"].startswith(INSTRUCTIONS) and b[0]["content"].startswith(INSTRUCTIONS)
+        assert a[0]["content"] != b[0]["content"] if system_in_user else a[0] == b[0]
+
+
+def test_system_in_user_makes_a_single_user_turn(request_two_passages: GenerationRequest) -> None:
+    messages = build_messages(request_two_passages, system_in_user=True)
+    assert [m["role"] for m in messages] == ["user"]
+    assert "[2] (Remote work policy)" in messages[0]["content"]
+
+
+def test_no_passages_says_so() -> None:
+    content = build_messages(GenerationRequest(question="Anything?", passages=()))[1]["content"]
+    assert "No passages" in content and content.endswith("Anything?")
+
+
+def test_plain_prompt_is_a_transcript(request_two_passages: GenerationRequest) -> None:
+    prompt = build_plain_prompt(request_two_passages)
+    assert prompt.startswith(f"System: {INSTRUCTIONS}\n\nUser: ")
+    assert prompt.endswith("Assistant:")
+    assert "[1] (Staff handbook.pdf, p. 3 › Leave)" in prompt

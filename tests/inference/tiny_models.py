@@ -1,0 +1,133 @@
+"""Tiny, randomly initialised Qwen2 models built on the fly for tests.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained here on
+generated English text and the weights are random (fixed seed). The model
+talks nonsense, but it exercises the real loading, chat-template, generation
+and streaming code paths that a DeepSeek-R1-Distill-Qwen model uses.
+
+Invariants:
+* the same arguments always produce the same files (deterministic corpus,
+  deterministic BPE training, fixed torch seed), so greedy output is stable;
+* ``<think>`` and ``</think>`` are *added but not special* tokens, as in the
+  DeepSeek-R1-Distill and Qwen3 tokenizers: ``skip_special_tokens=True``
+  must keep them, otherwise reasoning could not be separated downstream;
+* building takes well under a second on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+THINK_TOKENS = ("<think>", "</think>")
+
+# Qwen2.5-style ChatML. The reasoning variant ends the generation prompt with
+# an opened think block, as the DeepSeek-R1-Distill templates do, so that the
+# model's output carries only the closing tag.
+_CHATML = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if opens_think %}{{- '<think>\\n' }}{%- endif %}{%- endif %}"
+)
+QWEN_CHAT_TEMPLATE = _CHATML.replace("opens_think", "false")
+R1_CHAT_TEMPLATE = _CHATML.replace("opens_think", "true")
+
+_WORDS = (
+    "the a an of to in on for with from by about what which who when where why how is are was were "
+    "be been has have had do does did can could should would will may must not no yes and or but if "
+    "then than this that these those it its they them their we our you your he she his her "
+    "document documents passage passages page pages section heading title question questions answer "
+    "answers cite cites citation source sources claim claims language model models reasoning think "
+    "policy policies holiday holidays leave days employee employees manager team office remote work "
+    "contract contracts invoice invoices payment payments budget report reports meeting meetings "
+    "security password access server backup data database network user users account accounts "
+    "project projects deadline release version install configure update delete create read write "
+    "know knows unknown only every each number numbers one two three four five ten twenty year month "
+    "week day time first last new old good large small important required allowed approved"
+).split()
+
+
+def _corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-English with the punctuation and markers prompts contain."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for i in range(lines):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 16))]
+        sentence = " ".join(words).capitalize() + rng.choice((".", "?", "!", ".", "."))
+        if i % 3 == 0:
+            sentence += f" [{rng.randint(1, 9)}]"
+        if i % 7 == 0:
+            header = f"[{rng.randint(1, 9)}] (Handbook {i}, p. {rng.randint(1, 99)} › Section)"
+            sentence = f"{header}\n{sentence}"
+        out.append(sentence)
+    return out
+
+
+def _train_tokenizer(vocab_size: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    return tok
+
+
+def build_tiny_qwen2(
+    dirpath: str | Path, *, reasoning: bool = False, vocab_size: int = 800, seed: int = 0
+) -> str:
+    """Write a tiny random Qwen2 model + tokenizer into ``dirpath`` and return it as a string.
+
+    ``reasoning=True`` gives it an R1-style chat template whose generation
+    prompt opens ``<think>``; name the directory like ``deepseek-r1-…`` too
+    if the name-based DeepSeek-R1 heuristic should apply.
+    """
+    path = Path(dirpath)
+    path.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(vocab_size),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = R1_CHAT_TEMPLATE if reasoning else QWEN_CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        # At the default 0.02 a random model this small collapses into one
+        # repeated token (twenty "\n", stripped to an empty answer); wider
+        # weights give varied text, which the streaming tests need.
+        initializer_range=0.5,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
+    # fork_rng: seeding must not disturb the global RNG of the test session.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
+    model.save_pretrained(path)
+    return str(path)
