@@ -85,7 +85,8 @@ class SentenceTransformerEmbedder:
             self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         except Exception as exc:  # the library raises many types for a bad directory
             raise EmbedderUnavailable(f"Cannot load the embedding model at {self.path}: {exc}") from exc
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dimension() or 0)
         self.tokenizer = self._model.tokenizer
         self.max_tokens = int(self._model.max_seq_length or 256)
         self._lock = threading.Lock()

@@ -119,7 +119,8 @@ def _mark_indexed(jobs: list[IngestionJob]) -> list[int]:
                 continue
             version = job.version
             DocumentVersion.objects.filter(pk=version.pk).update(indexed_at=now)
-            document = Document.objects.select_for_update().select_related("current_version").get(pk=version.document_id)
+            # Lock the document row only: FOR UPDATE may not reach the nullable side of a join.
+            document = Document.objects.select_for_update().get(pk=version.document_id)
             current = document.current_version
             if current is None or current.number < version.number:
                 document.current_version = version

@@ -9,6 +9,7 @@ the heading path, whitespace collapses as a browser would collapse it
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 from ingestion.parsers.decoding import DecodedText, declared_charset
@@ -177,9 +178,50 @@ def html_text(data: bytes, decoded: DecodedText) -> str:
     return decoded.text
 
 
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def defuse_unclosed_tags(text: str) -> str:
+    """Escape every ``<`` that opens a tag which another ``<`` interrupts before its ``>``.
+
+    ``html.parser`` rescans an unterminated tag to the end of the input at
+    every ``<`` it meets after it, so ``<a <a <a …`` costs time quadratic in
+    the input (minutes for a few hundred kilobytes).  A tag whose ``>``
+    comes after the next ``<`` is not a tag a browser would render either;
+    turning its ``<`` into ``&lt;`` keeps it as text and the parse linear.
+    Comments are skipped whole: ``<`` inside them is not markup.
+    """
+    if "<" not in text:
+        return text
+    out: list[str] = []
+    start = 0
+    gt = -2  # position of the next ">" at or after the current "<"; recomputed only when passed
+    match = _TAG_OPEN.search(text)
+    while match:
+        i = match.start()
+        if text.startswith("<!--", i):
+            end = text.find("-->", i + 4)
+            if end < 0:
+                break
+            match = _TAG_OPEN.search(text, end + 3)
+            continue
+        if gt != -1 and gt < i:
+            gt = text.find(">", i + 1)
+        following = text.find("<", i + 1)
+        if gt == -1 or (following != -1 and following < gt):
+            out.append(text[start:i])
+            out.append("&lt;")
+            start = i + 1
+        match = _TAG_OPEN.search(text, i + 1)
+    if not out:
+        return text
+    out.append(text[start:])
+    return "".join(out)
+
+
 def parse_html(text: str) -> ParsedDocument:
     extractor = _TextExtractor()
-    extractor.feed(text)
+    extractor.feed(defuse_unclosed_tags(text))
     extractor.finish()
     title = extractor.title or extractor.first_h1
     return ParsedDocument(kind=KIND_HTML, title=title, blocks=extractor.blocks, page_count=None)

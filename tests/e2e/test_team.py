@@ -111,7 +111,10 @@ def test_twenty_concurrent_uploads_all_end_indexed_without_duplicate_chunks(team
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         uploaded = list(pool.map(send, files))
-    finals = [http.wait_for_document(d["id"], timeout=300) for d in uploaded]
+    try:
+        finals = [http.wait_for_document(d["id"], timeout=240) for d in uploaded]
+    except AssertionError as exc:  # say why: the workers' logs hold the traceback
+        raise AssertionError(f"{exc}\n" + "\n".join(f"== {p.name}\n{p.log()}" for p in processes)) from None
 
     assert [d["status"] for d in finals] == ["INDEXED"] * 20, [d["error"] for d in finals]
     expected = _expected_chunks(files)
