@@ -55,9 +55,8 @@ def make_corpus(docs: int, pages: int, seed: int = 7) -> list[tuple[str, bytes]]
 
 
 def parse_speed(pages: int = 200) -> dict[str, float]:
-    from tests.ingestion.sample_files import make_pdf
-
     from ingestion.parsers import parse
+    from tests.ingestion.sample_files import make_pdf
 
     rng = random.Random(1)
     pdf = make_pdf([page_text(rng) for _ in range(pages)])
@@ -74,8 +73,8 @@ def parse_speed(pages: int = 200) -> dict[str, float]:
 def chunk_texts(corpus: list[tuple[str, bytes]]) -> list[str]:
     """The exact texts the workers embed (same parser, chunker and context prefix)."""
     from django.conf import settings
-    from ingestion.chunking import chunk_document
 
+    from ingestion.chunking import chunk_document
     from ingestion.embedding import get_embedder
     from ingestion.parsers import parse
     from ingestion.services import index_text

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from inference.types import Answer, GenerationRequest, Passage
 
 from access.models import User
 from access.services import Actor, audit_record
+from inference.types import Answer, GenerationRequest, Passage
 from kb.selectors import SearchResult, chunk_search
 
 

@@ -85,8 +85,8 @@ def team(tmp_path_factory):
 def _expected_chunks(files: list[tuple[str, bytes]]) -> int:
     """What one clean, single-process run produces for the same files."""
     from django.conf import settings
-    from ingestion.chunking import chunk_document
 
+    from ingestion.chunking import chunk_document
     from ingestion.embedding import get_embedder
     from ingestion.parsers import parse
 

@@ -213,12 +213,12 @@ def test_html_drops_scripts_styles_and_other_invisible_content() -> None:
 
 def test_html_structure_entities_and_whitespace() -> None:
     page = (
-        "<html><body><h1>Guide</h1><h2>Install</h2><h3>Linux</h3>"
-        "<p>Fish &amp; chips&nbsp;&#8212;   cheap\n   and   <b>hot</b><br>second line</p>"
-        "<ul><li>one</li><li>two</li></ul>"
-        "<table><tr><th>Part</th><th>Interval</th></tr><tr><td>Bearing</td><td>Monthly</td></tr></table>"
-        "<h2>Use</h2><pre>line 1\n  line 2</pre><div>unclosed div"
-    ).encode()
+        b"<html><body><h1>Guide</h1><h2>Install</h2><h3>Linux</h3>"
+        b"<p>Fish &amp; chips&nbsp;&#8212;   cheap\n   and   <b>hot</b><br>second line</p>"
+        b"<ul><li>one</li><li>two</li></ul>"
+        b"<table><tr><th>Part</th><th>Interval</th></tr><tr><td>Bearing</td><td>Monthly</td></tr></table>"
+        b"<h2>Use</h2><pre>line 1\n  line 2</pre><div>unclosed div"
+    )
     doc = parse(page)
 
     assert [(b.text, b.heading) for b in doc.blocks] == [

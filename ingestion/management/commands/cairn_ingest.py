@@ -15,7 +15,7 @@ from ingestion import api
 from ingestion.indexing import index_pass
 from ingestion.models import IngestionJob
 from ingestion.services import run_ingest_job
-from kb.exceptions import InvalidInput
+from kb.exceptions import InvalidInput, UnsupportedType
 from kb.models import Collection
 from kb.services import collection_create, document_upload
 from kb.storage import UploadTooLarge
@@ -36,7 +36,7 @@ def resolve_user(username: str | None) -> User:
 
 def resolve_collection(user: User, value: str, *, create: bool) -> Collection:
     from kb.exceptions import NotFound
-    from kb.selectors import collection_get
+    from kb.selectors import collection_get, readable_collections
 
     if value.isdigit():
         try:
@@ -78,7 +78,7 @@ class Command(BaseCommand):
                     with open(path, "rb") as handle:
                         result = document_upload(actor=actor, collection=collection, filename=path.name,
                                                  chunks=iter(lambda h=handle: h.read(1 << 20), b""))
-                except (InvalidInput, UploadTooLarge) as exc:
+                except (InvalidInput, UnsupportedType, UploadTooLarge) as exc:
                     self.stderr.write(f"skipped {path}: {exc}")
                     continue
                 if not result.duplicate:
