@@ -197,6 +197,14 @@ if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:
 CAIRN_RRF_K = env_int("CAIRN_RRF_K", 60, minimum=1, maximum=10_000)
 CAIRN_SEARCH_CANDIDATES = env_int("CAIRN_SEARCH_CANDIDATES", 100, minimum=10, maximum=10_000)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
+# Optional cross-encoder over the fused top-N (a local sentence-transformers CrossEncoder dir; empty = off).
+CAIRN_RERANKER = env_str("CAIRN_RERANKER") or None
+CAIRN_RERANK_TOP_N = env_int("CAIRN_RERANK_TOP_N", 50, minimum=1, maximum=1000)
+CAIRN_RERANK_BATCH = env_int("CAIRN_RERANK_BATCH", 32, minimum=1, maximum=1024)
+if CAIRN_RERANKER and not (Path(CAIRN_RERANKER).expanduser() / "config.json").is_file():
+    raise ConfigError(f"CAIRN_RERANKER={CAIRN_RERANKER} is not a model directory (no config.json)")
+# Golden sets (per-collection retrieval checks) are evaluated synchronously, so they are capped.
+CAIRN_GOLDEN_MAX_QUESTIONS = env_int("CAIRN_GOLDEN_MAX_QUESTIONS", 200, minimum=1, maximum=5000)
 
 CAIRN_GENERATOR = env_choice("CAIRN_GENERATOR", "extractive", ("extractive", "transformers"))
 CAIRN_LLM_PATH = env_str("CAIRN_LLM_PATH")

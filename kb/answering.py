@@ -76,13 +76,14 @@ def answer_question(
 
 def search(
     *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
-    mode: str = "hybrid",
+    mode: str = "hybrid", rerank: bool = True,
 ) -> list[SearchResult]:
     """A permission-scoped search, recorded in the audit log with the chunk ids served."""
-    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode)
+    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank)
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
-        detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results]},
+        detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
+                "reranked": any(r.rerank_score is not None for r in results)},
     )
     return results

@@ -5,6 +5,10 @@ A dataset directory holds ``corpus.jsonl`` (``_id``, ``title``, ``text``),
 (``query-id  corpus-id  score`` with a header).  Each corpus entry becomes a
 Markdown document named ``<_id>.md`` (title as its heading); chunk hits are
 folded to documents by their best rank, as BEIR scores documents.
+
+Modes: ``lexical``, ``dense`` and ``hybrid`` score the fused list without the
+cross-encoder; ``reranked`` is ``hybrid`` plus the configured reranker
+(``CAIRN_RERANKER``) — exactly what a user's search returns.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,12 @@ from kb.models import Collection
 from kb.selectors import chunk_search, readable_collections, readable_documents
 from kb.services import collection_create, document_upload
 
+MODES = ("lexical", "dense", "hybrid", "reranked")
+
+
+class DatasetError(Exception):
+    """The directory is not a readable BEIR dataset; the message says which file and line."""
+
 
 @dataclass
 class Dataset:
@@ -32,25 +42,61 @@ class Dataset:
     qrels: dict[str, dict[str, int]]
 
 
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or "_id" not in row:
+                raise DatasetError(f"{path}:{number}: each line must be a JSON object with an \"_id\"")
+            yield number, row
+
+
 def load_beir(path: Path, split: str = "test") -> Dataset:
-    corpus: dict[str, tuple[str, str]] = {}
-    with open(path / "corpus.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            corpus[str(row["_id"])] = (row.get("title", "") or "", row.get("text", "") or "")
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(path / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)
-        for query_id, doc_id, score in reader:
-            qrels[query_id][doc_id] = int(score)
-    queries: dict[str, str] = {}
-    with open(path / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
+    """Read a BEIR dataset directory; raises ``DatasetError`` naming the missing or malformed file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a directory")
+    qrels_path = path / "qrels" / f"{split}.tsv"
+    for required in (path / "corpus.jsonl", path / "queries.jsonl", qrels_path):
+        if not required.is_file():
+            splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv")) if (path / "qrels").is_dir() else []
+            hint = f" (splits present: {', '.join(splits)})" if splits and required == qrels_path else ""
+            raise DatasetError(f"{path} is not a BEIR dataset: {required.relative_to(path)} is missing{hint}")
+    try:
+        corpus: dict[str, tuple[str, str]] = {}
+        for _, row in _jsonl(path / "corpus.jsonl"):
+            corpus[str(row["_id"])] = (str(row.get("title") or ""), str(row.get("text") or ""))
+        qrels: dict[str, dict[str, int]] = defaultdict(dict)
+        with open(qrels_path, encoding="utf-8") as handle:
+            for number, fields in enumerate(csv.reader(handle, delimiter="\t"), 1):
+                if not fields or not "".join(fields).strip():
+                    continue
+                if len(fields) != 3:
+                    raise DatasetError(f"{qrels_path}:{number}: expected 3 tab-separated columns "
+                                       f"(query-id, corpus-id, score), got {len(fields)}")
+                query_id, doc_id, score = (f.strip() for f in fields)
+                try:
+                    qrels[query_id][doc_id] = int(score)
+                except ValueError:
+                    if number == 1:  # the header line
+                        continue
+                    raise DatasetError(f"{qrels_path}:{number}: score {score!r} is not an integer") from None
+        queries: dict[str, str] = {}
+        for _, row in _jsonl(path / "queries.jsonl"):
             if str(row["_id"]) in qrels:
-                queries[str(row["_id"])] = row["text"]
-    return Dataset(corpus=corpus, queries=queries, qrels=dict(qrels))
+                queries[str(row["_id"])] = str(row.get("text") or "")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: a file is not UTF-8 ({exc.reason})") from None
+    if not corpus:
+        raise DatasetError(f"{path / 'corpus.jsonl'} holds no documents")
+    if not queries:
+        raise DatasetError(f"no query of {qrels_path.relative_to(path)} appears in queries.jsonl")
+    return Dataset(corpus=corpus, queries=queries, qrels={q: qrels[q] for q in queries})
 
 
 def as_markdown(title: str, text: str) -> bytes:
@@ -68,16 +114,21 @@ def ingest_corpus(
     collection = readable_collections(user).filter(name=collection_name).first()
     if collection is None:
         collection = collection_create(actor=actor, owner=user, name=collection_name)
-    job_ids: list[int] = []
     with api.deferred():
         for i, (doc_id, (title, text)) in enumerate(dataset.corpus.items()):
-            result = document_upload(actor=actor, collection=collection, filename=f"{doc_id}.md",
-                                     chunks=[as_markdown(title, text)])
-            if not result.duplicate:
-                job_ids.append(result.version.job.pk)
+            document_upload(actor=actor, collection=collection, filename=f"{doc_id}.md",
+                            chunks=[as_markdown(title, text)])
             if progress is not None and i % 500 == 0:
                 progress(i, len(dataset.corpus))
-    run_jobs(job_ids)
+    # Every job not finished yet, including those an interrupted earlier run left
+    # behind, so a second run resumes instead of evaluating a partial index.
+    pending = [
+        document.latest_version.job.pk
+        for document in readable_documents(user, collection=collection)
+        if document.latest_version is not None and getattr(document.latest_version, "job", None) is not None
+        and document.latest_version.job.status not in ("INDEXED", "FAILED")
+    ]
+    run_jobs(sorted(pending))
     return collection
 
 
@@ -130,7 +181,8 @@ def evaluate(
         started = time.perf_counter()
         for query_id, text in dataset.queries.items():
             t0 = time.perf_counter()
-            hits = chunk_search(user, text, collection_ids=[collection.pk], k=depth, mode=mode)
+            hits = chunk_search(user, text, collection_ids=[collection.pk], k=depth,
+                                mode="hybrid" if mode == "reranked" else mode, rerank=mode == "reranked")
             timings.append((time.perf_counter() - t0) * 1000)
             ranked: list[str] = []
             seen: set[str] = set()

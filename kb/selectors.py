@@ -7,6 +7,7 @@ fails the build if a read of documents or chunks bypasses it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
 from kb.retrieval.index_store import IndexReader, IndexStore
 from kb.retrieval.lexical import tokenize
+from kb.retrieval.rerank import Reranker, load_reranker, rerank_order
 
 
 def readable_collections(user: User | None) -> QuerySet[Collection]:
@@ -108,6 +110,10 @@ class SearchResult:
     score: float
     dense_rank: int | None
     lexical_rank: int | None
+    # ``score`` is always the fusion (RRF) score.  When the cross-encoder
+    # reranked the head of the list, results are ordered by ``rerank_score``
+    # there (None for results past CAIRN_RERANK_TOP_N or when reranking is off).
+    rerank_score: float | None = None
 
 
 def chunk_search(
@@ -117,8 +123,14 @@ def chunk_search(
     collection_ids: Sequence[int] | None = None,
     k: int = 10,
     mode: str = "hybrid",
+    rerank: bool = True,
 ) -> list[SearchResult]:
-    """Hybrid search restricted, in both legs, to what ``user`` may read."""
+    """Hybrid search restricted, in both legs, to what ``user`` may read.
+
+    With a reranker configured (and ``rerank``), the fused top
+    ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
+    sees chunks the permission filter already let through.
+    """
     ranges = list(searchable_versions(user, collection_ids=collection_ids).values_list("chunk_id_start", "chunk_count"))
     if not ranges or not query.strip():
         return []
@@ -127,17 +139,35 @@ def chunk_search(
         return []
     mask = allowed_mask(ranges)
     query_vector = ingestion_api.embed_query(query) if mode in ("hybrid", "dense") else None
+    reranker = active_reranker() if rerank else None
     hits = hybrid_search(
         snapshot,
         query_vector=query_vector,
         query_tokens=tokenize(query),
         allowed=mask,
-        k=k,
+        k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
         candidates=settings.CAIRN_SEARCH_CANDIDATES,
         rrf_k=settings.CAIRN_RRF_K,
         mode=mode,
     )
-    return _materialise(hits)
+    results = _materialise(hits)
+    if reranker is not None:
+        results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
+    return results[:k]
+
+
+def active_reranker() -> Reranker | None:
+    """The configured cross-encoder (loaded once per process), or None when CAIRN_RERANKER is empty."""
+    return load_reranker(settings.CAIRN_RERANKER, device=settings.CAIRN_EMBED_DEVICE,
+                         batch_size=settings.CAIRN_RERANK_BATCH)
+
+
+def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:
+    head, tail = results[:top_n], results[top_n:]
+    passages = [r.text if not r.heading or r.text.startswith(r.heading) else f"{r.heading}\n{r.text}" for r in head]
+    scores = reranker.score(query, passages)
+    reranked = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in rerank_order(scores)]
+    return reranked + tail
 
 
 def _materialise(hits: list[Hit]) -> list[SearchResult]:

@@ -178,6 +178,7 @@ class SearchView(APIView):
         collection = serializers.IntegerField(required=False, min_value=1)
         k = serializers.IntegerField(required=False, min_value=1, default=10)
         mode = serializers.ChoiceField(choices=SEARCH_MODES, required=False, default="hybrid")
+        rerank = serializers.BooleanField(required=False, default=True)  # rerank=0 skips the cross-encoder
 
     def get(self, request: Request) -> Response:
         data = self.Input(data=request.query_params)
@@ -189,7 +190,7 @@ class SearchView(APIView):
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
         results = answering.search(
             user=request.user, actor=actor_from_request(request), query=params["q"],
-            collection_ids=collection_ids, k=k, mode=params["mode"],
+            collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
         )
         return Response({
             "query": params["q"],
@@ -198,6 +199,7 @@ class SearchView(APIView):
                     "chunk_id": r.chunk_id, "document_id": r.document_id, "collection_id": r.collection_id,
                     "title": r.title, "version": r.version, "page": r.page, "heading": r.heading,
                     "score": round(r.score, 6), "dense_rank": r.dense_rank, "lexical_rank": r.lexical_rank,
+                    "rerank_score": None if r.rerank_score is None else round(r.rerank_score, 6),
                     "text": r.text, "char_start": r.char_start, "char_end": r.char_end,
                 }
                 for r in results

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from ingestion.management.commands.cairn_ingest import resolve_user
-from kb.evaluation import evaluate, ingest_corpus, load_beir
+from kb.evaluation import MODES, DatasetError, evaluate, ingest_corpus, load_beir
 
 
 def run_jobs_here(job_ids: list[int]) -> None:
@@ -25,29 +26,57 @@ def run_jobs_here(job_ids: list[int]) -> None:
 
 
 class Command(BaseCommand):
-    help = "Ingest a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/) and print nDCG@10, Recall@10/100, MRR@10."
+    help = (
+        "Ingest a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) through Cairn's real pipeline "
+        "and print nDCG@10, Recall@10, Recall@100 and MRR@10 for lexical, dense and hybrid retrieval "
+        "(and 'reranked' when CAIRN_RERANKER is set). Re-running reuses the ingested collection."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("dataset", type=Path)
         parser.add_argument("--split", default="test")
         parser.add_argument("--collection", default=None, help="collection name (default: eval-<dataset>)")
         parser.add_argument("--user", default=None)
-        parser.add_argument("--modes", default="lexical,dense,hybrid")
-        parser.add_argument("--json", type=Path, default=None)
+        parser.add_argument("--modes", default=None,
+                            help="comma-separated, of lexical,dense,hybrid,reranked "
+                                 "(default: the first three, plus reranked when a reranker is configured)")
+        parser.add_argument("--json", type=Path, default=None, help="also write the scores to this file")
 
     def handle(self, *args: object, **options: object) -> None:
         path = Path(options["dataset"])  # type: ignore[arg-type]
-        if not (path / "corpus.jsonl").is_file():
-            raise CommandError(f"{path} is not a BEIR dataset directory (no corpus.jsonl)")
-        dataset = load_beir(path, str(options["split"]))
+        default_modes = "lexical,dense,hybrid" + (",reranked" if settings.CAIRN_RERANKER else "")
+        modes = [m.strip() for m in str(options["modes"] or default_modes).split(",") if m.strip()]
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise CommandError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
+        if "reranked" in modes and not settings.CAIRN_RERANKER:
+            raise CommandError("mode 'reranked' needs CAIRN_RERANKER (a local cross-encoder directory)")
+        try:
+            dataset = load_beir(path, str(options["split"]))
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from None
         user = resolve_user(options["user"])  # type: ignore[arg-type]
+        self.stderr.write(f"{path.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries")
         collection = ingest_corpus(dataset, user=user, collection_name=str(options["collection"] or f"eval-{path.name}"),
                                    run_jobs=run_jobs_here)
-        scores = evaluate(dataset, user=user, collection=collection, modes=str(options["modes"]).split(","))
-        self.stdout.write(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7}")
+        scores = evaluate(dataset, user=user, collection=collection, modes=modes)
+        self.stdout.write(f"{'mode':<9} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7}")
         for s in scores:
-            self.stdout.write(f"{s.mode:<8} {s.ndcg10:8.4f} {s.recall10:7.4f} {s.recall100:7.4f} {s.mrr10:7.4f} {s.p50_ms:7.1f}")
+            self.stdout.write(
+                f"{s.mode:<9} {s.ndcg10:8.4f} {s.recall10:7.4f} {s.recall100:7.4f} {s.mrr10:7.4f} {s.p50_ms:7.1f}"
+            )
         if options["json"]:
-            Path(options["json"]).write_text(json.dumps(  # type: ignore[arg-type]
-                [{k: v for k, v in s.__dict__.items() if k != "per_query_ms"} | {"p50_ms": s.p50_ms} for s in scores],
-                indent=2))
+            from ingestion.api import embedding_model_id
+            from kb.selectors import active_reranker
+
+            reranker = active_reranker() if "reranked" in modes else None
+            payload = {
+                "dataset": path.name, "split": options["split"], "documents": len(dataset.corpus),
+                "queries": len(dataset.queries), "embedding_model": embedding_model_id(),
+                "reranker": reranker.model_id if reranker is not None else None,
+                "results": [
+                    {k: v for k, v in s.__dict__.items() if k != "per_query_ms"} | {"p50_ms": s.p50_ms}
+                    for s in scores
+                ],
+            }
+            Path(options["json"]).write_text(json.dumps(payload, indent=2))  # type: ignore[arg-type]
