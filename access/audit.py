@@ -48,15 +48,26 @@ class ChainReport:
         return self.first_broken_id is None
 
 
-def verify_chain(rows: Iterable[dict[str, Any]]) -> ChainReport:
-    """Walk rows in id order; report the first row whose link or content is wrong."""
-    previous = GENESIS
+def verify_chain(rows: Iterable[dict[str, Any]], *, anchors: Iterable[str] = ()) -> ChainReport:
+    """Walk rows in id order; report the first row whose link or content is wrong.
+
+    ``anchors`` are the hashes retention purges left behind (the hash of the
+    last event each purge removed, recorded in its ``audit.retention``
+    event): the oldest remaining row may link to one of them instead of to
+    the genesis.  Every later row must link to the row just before it.
+    """
+    allowed_first = {GENESIS, *(a for a in anchors if a)}
+    previous: str | None = None
     checked = 0
     for row in rows:
         checked += 1
-        if row["prev_hash"] != previous:
+        if previous is None:
+            if row["prev_hash"] not in allowed_first:
+                return ChainReport(checked, row["id"], "the oldest row links to neither the start of the log "
+                                   "nor a retention checkpoint (rows were removed from the start)")
+        elif row["prev_hash"] != previous:
             return ChainReport(checked, row["id"], "its prev_hash does not match the previous row (a row was removed or inserted)")
-        expected = event_hash(previous, hashed_fields(row))
+        expected = event_hash(row["prev_hash"], hashed_fields(row))
         if expected != row["hash"]:
             return ChainReport(checked, row["id"], "its content does not match its hash (the row was edited)")
         previous = row["hash"]

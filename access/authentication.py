@@ -11,7 +11,13 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from access.middleware import is_loopback
-from access.services import KEY_PREFIX, api_key_authenticate, personal_user
+from access.services import (
+    KEY_PREFIX,
+    api_key_authenticate,
+    api_key_rejected_record,
+    api_key_use_record,
+    personal_user,
+)
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -31,7 +37,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None  # not ours: other bearer schemes (IdP JWTs) may follow
         key = api_key_authenticate(token)
         if key is None:
+            api_key_rejected_record(token=token, request=request)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        api_key_use_record(key=key, request=request)
         return key.user, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -58,6 +61,7 @@ def audit_record(
     outcome: str = AuditEvent.Outcome.ALLOWED,
     rule: str = "",
     detail: dict[str, Any] | None = None,
+    _link_if_empty: str = GENESIS,
 ) -> AuditEvent:
     """Append one event to the hash-chained audit log.
 
@@ -66,10 +70,8 @@ def audit_record(
     secrets in ``detail``: only ids.
     """
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK_KEY])
-        previous = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        _audit_lock()
+        previous = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or _link_if_empty
         event = AuditEvent(
             at=timezone.now(),
             actor=actor.user,
@@ -107,6 +109,63 @@ def api_key_create(*, user: User, name: str, actor: Actor) -> tuple[ApiKey, str]
     return key, secret
 
 
+def api_key_prefix_of(token: str) -> str:
+    """The key id part of a presented token (``cairn_<prefix>_…``), or "" when it has none.
+
+    Safe to log: the prefix identifies a key and is shown in key lists; the
+    rest of the token is the secret and never leaves this module.
+    """
+    match = _TOKEN_PREFIX.match(token)
+    return match.group(1) if match else ""
+
+
+_TOKEN_PREFIX = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{8}})_")
+
+
+def api_key_use_record(*, key: ApiKey, request: Any) -> None:
+    """Log one use of an API key, at most once per request (DRF may authenticate twice)."""
+    underlying = getattr(request, "_request", request)
+    if getattr(underlying, "_cairn_api_key_logged", None) == key.pk:
+        return
+    underlying._cairn_api_key_logged = key.pk
+    audit_record(
+        actor=Actor(user=key.user, api_key_prefix=key.prefix, ip=underlying.META.get("REMOTE_ADDR") or None,
+                    request_id=getattr(underlying, "request_id", "")),
+        action="api_key.use", target_type="api_key", target_id=key.prefix,
+        detail={"method": underlying.method, "path": underlying.path[:300]},
+    )
+
+
+def api_key_rejected_record(*, token: str, request: Any) -> None:
+    """Log a refused bearer token by its key id only (never the token)."""
+    underlying = getattr(request, "_request", request)
+    audit_record(
+        actor=Actor(user=None, ip=underlying.META.get("REMOTE_ADDR") or None,
+                    request_id=getattr(underlying, "request_id", "")),
+        action="api_key.use", target_type="api_key", target_id=api_key_prefix_of(token),
+        outcome=AuditEvent.Outcome.DENIED, rule="unknown, revoked or inactive API key",
+        detail={"method": underlying.method, "path": underlying.path[:300]},
+    )
+
+
+def access_denied_record(*, actor: Actor, target_type: str, target_id: object = "", rule: str,
+                         detail: dict[str, Any] | None = None) -> AuditEvent | None:
+    """Log a refused access (the caller then answers 404, so ids cannot be probed).
+
+    One denial event per request: when a deeper layer already logged this
+    request's refusal (same request id), the edge does not log it twice.
+    """
+    if actor.request_id:
+        # Only recent rows can belong to this request: a primary-key range, not a table scan.
+        newest = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        if AuditEvent.objects.filter(
+            id__gt=newest - 500, request_id=actor.request_id[:64], outcome=AuditEvent.Outcome.DENIED
+        ).exists():
+            return None
+    return audit_record(actor=actor, action="access.denied", target_type=target_type, target_id=target_id,
+                        outcome=AuditEvent.Outcome.DENIED, rule=rule, detail=detail)
+
+
 def api_key_authenticate(secret: str) -> ApiKey | None:
     if not secret.startswith(KEY_PREFIX):
         return None
@@ -118,6 +177,87 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
     if key is not None:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
     return key
+
+
+# --- retention -------------------------------------------------------------------------
+
+RETENTION_ACTION = "audit.retention"
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    removed: int
+    cutoff: dt.datetime | None       # events older than this were eligible; None: kept forever
+    through_id: int | None           # the last removed event
+    anchor_hash: str                 # what the oldest remaining event links to
+    event: AuditEvent | None
+
+
+def retention_cutoff(now: dt.datetime, years: int) -> dt.datetime:
+    """``now`` minus whole calendar years (29 February becomes 28 February)."""
+    try:
+        return now.replace(year=now.year - years)
+    except ValueError:
+        return now.replace(year=now.year - years, day=28)
+
+
+def audit_retention_purge(*, now: dt.datetime | None = None, years: int | None = None) -> RetentionResult:
+    """Delete audit events older than the retention period; the one path that may remove them.
+
+    Removes a *prefix* of the chain (every event before the first one still
+    inside the retention period), so the rest stays one unbroken chain.  The
+    hash of the last removed event becomes the anchor the oldest remaining
+    event links to; it is written into the ``audit.retention`` event this
+    function appends (inside the chain, so it cannot be changed unnoticed),
+    which is where ``cairn_audit_verify`` finds it.
+
+    On PostgreSQL the append-only trigger lets a DELETE through only inside
+    this transaction, and only for ids up to the one named in
+    ``cairn.audit_purge_through`` (a transaction-local setting).  Idempotent:
+    a second run in a row removes nothing and records that.
+    """
+    years = settings.CAIRN_AUDIT_RETENTION_YEARS if years is None else years
+    now = now or timezone.now()
+    if years <= 0:
+        return RetentionResult(0, None, None, "", None)
+    cutoff = retention_cutoff(now, years)
+    with transaction.atomic():
+        _audit_lock()
+        first_kept = AuditEvent.objects.filter(at__gte=cutoff).order_by("id").values_list("id", flat=True).first()
+        newest = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+        through_id = (first_kept - 1) if first_kept is not None else newest
+        removed = 0
+        anchor = ""
+        if through_id is not None:
+            last_removed = (
+                AuditEvent.objects.filter(id__lte=through_id).order_by("-id").values_list("hash", flat=True).first()
+            )
+            if last_removed is not None:
+                anchor = last_removed
+                with connection.cursor() as cursor:
+                    if connection.vendor == "postgresql":
+                        cursor.execute("SELECT set_config('cairn.audit_purge_through', %s, true)", [str(through_id)])
+                    cursor.execute("DELETE FROM access_auditevent WHERE id <= %s", [through_id])
+                    removed = cursor.rowcount
+                    if connection.vendor == "postgresql":
+                        cursor.execute("SELECT set_config('cairn.audit_purge_through', '', true)")
+        # Nothing removed: no new anchor.  (Copying the oldest row's link
+        # here would bless a prefix someone removed behind our back.)
+        event = audit_record(
+            actor=SYSTEM, action=RETENTION_ACTION, target_type="audit_log",
+            detail={
+                "removed": removed, "retention_years": years, "cutoff": cutoff.isoformat(),
+                "through_id": through_id if removed else None, "anchor_hash": anchor,
+            },
+            _link_if_empty=anchor or GENESIS,  # everything was removed: still link to the last one
+        )
+    return RetentionResult(removed, cutoff, through_id if removed else None, anchor, event)
+
+
+def _audit_lock() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK_KEY])
 
 
 def personal_user() -> User:

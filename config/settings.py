@@ -218,6 +218,9 @@ CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum
 CAIRN_JOB_STUCK_SECONDS = env_int("CAIRN_JOB_STUCK_SECONDS", 900, minimum=10)
 CAIRN_REAPER_INTERVAL = env_int("CAIRN_REAPER_INTERVAL", 60, minimum=1)
 CAIRN_COMPACT_INTERVAL = env_int("CAIRN_COMPACT_INTERVAL", 3600, minimum=1)
+# Audit events older than this many years are removed by a periodic task (0 = keep forever).
+CAIRN_AUDIT_RETENTION_YEARS = env_int("CAIRN_AUDIT_RETENTION_YEARS", 7, minimum=0, maximum=1000)
+CAIRN_AUDIT_RETENTION_INTERVAL = env_int("CAIRN_AUDIT_RETENTION_INTERVAL", 86_400, minimum=60)
 CAIRN_INGEST_SOFT_LIMIT = env_int("CAIRN_INGEST_SOFT_LIMIT", 1800, minimum=10)
 CAIRN_INGEST_HARD_LIMIT = env_int("CAIRN_INGEST_HARD_LIMIT", 1900, minimum=20)
 if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:
@@ -246,6 +249,7 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULE = {
     "reap-stuck-jobs": {"task": "cairn.index.reap", "schedule": float(CAIRN_REAPER_INTERVAL)},
     "compact-index": {"task": "cairn.index.compact", "schedule": float(CAIRN_COMPACT_INTERVAL)},
+    "audit-retention": {"task": "cairn.index.audit_retention", "schedule": float(CAIRN_AUDIT_RETENTION_INTERVAL)},
 }
 
 # --- REST framework --------------------------------------------------------------

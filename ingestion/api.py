@@ -30,6 +30,7 @@ TASK_INGEST = "cairn.ingest.process"
 TASK_INDEX = "cairn.index.apply"
 TASK_COMPACT = "cairn.index.compact"
 TASK_REAP = "cairn.index.reap"
+TASK_AUDIT_RETENTION = "cairn.index.audit_retention"
 
 
 def embedding_model_id() -> str:

@@ -36,6 +36,10 @@ def run_task(task: str, arg: int | None) -> None:
         index_pass()
     elif task == api.TASK_COMPACT:
         index_pass(compact=True)
+    elif task == api.TASK_AUDIT_RETENTION:
+        from access.services import audit_retention_purge
+
+        audit_retention_purge()
     elif task == api.TASK_REAP:
         result = jobs_reap()
         for job_id in result.requeued + result.pending:
@@ -79,6 +83,8 @@ class LocalWorker:
         self.submit(api.TASK_INDEX, None)
         self.submit(api.TASK_REAP, None, delay=settings.CAIRN_REAPER_INTERVAL, repeat=True)
         self.submit(api.TASK_COMPACT, None, delay=settings.CAIRN_COMPACT_INTERVAL, repeat=True)
+        # Retention first runs a minute after start, then on its own interval.
+        self.submit(api.TASK_AUDIT_RETENTION, None, delay=60, repeat=True)
 
     def submit(self, task: str, arg: int | None, *, delay: float = 0, repeat: bool = False) -> None:
         if self._thread is None:
@@ -123,7 +129,10 @@ class LocalWorker:
             if repeat:
                 from ingestion import api
 
-                interval = settings.CAIRN_COMPACT_INTERVAL if task == api.TASK_COMPACT else settings.CAIRN_REAPER_INTERVAL
+                interval = {
+                    api.TASK_COMPACT: settings.CAIRN_COMPACT_INTERVAL,
+                    api.TASK_AUDIT_RETENTION: settings.CAIRN_AUDIT_RETENTION_INTERVAL,
+                }.get(task, settings.CAIRN_REAPER_INTERVAL)
                 self.submit(task, arg, delay=interval, repeat=True)
 
 

@@ -50,3 +50,15 @@ def jobs_reaper() -> dict[str, list[int]]:
     if result.index_needed:
         api.dispatch(api.TASK_INDEX, None, 0)
     return {"requeued": result.requeued, "failed": result.failed, "pending": result.pending}
+
+
+@shared_task(name=api.TASK_AUDIT_RETENTION)
+def audit_retention() -> dict[str, object]:
+    """Remove audit events past ``CAIRN_AUDIT_RETENTION_YEARS``; writes an ``audit.retention`` event.
+
+    Idempotent: a second run removes nothing more (and says so in its event).
+    """
+    from access.services import audit_retention_purge
+
+    result = audit_retention_purge()
+    return {"removed": result.removed, "through_id": result.through_id}

@@ -5,4 +5,10 @@ from django.http import HttpRequest
 
 
 def cairn(request: HttpRequest) -> dict[str, Any]:
-    return {"cairn_mode": settings.CAIRN_MODE, "cairn_generator": settings.CAIRN_GENERATOR}
+    from access.audit_review import can_review_audit
+
+    return {
+        "cairn_mode": settings.CAIRN_MODE,
+        "cairn_generator": settings.CAIRN_GENERATOR,
+        "cairn_audit_reviewer": can_review_audit(getattr(request, "user", None)),
+    }

@@ -220,3 +220,67 @@ def _as_pk(value: object) -> int | None:
     except (TypeError, ValueError):
         return None
     return pk if 0 < pk < 2**63 else None
+
+
+@dataclass(frozen=True)
+class AuditedChunk:
+    """What an audit reviewer sees of a chunk an audit event says was served."""
+
+    chunk_id: int
+    found: bool            # False: purged since (compaction removed the row)
+    document_id: int | None = None
+    title: str = ""
+    page: int | None = None
+    snippet: str = ""
+    document_deleted: bool = False
+
+
+AUDIT_SNIPPET_CHARS = 240
+
+
+def audited_chunks(reviewer: User | None, chunk_ids: Sequence[int]) -> list[AuditedChunk]:
+    """The chunks an audit event served, for an audit reviewer (admin/auditor) only.
+
+    Reviewers see what was served to someone else, so this is deliberately
+    not scoped by the reviewer's own grants; it is scoped by the reviewer's
+    role instead and shows only chunk id, document title, page and a short
+    snippet.  Chunks purged since are reported as such.
+    """
+    from access.audit_review import can_review_audit
+
+    if not can_review_audit(reviewer):
+        raise NotFound("audit event")
+    wanted = [int(c) for c in chunk_ids][:1000]
+    rows = Chunk.objects.filter(pk__in=wanted).select_related("document")
+    by_id = {chunk.pk: chunk for chunk in rows}
+    out: list[AuditedChunk] = []
+    for chunk_id in wanted:
+        chunk = by_id.get(chunk_id)
+        if chunk is None:
+            out.append(AuditedChunk(chunk_id=chunk_id, found=False))
+            continue
+        text = " ".join(chunk.text.split())
+        out.append(AuditedChunk(
+            chunk_id=chunk_id, found=True, document_id=chunk.document_id, title=chunk.document.title,
+            page=chunk.page,
+            snippet=text if len(text) <= AUDIT_SNIPPET_CHARS else text[:AUDIT_SNIPPET_CHARS].rstrip() + "…",
+            document_deleted=chunk.document.deleted_at is not None,
+        ))
+    return out
+
+
+def evaluable_collection_get(user: User | None, collection_id: object) -> Collection:
+    """A collection whose golden set and evaluation runs ``user`` may manage; 404 (``NotFound``) otherwise.
+
+    Editors and owners of the collection, and platform admins.  Everyone
+    else — readers included — gets the same 404 as for a missing collection.
+    """
+    pk = _as_pk(collection_id)
+    if pk is None or user is None or not user.is_authenticated or not user.is_active:
+        raise NotFound("collection")
+    scope = (Collection.objects.filter(deleted_at__isnull=True) if getattr(user, "is_platform_admin", False)
+             else editable_collections(user))
+    collection = scope.filter(pk=pk).first()
+    if collection is None:
+        raise NotFound("collection")
+    return collection

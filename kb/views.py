@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from access.services import access_denied_record, actor_from_request
 from kb import selectors
 
 CHUNKS_PER_PAGE = 50
@@ -29,6 +30,8 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
     try:
         collection = selectors.collection_get(request.user, collection_id)
     except selectors.NotFound:
+        access_denied_record(actor=actor_from_request(request), target_type="collection", target_id=collection_id,
+                             rule="not readable by this user (or does not exist)")
         raise Http404("No such collection") from None
     documents = selectors.readable_documents(request.user, collection=collection)
     return render(request, "kb/collection.html", {"collection": collection, "documents": documents})
@@ -40,6 +43,8 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     try:
         document = selectors.document_get(request.user, document_id)
     except selectors.NotFound:
+        access_denied_record(actor=actor_from_request(request), target_type="document", target_id=document_id,
+                             rule="not readable by this user (or does not exist)")
         raise Http404("No such document") from None
     # document_get is the permission check: the chunks below belong to the
     # current (searchable) version of a document this user may read.

@@ -29,6 +29,8 @@ _CODES = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, NotFound):
+        _record_denial(context, target_type=str(exc.args[0]) if exc.args else "object",
+                       rule="not readable by this user (or does not exist)")
         return Response(error_body("not_found", f"No such {exc.args[0] if exc.args else 'object'}."), status=404)
     if isinstance(exc, InvalidInput):
         return Response(error_body("invalid", str(exc)), status=400)
@@ -38,6 +40,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body("too_large", str(exc), {"limit_bytes": exc.limit}), status=413)
     if isinstance(exc, exceptions.ValidationError):
         return Response(error_body("invalid", _first_message(exc.detail), exc.detail), status=400)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.PermissionDenied)):
+        _record_denial(context, target_type="api", rule=f"{type(exc).__name__}: {exc}")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # an unexpected error: Django's handler500 answers in JSON
@@ -45,6 +49,23 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = getattr(exc, "default_code", None) or _CODES.get(response.status_code, "error")
     response.data = error_body(str(code), str(detail))
     return response
+
+
+def _record_denial(context: dict[str, Any], *, target_type: str, rule: str) -> None:
+    """Every refused API access is an audit event (the answer stays a plain 404/401/403)."""
+    from access.services import access_denied_record, actor_from_request
+
+    request = context.get("request")
+    if request is None:
+        return
+    kwargs = context.get("kwargs") or {}
+    target_id = kwargs.get(f"{target_type}_id") or next(iter(kwargs.values()), "")
+    if not target_id:  # e.g. ?collection=… on search, or "collection" in an ask body
+        target_id = request.query_params.get(target_type, "")
+        if not target_id and isinstance(getattr(request, "_full_data", None), dict):
+            target_id = request._full_data.get(target_type, "")
+    access_denied_record(actor=actor_from_request(request), target_type=target_type, target_id=target_id,
+                         rule=rule, detail={"method": request.method, "path": request.path[:300]})
 
 
 def _first_message(detail: Any) -> str:

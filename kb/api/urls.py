@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import views
+from kb.api import audit, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -14,4 +14,5 @@ urlpatterns = [
     path("chunks/<str:chunk_id>", views.ChunkView.as_view()),
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
+    path("audit", audit.AuditEventsView.as_view()),
 ]
