@@ -7,6 +7,7 @@ written before the first byte is streamed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlencode
 
@@ -64,7 +65,10 @@ def audit_event(request: HttpRequest, event_id: int) -> HttpResponse:
     # Opening an event shows passage text: that read is on the record too.
     audit_record(actor=actor_from_request(request), action="audit.view", target_type="audit_event",
                  target_id=event.pk)
-    return render(request, "audit/event.html", {"event": event, "chunks": chunks, "cited": cited})
+    return render(request, "audit/event.html", {
+        "event": event, "chunks": chunks, "cited": cited,
+        "detail_json": json.dumps(event.detail, indent=2, ensure_ascii=False, sort_keys=True),
+    })
 
 
 @login_required
