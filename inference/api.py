@@ -15,13 +15,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from inference.backends import BACKENDS, Generator, ModelLoadError, create_generator
+from inference.backends import (
+    BACKENDS,
+    GenerationError,
+    Generator,
+    ModelLoadError,
+    create_generator,
+)
 from inference.citations import cited_numbers, normalize_markers
 from inference.types import Answer, GenerationRequest, Passage, StreamEvent
 
 __all__ = [
     "BACKENDS",
     "Answer",
+    "GenerationError",
     "GenerationRequest",
     "Generator",
     "ModelLoadError",
@@ -30,6 +37,7 @@ __all__ = [
     "clear_generators",
     "generate",
     "load_generator",
+    "pack",
     "stream",
 ]
 
@@ -88,6 +96,17 @@ def clear_generators() -> None:
         _generators.clear()
 
 
+def pack(generator: Generator, request: GenerationRequest) -> GenerationRequest:
+    """``request`` with the passages that fit ``generator``'s context window (best first, whole).
+
+    Backends without a window (extractive) take every passage. Backends pack
+    again inside ``stream`` (idempotent), so calling this first only serves
+    to learn which passages the answer can cite.
+    """
+    packer = getattr(generator, "pack", None)
+    return packer(request) if packer is not None else request
+
+
 def stream(generator: Generator, request: GenerationRequest) -> Iterator[StreamEvent]:
     """The events of ``generator`` for ``request``: reasoning pieces, then answer pieces."""
     return generator.stream(request)
@@ -98,8 +117,10 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
 
     Citation markers in the forms the UI does not link (``【1】``, ``[^1]``,
     ``[1-3]``) are rewritten as ``[n]``; ``cited_numbers`` only names
-    passages of the request.
+    passages that were given to the model (those that fit its window).
     """
+    offered = len(request.passages)
+    request = pack(generator, request)
     reasoning: list[str] = []
     answer: list[str] = []
     for event in generator.stream(request):
@@ -115,4 +136,5 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
         backend=generator.name,
         generated=generator.generated,
         passages_used=len(request.passages),
+        passages_offered=offered,
     )

@@ -9,6 +9,9 @@ so nothing request-specific (dates, ids, counts) may go into the instructions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from inference.types import GenerationRequest, Passage
 
 INSTRUCTIONS = (
@@ -67,3 +70,57 @@ def build_plain_prompt(request: GenerationRequest) -> str:
     continue sensibly; ending with "Assistant:" invites the answer.
     """
     return f"System: {INSTRUCTIONS}\n\nUser: {build_user_content(request)}\n\nAssistant:"
+
+
+class PromptTooLong(ValueError):
+    """Even without passages, the prompt and the answer budget exceed the model's window."""
+
+
+def pack_passages(
+    request: GenerationRequest,
+    *,
+    prompt_tokens: Callable[[GenerationRequest], int],
+    window: int,
+) -> GenerationRequest:
+    """``request`` with as many of its passages as fit the model's context window.
+
+    The budget is ``window - request.max_new_tokens``; ``prompt_tokens``
+    counts the whole rendered prompt (instructions, passages, question, chat
+    markup) with the model's own tokenizer. Passages arrive best-first, so
+    they are kept from the front: the first passage that does not fit ends
+    the packing, whole — a passage is never cut, and the kept ones stay
+    numbered 1..k, contiguous. Idempotent: packing a packed request returns it.
+
+    Raises ``PromptTooLong`` when not even the prompt without passages fits.
+    """
+    budget = window - max(1, request.max_new_tokens)
+    passages = request.passages
+    if prompt_tokens(request) <= budget:
+        return request  # the common case costs one count
+    empty = replace(request, passages=())
+    if prompt_tokens(empty) > budget:
+        raise PromptTooLong(
+            f"The question and instructions need more than the {budget} tokens left in the "
+            f"model's {window}-token window after {request.max_new_tokens} tokens for the answer; "
+            "ask a shorter question or lower the answer budget."
+        )
+    # The largest k whose prompt fits; prompt length grows with k, so bisect
+    # with exact counts (a handful of tokenizer calls even for 50 passages).
+    low, high = 0, len(passages) - 1  # k = low fits, k = len(passages) does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if prompt_tokens(replace(request, passages=passages[:middle])) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return replace(request, passages=passages[:low])
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token estimate for when no tokenizer is at hand (remote models).
+
+    BPE tokenizers of current models average about four bytes of English
+    per token and fewer for other scripts; three bytes per token overcounts
+    both, so a packed prompt fits rather than being cut by the server.
+    """
+    return len(text.encode("utf-8")) // 3 + 1

@@ -56,7 +56,8 @@ class Answer:
 
     Invariants: ``answer`` has no ``<think>`` reasoning in it; every number in
     ``cited_numbers`` is in ``1..passages_used``, appears once, in order of
-    first citation; ``generated`` is False only for backends that quote.
+    first citation; ``generated`` is False only for backends that quote;
+    ``passages_used <= passages_offered``.
     """
 
     answer: str
@@ -65,3 +66,7 @@ class Answer:
     backend: str
     generated: bool
     passages_used: int
+    # Passages retrieved for the question; more than ``passages_used`` when
+    # the rest did not fit the model's context window (packing drops whole
+    # passages from the end, never a part of one).
+    passages_offered: int = 0

@@ -34,4 +34,5 @@ def answer_from_dict(data: dict[str, Any]) -> Answer:
         backend=data["backend"],
         generated=bool(data["generated"]),
         passages_used=int(data.get("passages_used", 0)),
+        passages_offered=int(data.get("passages_offered", data.get("passages_used", 0))),
     )

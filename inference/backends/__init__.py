@@ -2,9 +2,10 @@
 
 A backend turns a ``GenerationRequest`` into a stream of ``StreamEvent``s in
 which reasoning is already separated from the answer. Backends are created
-by name through ``create_generator``; heavy imports (torch, transformers)
-happen only when such a backend is asked for, so the extractive default
-starts fast and works without them.
+by name through ``create_generator``; heavy imports (torch, transformers,
+vllm) happen only when such a backend is asked for, so the extractive
+default starts fast and works without them, and the ``openai`` backend (a
+remote server) needs neither torch nor a GPU.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from inference.types import GenerationRequest, StreamEvent
 
-BACKENDS: tuple[str, ...] = ("extractive", "transformers")
+BACKENDS: tuple[str, ...] = ("extractive", "transformers", "vllm", "openai")
 
 
 class ModelLoadError(Exception):
     """A language model could not be loaded; the message says why, readable by an operator."""
+
+
+class GenerationError(Exception):
+    """Generation failed after the model was loaded (a remote server refused or broke off)."""
 
 
 @runtime_checkable
@@ -51,4 +56,16 @@ def create_generator(name: str, model_path: str | None = None, **options: Any) -
         from inference.backends.transformers_backend import TransformersGenerator
 
         return TransformersGenerator(model_path, **options)
+    if name == "vllm":
+        if not model_path:
+            raise ModelLoadError(
+                "The vllm backend needs a model directory (CAIRN_LLM_PATH), and none was given."
+            )
+        from inference.backends.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_path, **options)
+    if name == "openai":
+        from inference.backends.openai_backend import OpenAIGenerator
+
+        return OpenAIGenerator(tokenizer_path=model_path, **options)
     raise ValueError(f"Unknown generation backend {name!r}; valid backends: {', '.join(BACKENDS)}.")

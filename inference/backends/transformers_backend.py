@@ -37,7 +37,8 @@ from transformers import (
 )
 
 from inference.backends import ModelLoadError
-from inference.prompting import build_messages, build_plain_prompt
+from inference.manifest import ManifestError, ManifestPolicy, verify_manifest
+from inference.prompting import build_messages, build_plain_prompt, pack_passages
 from inference.reasoning import CLOSE_TAG, OPEN_TAG, ReasoningSplitter
 from inference.types import GenerationRequest, StreamEvent
 
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit")
+# tokenizer.model_max_length is this huge sentinel when a tokenizer does not know its window.
+_NO_LIMIT = 10**9
 
 # transformers >= 5 can encode control tokens that occur in message text
 # (a document containing "<|im_end|>") as plain text instead of as the real
@@ -87,8 +91,44 @@ def prompt_opens_think(prompt: str) -> bool:
     return prompt.rfind(OPEN_TAG) > prompt.rfind(CLOSE_TAG)
 
 
-def _check_model_dir(model_dir: Path) -> None:
+def locate_model(model_path: str | Path, gguf_file: str | None = None) -> tuple[Path, str | None]:
+    """``(directory, gguf file name or None)`` for a model given as a directory or a ``.gguf`` file.
+
+    A GGUF file carries config, tokenizer and weights in one file; it may be
+    named directly, through ``gguf_file`` (relative to the directory), or be
+    the only ``*.gguf`` in a directory that has no Hugging Face weights.
+    """
+    path = Path(model_path).expanduser()
+    if gguf_file:
+        if Path(gguf_file).name != gguf_file:
+            raise ModelLoadError(f"gguf_file must be a file name inside the model directory, got {gguf_file!r}.")
+        return path, gguf_file
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"The GGUF model file {path} does not exist.")
+        return path.parent, path.name
+    if path.is_dir() and not (path / "config.json").is_file():
+        candidates = sorted(path.glob("*.gguf"))
+        if len(candidates) == 1:
+            return path, candidates[0].name
+        if len(candidates) > 1:
+            raise ModelLoadError(
+                f"The model directory {path} holds several GGUF files "
+                f"({', '.join(c.name for c in candidates)}); name one (CAIRN_LLM_GGUF_FILE or the file path)."
+            )
+    return path, None
+
+
+def _check_model_dir(model_dir: Path, gguf_file: str | None = None) -> None:
     """Fail early, naming what is missing, rather than with a transformers traceback."""
+    if gguf_file is not None:
+        if not (model_dir / gguf_file).is_file():
+            raise ModelLoadError(f"The GGUF model file {model_dir / gguf_file} does not exist.")
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelLoadError(
+                "Loading a GGUF model needs the gguf package: pip install gguf accelerate"
+            )
+        return
     if not model_dir.exists():
         raise ModelLoadError(f"The model directory {model_dir} does not exist.")
     if not model_dir.is_dir():
@@ -127,6 +167,34 @@ def choose_dtype(device: torch.device, dtype: str | None) -> torch.dtype:
     return torch.float32
 
 
+def quantization_config(quantization: str | None, device: torch.device, dtype: torch.dtype) -> Any:
+    """The ``BitsAndBytesConfig`` for ``quantization`` ("8bit", "4bit") or None; refuses what cannot work."""
+    if not quantization:
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(
+            f"Unknown quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)} (or none)."
+        )
+    if device.type != "cuda":
+        raise ModelLoadError(
+            f"{quantization} quantization (bitsandbytes) needs a CUDA GPU, and the model is on "
+            f"{device}; unset CAIRN_LLM_QUANTIZATION to run unquantized on this host."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            f"{quantization} quantization needs the bitsandbytes package: pip install bitsandbytes"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    # NF4 with double quantization is what QLoRA measured as the best 4-bit format.
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
 class _Cancelled(StoppingCriteria):
     """Stops ``generate`` once the consumer has gone away (stream closed early)."""
 
@@ -144,6 +212,11 @@ class TransformersGenerator:
 
     Options: ``device`` ("cuda:0", "cpu"; default: cuda:0 when available),
     ``dtype`` ("bfloat16", "float16", "float32"; default by device),
+    ``quantization`` ("8bit", "4bit" via bitsandbytes, CUDA only),
+    ``device_map`` ("auto" spreads a model over all GPUs; needs accelerate),
+    ``gguf_file`` (a GGUF file in the model directory; a ``.gguf`` path works too),
+    ``context_window`` (tokens; default: the model's own),
+    ``manifest`` ("verify" when present, "require", "off"; see ``inference.manifest``),
     ``system_in_user`` and ``expect_reasoning`` (default: detected),
     ``do_sample``/``temperature``/``top_p`` (default greedy, reproducible).
     """
@@ -157,17 +230,35 @@ class TransformersGenerator:
         *,
         device: str | None = None,
         dtype: str | None = None,
+        quantization: str | None = None,
+        device_map: str | None = None,
+        gguf_file: str | None = None,
+        context_window: int | None = None,
+        manifest: ManifestPolicy = "verify",
         system_in_user: bool | None = None,
         expect_reasoning: bool | None = None,
         do_sample: bool = False,
         temperature: float = 0.6,
         top_p: float = 0.95,
     ) -> None:
-        self.model_dir = Path(model_path).expanduser()
-        _check_model_dir(self.model_dir)
+        self.model_dir, self.gguf_file = locate_model(model_path, gguf_file)
+        _check_model_dir(self.model_dir, self.gguf_file)
+        try:
+            self.manifest_verified = verify_manifest(self.model_dir, manifest)
+        except (ManifestError, ValueError) as exc:
+            raise ModelLoadError(str(exc)) from exc
         self.device = choose_device(device)
-        self.dtype = choose_dtype(self.device, dtype)
+        self.dtype = choose_dtype(self.device, None if dtype == "auto" else dtype)
+        self.quantization = quantization or None
+        self.device_map = device_map or None
+        if self.device_map and importlib.util.find_spec("accelerate") is None:
+            raise ModelLoadError("device_map needs the accelerate package: pip install accelerate")
+        self._quantization_config = quantization_config(self.quantization, self.device, self.dtype)
         self.tokenizer, self.model = self._load()
+        if self.device_map or self.quantization:
+            # Placed by accelerate; inputs go where the embeddings are.
+            self.device = self.model.get_input_embeddings().weight.device
+        self.context_window = context_window or self._model_window()
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         is_r1 = looks_like_deepseek_r1(self.model_dir)
         # DeepSeek advises against a system prompt for R1; other models get one.
@@ -187,13 +278,21 @@ class TransformersGenerator:
 
     def _load(self) -> tuple[Any, Any]:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-            options: dict[str, Any] = {_DTYPE_KWARG: self.dtype, "local_files_only": True}
-            # Without accelerate, device_map is refused; load on the CPU and move.
-            if importlib.util.find_spec("accelerate") is not None:
+            common: dict[str, Any] = {"local_files_only": True}
+            if self.gguf_file:
+                common["gguf_file"] = self.gguf_file
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, **common)
+            options: dict[str, Any] = {_DTYPE_KWARG: self.dtype, **common}
+            if self._quantization_config is not None:
+                options["quantization_config"] = self._quantization_config
+            if self.device_map:
+                options["device_map"] = self.device_map
+            elif importlib.util.find_spec("accelerate") is not None:
                 options["device_map"] = {"": str(self.device)}
+            # Without accelerate, device_map is refused; load on the CPU and move.
             model = AutoModelForCausalLM.from_pretrained(self.model_dir, **options)
-            model.to(self.device)
+            if not (self.device_map or self._quantization_config is not None):
+                model.to(self.device)
         except Exception as exc:
             # Loading fails in many library-specific ways (OSError, ValueError,
             # safetensors' SafetensorError, CUDA out of memory); operators need
@@ -203,6 +302,26 @@ class TransformersGenerator:
             ) from exc
         model.eval()
         return tokenizer, model
+
+    def _model_window(self) -> int:
+        """The context window in tokens: the model's positions, or the tokenizer's limit if smaller."""
+        config = self.model.config
+        window = getattr(config, "max_position_embeddings", None) or _NO_LIMIT
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None) or _NO_LIMIT
+        window = min(window, tokenizer_limit)
+        if window >= _NO_LIMIT:
+            raise ModelLoadError(
+                f"The model in {self.model_dir} states no context window; set CAIRN_LLM_CONTEXT_WINDOW."
+            )
+        return int(window)
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens of the full prompt for ``request``, counted by this model's tokenizer."""
+        return int(self.encode(request, pack=False)["input_ids"].shape[-1])
+
+    def pack(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with the passages that fit the window; see ``prompting.pack_passages``."""
+        return pack_passages(request, prompt_tokens=self.prompt_tokens, window=self.context_window)
 
     def _template_opens_think(self) -> bool:
         if not self.has_chat_template:
@@ -215,8 +334,14 @@ class TransformersGenerator:
             return False
         return prompt_opens_think(str(prompt))
 
-    def encode(self, request: GenerationRequest) -> dict[str, torch.Tensor]:
-        """Token ids (and attention mask) of the prompt for ``request``, on the model's device."""
+    def encode(self, request: GenerationRequest, pack: bool = True) -> dict[str, torch.Tensor]:
+        """Token ids (and attention mask) of the prompt for ``request``, on the model's device.
+
+        With ``pack`` (the default) the passages that do not fit the context
+        window are left out first, whole.
+        """
+        if pack:
+            request = self.pack(request)
         if self.has_chat_template:
             options: dict[str, Any] = {"sanitize_control_tokens": True} if _CAN_SANITIZE else {}
             try:

@@ -30,8 +30,8 @@ class ScriptedGenerator:
 
 
 def test_unknown_backend_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="extractive, transformers"):
-        load_generator("vllm")
+    with pytest.raises(ValueError, match="extractive, transformers, vllm, openai"):
+        load_generator("llamacpp")
 
 
 def test_transformers_needs_a_model_path() -> None:

@@ -73,9 +73,10 @@ def test_closing_the_stream_early_stops_generation_and_frees_the_model(
         return output
 
     monkeypatch.setattr(generator.model, "generate", spy)
-    # Unhindered, this prompt runs for well over a thousand tokens before its EOS.
+    # Unhindered, this prompt runs for well over a thousand tokens before its EOS
+    # (1500 new tokens plus the prompt still fit the tiny model's 2048-token window).
     long = GenerationRequest(
-        question="q", passages=request_two_passages.passages, max_new_tokens=2000
+        question="q", passages=request_two_passages.passages, max_new_tokens=1500
     )
     events = stream(generator, long)
     next(events)
