@@ -241,6 +241,9 @@ class AskView(APIView):
             "citation_mode": "marked" if result.cited else "context",
             "citations": [citation_out(p) for p in cited],
             "passages": [citation_out(p) for p in result.passages],
+            # Passages that fit the model's context window / passages retrieved.
+            "passages_used": answer.passages_used,
+            "passages_offered": answer.passages_offered or len(result.passages),
         })
 
 
