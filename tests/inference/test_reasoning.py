@@ -138,3 +138,19 @@ def test_well_formed_output_round_trips(reasoning: str, answer: str, expect: boo
     reasoning = reasoning.replace("</think>", "").replace("<think>", "")
     text = f"<think>\n{reasoning}\n</think>\n\n{answer}"
     assert split_reasoning(text, expect_reasoning=expect) == (reasoning.strip(), answer.strip())
+
+
+def test_vllm_style_output_without_opening_tag_streams_in_pieces() -> None:
+    # vLLM serving R1 without a reasoning parser: the prompt opened <think>, the
+    # output carries only "</think>", here split across pieces.
+    pieces = ["Let me check passage 1.", "\nIt says twenty.</th", "ink>", "\n\nTwenty", " days [1]."]
+    events, parsed = run_pieces(pieces, expect_reasoning=True)
+    assert parsed == ("Let me check passage 1.\nIt says twenty.", "Twenty days [1].")
+    assert [e.channel for e in events][0] == "reasoning" and events[-1].channel == "answer"
+    assert all("think>" not in e.text for e in events)
+
+
+def test_unclosed_opening_tag_is_all_reasoning_and_no_answer() -> None:
+    # Cut off (max_new_tokens) inside the think block: nothing leaks into the answer.
+    _, parsed = run_pieces(["<think>\nStill weighing", " passage 2 against"], expect_reasoning=False)
+    assert parsed == ("Still weighing passage 2 against", "")

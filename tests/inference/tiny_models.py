@@ -131,3 +131,57 @@ def build_tiny_qwen2(
     model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
     model.save_pretrained(path)
     return str(path)
+
+
+def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: int = 0) -> str:
+    """Write a tiny random DeepseekV3 (MLA attention, a dense layer then a MoE layer) + R1-style tokenizer.
+
+    The architecture is the real one of DeepSeek-V3/R1 (``DeepseekV3ForCausalLM``),
+    shrunk to a few hundred kilobytes; the chat template opens ``<think>``
+    as DeepSeek-R1's does. Same determinism guarantees as ``build_tiny_qwen2``.
+    """
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    path = Path(dirpath)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(vocab_size),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = R1_CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = DeepseekV3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=2,
+        first_k_dense_replace=1,  # layer 0 dense, layer 1 mixture-of-experts
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        n_group=2,
+        topk_group=1,
+        kv_lora_rank=16,
+        q_lora_rank=32,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=16,
+        v_head_dim=16,
+        max_position_embeddings=2048,
+        initializer_range=0.5,  # see build_tiny_qwen2: varied text rather than one repeated token
+        bos_token_id=pad_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DeepseekV3ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
+    model.save_pretrained(path)
+    return str(path)
