@@ -253,6 +253,34 @@ def problems_for(backend: str, options: dict[str, Any], versions: dict[str, str 
     return found
 
 
+def remote_problems(options: dict[str, Any]) -> list[str]:
+    """For the openai backend: is the server reachable, and does it serve the configured model?"""
+    import http.client
+    from urllib.parse import urlsplit
+
+    base, model = str(options.get("base_url") or ""), options.get("model")
+    parts = urlsplit(base)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    headers = {"Authorization": f"Bearer {options['api_key']}"} if options.get("api_key") else {}
+    try:
+        connection = cls(parts.hostname or "", parts.port, timeout=10)
+        connection.request("GET", f"{parts.path.rstrip('/')}/models", headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return [f"The model server at {base} cannot be reached: {type(exc).__name__}: {exc}"]
+    if response.status != 200:
+        return [f"The model server at {base} answered {response.status} to GET /models (API key?)."]
+    try:
+        served = [card.get("id") for card in json.loads(body).get("data", [])]
+    except (ValueError, AttributeError):
+        return []
+    if model not in served:
+        return [f"The model server at {base} does not serve {model!r}; it serves: {', '.join(map(str, served))}."]
+    return []
+
+
 def diagnose(backend: str, model_path: str | None, options: dict[str, Any]) -> Report:
     versions = library_versions()
     cuda, runtime, found = gpus()
@@ -272,7 +300,8 @@ def diagnose(backend: str, model_path: str | None, options: dict[str, Any]) -> R
         libraries=versions,
         backend=backend,
         model=model,
-        problems=problems_for(backend, options, versions, cuda, model),
+        problems=problems_for(backend, options, versions, cuda, model)
+        + (remote_problems(options) if backend == "openai" else []),
         recommendation=recommend(model, found, available),
     )
 

@@ -90,3 +90,27 @@ def test_gguf_file_is_counted_from_its_metadata(tmp_path) -> None:  # type: igno
     estimate = estimate_model(str(gguf))
     assert estimate.error == "" and estimate.model_type == "llama"
     assert 130_000_000 < estimate.parameters < 140_000_000  # SmolLM2-135M
+
+
+def test_openai_backend_checks_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from inference.doctor import diagnose
+
+    server = Path(__file__).with_name("openai_server.py")
+    process = subprocess.Popen([sys.executable, str(server), str(tmp_path / "log")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().split()[1])
+        base = f"http://127.0.0.1:{port}/v1"
+        ok = diagnose("openai", None, {"base_url": base, "model": "plain-model", "api_key": "test-key"})
+        assert not [p for p in ok.problems if "model server" in p] and ok.model is None
+        wrong = diagnose("openai", None, {"base_url": base, "model": "gpt-9", "api_key": "test-key"})
+        assert any("does not serve 'gpt-9'" in p for p in wrong.problems)
+        denied = diagnose("openai", None, {"base_url": base, "model": "plain-model", "api_key": "nope"})
+        assert any("answered 401" in p for p in denied.problems)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
