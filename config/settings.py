@@ -261,6 +261,13 @@ CAIRN_LLM_OPTIONS = _llm_options()
 CAIRN_MAX_NEW_TOKENS = env_int("CAIRN_MAX_NEW_TOKENS", 512, minimum=1, maximum=32_768)
 CAIRN_ASK_PASSAGES = env_int("CAIRN_ASK_PASSAGES", 6, minimum=1, maximum=50)
 CAIRN_ASK_TIMEOUT = env_float("CAIRN_ASK_TIMEOUT", 300.0, minimum=1.0)
+# Generation pool (inference/pool.py): batching, admission control, timeouts.
+CAIRN_GEN_MAX_BATCH = env_int("CAIRN_GEN_MAX_BATCH", 8, minimum=1, maximum=256)
+CAIRN_GEN_BATCH_WAIT_MS = env_int("CAIRN_GEN_BATCH_WAIT_MS", 10, minimum=0, maximum=10_000)
+CAIRN_GEN_QUEUE_SIZE = env_int("CAIRN_GEN_QUEUE_SIZE", 64, minimum=1, maximum=100_000)
+CAIRN_GEN_USER_CONCURRENCY = env_int("CAIRN_GEN_USER_CONCURRENCY", 4, minimum=1, maximum=10_000)
+CAIRN_GEN_TIMEOUT = env_float("CAIRN_GEN_TIMEOUT", 240.0, minimum=1.0)
+CAIRN_METRICS_TOKEN = env_str("CAIRN_METRICS_TOKEN")  # Bearer token for GET /metrics from non-loopback
 
 CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
 CAIRN_JOB_STUCK_SECONDS = env_int("CAIRN_JOB_STUCK_SECONDS", 900, minimum=10)

@@ -2,9 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from kb.api import errors
+from kb.api.metrics import metrics_view
 
 urlpatterns = [
     path("api/v1/", include("kb.api.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("access.urls")),
     path("", include("kb.urls")),

@@ -3,17 +3,25 @@
 Generation runs where the shape puts it: in this process (personal) or on
 the ``inference`` Celery pool (team), where the model stays resident on the
 GPU workers — the web process never loads a language model in the team shape.
+Either way the request goes through admission control (``admission``) and a
+generation pool (``inference.pool``), and its events come back as they are
+generated (``Generation.events`` / ``aevents``), ready to be streamed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from django.conf import settings
 
 from access.models import User
 from access.services import Actor, audit_record
+from inference.pool import FINAL_EVENTS
 from inference.types import Answer, GenerationRequest, Passage
 from kb.selectors import SearchResult, chunk_search
 
@@ -35,42 +43,253 @@ def passages_from(results: Sequence[SearchResult]) -> tuple[Passage, ...]:
     )
 
 
-def generate(request: GenerationRequest) -> Answer:
-    if settings.CAIRN_TASKS == "celery":
-        from config.celery import app
-        from inference.tasks import TASK_GENERATE
-        from inference.wire import answer_from_dict, request_to_dict
+class GenerationFailed(Exception):
+    """A generation ended without an answer; ``code`` is the pool's error code (see ``inference.pool``)."""
 
-        result = app.send_task(TASK_GENERATE, args=[request_to_dict(request)])
-        return answer_from_dict(result.get(timeout=settings.CAIRN_ASK_TIMEOUT))
-    from inference.api import generate as generate_local
-    from inference.api import load_generator
+    STATUS = {"timeout": 504, "pool_full": 503, "prompt_too_long": 400, "cancelled": 499}
 
-    return generate_local(load_generator(settings.CAIRN_GENERATOR, settings.CAIRN_LLM_PATH), request)
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return self.STATUS.get(self.code, 502)
 
 
-def answer_question(
-    *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None
-) -> AskResult:
-    results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES)
-    passages = passages_from(results)
-    request = GenerationRequest(
-        question=question, passages=passages, max_new_tokens=settings.CAIRN_MAX_NEW_TOKENS,
-        request_id=actor.request_id,
+_admission_lock = threading.Lock()
+_admission_instance: Any = None
+
+
+def admission() -> Any:
+    """The process's admission control: Redis-shared in the team shape, in-process otherwise."""
+    global _admission_instance
+    with _admission_lock:
+        if _admission_instance is None:
+            from inference.admission import LocalAdmission, RedisAdmission
+
+            limits = {"pool_limit": settings.CAIRN_GEN_QUEUE_SIZE, "user_limit": settings.CAIRN_GEN_USER_CONCURRENCY}
+            if settings.CAIRN_TASKS == "celery":
+                import redis
+
+                _admission_instance = RedisAdmission(
+                    redis.Redis.from_url(settings.CAIRN_REDIS_URL), lease=settings.CAIRN_ASK_TIMEOUT + 60, **limits
+                )
+            else:
+                _admission_instance = LocalAdmission(**limits)
+        return _admission_instance
+
+
+def reset_admission() -> None:
+    """Forget the admission object so changed settings apply (tests)."""
+    global _admission_instance
+    with _admission_lock:
+        _admission_instance = None
+
+
+def local_pool() -> Any:
+    """The in-process generation pool (personal shape): one worker thread owning the model."""
+    from inference.pool import get_pool
+
+    return get_pool(
+        settings.CAIRN_GENERATOR, settings.CAIRN_LLM_PATH,
+        max_batch=settings.CAIRN_GEN_MAX_BATCH, max_wait=settings.CAIRN_GEN_BATCH_WAIT_MS / 1000,
+        max_queue=settings.CAIRN_GEN_QUEUE_SIZE, timeout=settings.CAIRN_GEN_TIMEOUT,
+        **getattr(settings, "CAIRN_LLM_OPTIONS", {}),
     )
-    answer = generate(request)
-    by_number = {p.number: p for p in passages}
-    cited = tuple(by_number[n] for n in answer.cited_numbers if n in by_number)
+
+
+class Generation:
+    """A started generation: its events as they come (sync or asyncio), and a way to stop it.
+
+    Iterating ``events``/``aevents`` ends with the final event (``done`` or
+    ``error``); ``{"event": "keepalive"}`` marks ``heartbeat`` seconds of
+    silence. Stopping early (the client went away) cancels the generation.
+    The admission slot is released exactly once, when iteration ends.
+    """
+
+    def __init__(self, *, generation_id: str, source: Any, release: Any) -> None:
+        self.generation_id = generation_id
+        self.source = source
+        self._release = release
+        self._released = False
+        self._lock = threading.Lock()
+        self.finished = False
+        self.deadline = time.monotonic() + settings.CAIRN_ASK_TIMEOUT
+
+    def _timeout_event(self) -> dict[str, Any]:
+        return {"event": "error", "code": "timeout",
+                "message": f"No answer within {settings.CAIRN_ASK_TIMEOUT:g} seconds (CAIRN_ASK_TIMEOUT)."}
+
+    def _end(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        if not self.finished:
+            self.source.cancel()
+        self._release()
+
+    def close(self) -> None:
+        """Cancel (unless finished) and release; idempotent. For a response that is never iterated."""
+        self._end()
+
+    def events(self, heartbeat: float = 15.0) -> Iterator[dict[str, Any]]:
+        try:
+            quiet_since = time.monotonic()
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    yield self._timeout_event()
+                    return
+                batch = self.source.read(min(left, 1.0))
+                if not batch:
+                    if time.monotonic() - quiet_since >= heartbeat:
+                        quiet_since = time.monotonic()
+                        yield {"event": "keepalive"}
+                    continue
+                quiet_since = time.monotonic()
+                for event in batch:
+                    if event["event"] in FINAL_EVENTS:
+                        self.finished = True
+                    yield event
+                    if self.finished:
+                        return
+        finally:
+            self._end()
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
+
+    async def aevents(self, heartbeat: float = 15.0) -> AsyncIterator[dict[str, Any]]:
+        try:
+            quiet_since = time.monotonic()
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    yield self._timeout_event()
+                    return
+                batch = await self.source.aread(min(left, 1.0))
+                if not batch:
+                    if time.monotonic() - quiet_since >= heartbeat:
+                        quiet_since = time.monotonic()
+                        yield {"event": "keepalive"}
+                    continue
+                quiet_since = time.monotonic()
+                for event in batch:
+                    if event["event"] in FINAL_EVENTS:
+                        self.finished = True
+                    yield event
+                    if self.finished:
+                        return
+        finally:
+            # Runs when the ASGI server cancels the response because the client disconnected.
+            self._end()
+            aclose = getattr(self.source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
+
+
+def generation_start(request: GenerationRequest, *, user: User) -> Generation:
+    """Admit and start generating ``request`` where the shape puts it.
+
+    Raises ``inference.admission.AdmissionRefused`` (429 / 503) before anything
+    is queued, and ``GenerationFailed`` when the local pool refuses it.
+    """
+    from inference.pool import PoolFull
+
+    generation_id = uuid.uuid4().hex
+    request = replace(request, request_id=generation_id)
+    gate = admission()
+    key = str(user.pk)
+    gate.acquire(key, generation_id)
+
+    def release() -> None:
+        gate.release(key, generation_id)
+
+    try:
+        if settings.CAIRN_TASKS == "celery":
+            from config.celery import app
+            from inference.tasks import TASK_GENERATE
+            from inference.transport import RedisSource
+            from inference.wire import request_to_dict
+
+            app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
+            source: Any = RedisSource(settings.CAIRN_REDIS_URL, generation_id)
+        else:
+            from inference.transport import TicketSource
+
+            try:
+                source = TicketSource(local_pool().submit(request))
+            except PoolFull as exc:
+                raise GenerationFailed("pool_full", str(exc)) from exc
+    except BaseException:
+        release()
+        raise
+    return Generation(generation_id=generation_id, source=source, release=release)
+
+
+def ask_request(question: str, passages: tuple[Passage, ...], max_new_tokens: int | None = None) -> GenerationRequest:
+    """The generation request for a question; the answer length is capped by CAIRN_MAX_NEW_TOKENS."""
+    cap = settings.CAIRN_MAX_NEW_TOKENS
+    return GenerationRequest(
+        question=question, passages=passages, max_new_tokens=min(cap, max_new_tokens or cap),
+    )
+
+
+def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | None,
+              passages: Sequence[Passage], cited: Sequence[Passage] | None, backend: str) -> None:
+    detail: dict[str, Any] = {
+        "question_chars": len(question),
+        "chunks_served": [p.chunk_id for p in passages],
+        "backend": backend,
+    }
+    if cited is None:
+        detail["streamed"] = True  # audited before the answer exists: what was served, not what was cited
+    else:
+        detail["chunks_cited"] = [p.chunk_id for p in cited]
     audit_record(
         actor=actor, action="kb.ask", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
-        detail={
-            "question_chars": len(question),
-            "chunks_served": [p.chunk_id for p in passages],
-            "chunks_cited": [p.chunk_id for p in cited],
-            "backend": answer.backend,
-        },
+        detail=detail,
     )
+
+
+def retrieve_passages(*, user: User, question: str, collection_ids: Sequence[int] | None) -> tuple[Passage, ...]:
+    results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES)
+    return passages_from(results)
+
+
+def cited_passages(answer: Answer, passages: Sequence[Passage]) -> tuple[Passage, ...]:
+    by_number = {p.number: p for p in passages}
+    return tuple(by_number[n] for n in answer.cited_numbers if n in by_number)
+
+
+def generate(request: GenerationRequest, *, user: User) -> Answer:
+    """Run ``request`` to completion through the pool; raises ``GenerationFailed`` or ``AdmissionRefused``."""
+    from inference.wire import answer_from_dict
+
+    for event in generation_start(request, user=user).events():
+        if event["event"] == "done":
+            return answer_from_dict(event["answer"])
+        if event["event"] == "error":
+            raise GenerationFailed(event.get("code", "internal"), event.get("message", "The generation failed."))
+    raise GenerationFailed("internal", "The generation ended without an answer.")
+
+
+def answer_question(
+    *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
+    max_new_tokens: int | None = None,
+) -> AskResult:
+    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids)
+    answer = generate(ask_request(question, passages, max_new_tokens), user=user)
+    cited = cited_passages(answer, passages)
+    ask_audit(actor=actor, question=question, collection_ids=collection_ids, passages=passages, cited=cited,
+              backend=answer.backend)
     return AskResult(answer=answer, passages=passages, cited=cited)
 
 

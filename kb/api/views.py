@@ -215,21 +215,63 @@ def citation_out(passage: Any) -> dict[str, Any]:
 
 
 class AskView(APIView):
+    """Answer a question; ``"stream": true`` (or ``Accept: text/event-stream``) streams it as SSE.
+
+    Refused with 429 (this user's concurrent generations) or 503 (the pool is
+    full), both with ``Retry-After``; see ``kb/api/ask_stream.py`` for the events.
+    """
+
     class Input(serializers.Serializer):
         question = serializers.CharField(max_length=4000, trim_whitespace=True)
         collection = serializers.IntegerField(required=False, min_value=1)
+        stream = serializers.BooleanField(required=False, default=False)
+        # Capped at CAIRN_MAX_NEW_TOKENS (asking for more gets the cap).
+        max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
-    def post(self, request: Request) -> Response:
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Errors are JSON even for a client that asked for text/event-stream.
+        from rest_framework.renderers import JSONRenderer
+
+        return JSONRenderer(), "application/json"
+
+    def post(self, request: Request) -> Response | HttpResponse:
+        from inference.admission import AdmissionRefused
+        from kb.api import ask_stream
+
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
         collection_ids = None
         if "collection" in params:
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
-        result = answering.answer_question(
-            user=request.user, actor=actor_from_request(request), question=params["question"],
-            collection_ids=collection_ids,
-        )
+        wants_stream = params["stream"] or "text/event-stream" in request.headers.get("Accept", "")
+        actor = actor_from_request(request)
+        try:
+            if wants_stream:
+                passages = answering.retrieve_passages(
+                    user=request.user, question=params["question"], collection_ids=collection_ids
+                )
+                generation = answering.generation_start(
+                    answering.ask_request(params["question"], passages, params.get("max_new_tokens")),
+                    user=request.user,
+                )
+                answering.ask_audit(actor=actor, question=params["question"], collection_ids=collection_ids,
+                                    passages=passages, cited=None, backend=settings.CAIRN_GENERATOR)
+                return ask_stream.event_stream_response(request._request, generation, passages)
+            result = answering.answer_question(
+                user=request.user, actor=actor, question=params["question"],
+                collection_ids=collection_ids, max_new_tokens=params.get("max_new_tokens"),
+            )
+        except AdmissionRefused as exc:
+            from inference.metrics import registry
+
+            registry.inc("cairn_ask_refused_total", reason=exc.reason)
+            code = "too_many_requests" if exc.status == 429 else "unavailable"
+            return Response(error_body(code, str(exc), {"retry_after": exc.retry_after}), status=exc.status,
+                            headers={"Retry-After": str(exc.retry_after)})
+        except answering.GenerationFailed as exc:
+            headers = {"Retry-After": "5"} if exc.status == 503 else None
+            return Response(error_body(exc.code, exc.message), status=exc.status, headers=headers)
         answer = result.answer
         # A model that cited nothing still answered from these passages: list them, and say so.
         cited = result.cited or result.passages

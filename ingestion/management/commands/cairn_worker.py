@@ -11,7 +11,10 @@ POOLS = {
     # queue: (default concurrency, extra args)
     "ingest": (2, []),
     "index": (1, []),  # the single writer of the index files: never more than one
-    "inference": (1, []),  # one process per GPU; the model stays resident in it
+    # One process per GPU; the model stays resident in it. Threads, so that the
+    # concurrent tasks of one process all feed its one batching scheduler
+    # (inference/tasks.py); default concurrency: 2 x CAIRN_GEN_MAX_BATCH.
+    "inference": (0, ["--pool", "threads"]),
 }
 
 
@@ -31,6 +34,10 @@ class Command(BaseCommand):
                     os.path.join(os.environ.get("CAIRN_DATA_DIR", "."), "celerybeat-schedule")]
         else:
             default, extra = POOLS[pool]
+            if pool == "inference" and not default:
+                from django.conf import settings
+
+                default = 2 * settings.CAIRN_GEN_MAX_BATCH
             concurrency = 1 if pool == "index" else int(options["concurrency"] or default)  # type: ignore[call-overload]
             argv = [*base, "worker", "-Q", pool, "-n", f"{pool}@%h", "--concurrency", str(concurrency),
                     "--prefetch-multiplier", "1", "--loglevel", str(options["loglevel"]), *extra]

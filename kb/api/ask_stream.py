@@ -1,0 +1,127 @@
+"""``POST /api/v1/ask`` as server-sent events (``"stream": true`` or ``Accept: text/event-stream``).
+
+Events, in order::
+
+    event: start      data: {"generation_id", "passages"}
+    event: reasoning  data: {"text"}        (zero or more; DeepSeek-R1 <think> text)
+    event: token      data: {"text"}        (zero or more; the answer as it is written)
+    event: citations  data: {"citation_mode", "citations": [...], "passages": [...]}
+    event: done       data: {"answer", "reasoning", "backend", "generated", "passages_used", "metrics", …}
+or, instead of citations + done:
+    event: error      data: {"error": {"code", "message", "details"}}
+
+Comment lines (``: keepalive``) mark silence so proxies keep the connection.
+Under ASGI (``cairn_serve``/``cairn_web``) the body is an async iterator:
+when the client disconnects, Django cancels it and the generation is
+cancelled; under WSGI a sync iterator does the same when the server closes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, StreamingHttpResponse
+
+from inference.types import Passage
+from kb import answering
+from kb.api.errors import error_body
+
+
+def _frame(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def citation_out(passage: Passage) -> dict[str, Any]:
+    return {
+        "number": passage.number, "chunk_id": passage.chunk_id, "document_id": passage.document_id,
+        "title": passage.title, "page": passage.page, "heading": passage.heading, "text": passage.text,
+    }
+
+
+class _Framer:
+    def __init__(self, generation: answering.Generation, passages: Sequence[Passage]) -> None:
+        self.generation = generation
+        self.passages = tuple(passages)
+
+    def start(self) -> bytes:
+        return _frame("start", {"generation_id": self.generation.generation_id, "passages": len(self.passages)})
+
+    def frames(self, event: dict[str, Any]) -> bytes:
+        kind = event["event"]
+        if kind == "keepalive":
+            return b": keepalive\n\n"
+        if kind in ("reasoning", "token"):
+            return _frame(kind, {"text": event["text"]})
+        if kind == "done":
+            from inference.wire import answer_from_dict
+
+            answer = answer_from_dict(event["answer"])
+            cited = answering.cited_passages(answer, self.passages)
+            used = self.passages[: answer.passages_used] if answer.passages_used else self.passages
+            citations = {
+                "citation_mode": "marked" if cited else "context",
+                "citations": [citation_out(p) for p in (cited or used)],
+                "passages": [citation_out(p) for p in self.passages],
+            }
+            done = {
+                "answer": answer.answer, "reasoning": answer.reasoning, "backend": answer.backend,
+                "generated": answer.generated, "passages_used": answer.passages_used,
+                "passages_offered": event["answer"].get("passages_offered", len(self.passages)),
+                "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {}),
+            }
+            return _frame("citations", citations) + _frame("done", done)
+        return _frame("error", error_body(event.get("code", "internal"), event.get("message", "The generation failed.")))
+
+
+class _SyncBody:
+    """The response body; Django calls ``close`` when the response ends, even if it was never iterated."""
+
+    def __init__(self, frames: Any, generation: answering.Generation) -> None:
+        self.frames = frames
+        self.generation = generation
+
+    def __iter__(self) -> Any:
+        return self.frames
+
+    def close(self) -> None:
+        self.frames.close()
+        self.generation.close()
+
+
+class _AsyncBody(_SyncBody):
+    def __aiter__(self) -> Any:
+        return self.frames
+
+    def __iter__(self) -> Any:
+        raise TypeError("an asynchronous body")
+
+    def close(self) -> None:
+        # The async generator's own ``finally`` cancels; this covers a body never iterated.
+        self.generation.close()
+
+
+def event_stream_response(request: HttpRequest, generation: answering.Generation,
+                          passages: Sequence[Passage]) -> StreamingHttpResponse:
+    framer = _Framer(generation, passages)
+    body: Any
+    if isinstance(request, ASGIRequest):
+        async def body_async() -> AsyncIterator[bytes]:
+            yield framer.start()
+            async for event in generation.aevents():
+                yield framer.frames(event)
+
+        body = _AsyncBody(body_async(), generation)
+    else:
+        def body_sync() -> Iterator[bytes]:
+            yield framer.start()
+            for event in generation.events():
+                yield framer.frames(event)
+
+        body = _SyncBody(body_sync(), generation)
+    response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+    return response
