@@ -498,14 +498,96 @@
       setBusy(button, true);
       result.setAttribute("aria-busy", "true");
       result.replaceChildren(loading("Reading your documents and writing an answer…"));
-      api("POST", "/api/v1/ask", { question: question, collection: Number(collectionId) })
-        .then(function (data) { renderAnswer(result, question, data || {}); })
-        .catch(function (error) { showAlert(result, error.message); })
+      if (current) current.abort();  // leaving a generation cancels it on the server
+      current = window.AbortController ? new AbortController() : null;
+      askStreaming(question, collectionId, result, current)
+        .catch(function (error) {
+          if (error && error.name === "AbortError") return;
+          showAlert(result, error.message);
+        })
         .then(function () {
           setBusy(button, false);
           result.removeAttribute("aria-busy");
         });
     });
+    var current = null;
+    window.addEventListener("pagehide", function () { if (current) current.abort(); });
+  }
+
+  /** POST /api/v1/ask as server-sent events: reasoning and answer appear as they are written. */
+  function askStreaming(question, collectionId, result, controller) {
+    var headers = { "Accept": "text/event-stream", "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
+    var body = JSON.stringify({ question: question, collection: Number(collectionId), stream: true });
+    var live = { reasoning: "", answer: "", citations: null };
+    var reasoningBox = el("pre", { class: "reasoning" });
+    var answerBox = el("div", { class: "answer__text", "aria-live": "polite" });
+    function show() {
+      var parts = [el("p", { class: "answer__question" }, question)];
+      if (live.reasoning) parts.push(el("details", null, el("summary", null, "Reasoning (writing…)"), reasoningBox));
+      parts.push(answerBox);
+      result.replaceChildren.apply(result, parts);
+    }
+    function handle(name, data) {
+      if (name === "reasoning") {
+        var first = !live.reasoning;
+        live.reasoning += data.text;
+        reasoningBox.textContent = live.reasoning;
+        if (first) show();
+      } else if (name === "token") {
+        if (!live.answer && !live.reasoning) show();
+        live.answer += data.text;
+        answerBox.textContent = live.answer;
+      } else if (name === "citations") {
+        live.citations = data;
+      } else if (name === "done") {
+        var c = live.citations || {};
+        renderAnswer(result, question, {
+          answer: data.answer, reasoning: data.reasoning, generated: data.generated,
+          citations: c.citations || [], citation_mode: c.citation_mode, passages: c.passages || []
+        });
+      } else if (name === "error") {
+        throw new ApiError((data.error && data.error.message) || "The answer could not be generated.", 0, data.error && data.error.code);
+      }
+    }
+    return fetch("/api/v1/ask", { method: "POST", headers: headers, body: body, credentials: "same-origin",
+                                   signal: controller ? controller.signal : undefined })
+      .catch(function (error) {
+        if (error && error.name === "AbortError") throw error;
+        throw new ApiError(NETWORK_ERROR, 0, "network");
+      })
+      .then(function (response) {
+        var type = response.headers.get("Content-Type") || "";
+        if (!response.ok || type.indexOf("text/event-stream") !== 0 || !response.body) {
+          return response.text().then(function (text) {
+            var data = parseJson(text);
+            if (!response.ok) throw new ApiError(errorMessage(data, response.status, response.statusText), response.status, data && data.error && data.error.code);
+            renderAnswer(result, question, data || {});
+          });
+        }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) return;
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var end;
+            while ((end = buffer.indexOf("\n\n")) >= 0) {
+              var block = buffer.slice(0, end);
+              buffer = buffer.slice(end + 2);
+              var name = "message";
+              var data = [];
+              block.split("\n").forEach(function (line) {
+                if (line.indexOf("event: ") === 0) name = line.slice(7);
+                else if (line.indexOf("data: ") === 0) data.push(line.slice(6));
+              });
+              if (data.length) handle(name, JSON.parse(data.join("\n")));
+            }
+            return pump();
+          });
+        }
+        return pump();
+      });
   }
 
   /** The answer text with its [n] / [n, m] markers turned into links to the citation list. */

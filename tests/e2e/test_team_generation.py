@@ -71,11 +71,13 @@ def team_llm(tmp_path_factory):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def sse_ask(port: int, token: str, payload: dict, *, hang_up_after_tokens: int | None = None) -> list[tuple]:
+def sse_ask(port: int, token: str | None, payload: dict, *, hang_up_after_tokens: int | None = None) -> list[tuple]:
     """POST /api/v1/ask as SSE; ``(event, data, arrival time)`` in order. Optionally hang up early."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/api/v1/ask", body=json.dumps(payload), headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "text/event-stream"})
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("POST", "/api/v1/ask", body=json.dumps(payload), headers=headers)
     response = conn.getresponse()
     assert response.status == 200, response.read()
     events: list[tuple] = []

@@ -1,0 +1,57 @@
+"""Personal shape with a real `cairn_serve` process (ASGI): the in-process generation worker streams
+over SSE as tokens are written, and a client that hangs up cancels its generation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.processes import Http, Process, child_env, free_port, manage
+from tests.e2e.test_team_generation import QUESTION, metrics, sample, sse_ask
+from tests.inference.tiny_models import build_tiny_qwen2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def personal_llm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("personal-gen")
+    model = build_tiny_qwen2(root / "tiny-qwen2")
+    port = free_port()
+    env = child_env(CAIRN_DATA_DIR=str(root / "data"), CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model,
+                    CAIRN_MAX_NEW_TOKENS="1500")
+    process = Process("cairn_serve", manage("cairn_serve", "--host", "127.0.0.1", "--port", str(port)), env, root)
+    try:
+        Http(f"http://127.0.0.1:{port}").wait_until_up(process)
+        yield port, process
+    finally:
+        process.stop()
+
+
+def test_tokens_reach_the_client_while_the_answer_is_being_written(personal_llm):
+    port, process = personal_llm
+    events = sse_ask(port, None, {"question": QUESTION, "stream": True, "max_new_tokens": 200})
+    names = [e[0] for e in events]
+    assert names[0] == "start" and names[-2:] == ["citations", "done"], process.log()
+    tokens = [e for e in events if e[0] == "token"]
+    assert len(tokens) > 1
+    # Incremental: the first piece arrived measurably before the last one.
+    assert tokens[-1][2] - tokens[0][2] > 0
+    assert "".join(e[1]["text"] for e in tokens) == events[-1][1]["answer"]
+    text = metrics(port)
+    assert sample(text, "cairn_language_models_loaded", process="personal") == [1.0]
+
+
+def test_hanging_up_cancels_the_generation(personal_llm):
+    port, _ = personal_llm
+    before = sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled"))
+    events = sse_ask(port, None, {"question": QUESTION, "stream": True, "max_new_tokens": 1500},
+                     hang_up_after_tokens=2)
+    assert [e[0] for e in events].count("token") == 2
+    deadline = time.monotonic() + 30
+    while sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled")) <= before:
+        assert time.monotonic() < deadline, metrics(port)
+        time.sleep(0.2)
+    assert sample(metrics(port), "cairn_generation_running", process="personal") == [0.0]
