@@ -8,7 +8,8 @@ written before the first byte is streamed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -23,6 +24,7 @@ from access.services import access_denied_record, actor_from_request, audit_reco
 from kb import selectors
 
 EVENTS_PER_PAGE = 50
+Line = Callable[[Mapping[str, Any]], str]
 EXPORT_FORMATS = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl"),
@@ -84,7 +86,7 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     audit_record(actor=actor_from_request(request), action="audit.export", target_type="audit_log",
                  detail={"format": fmt, "filters": filters.as_params(), "rows": rows, "through_id": last})
     content_type, extension = EXPORT_FORMATS[fmt]
-    line = audit_review.csv_line if fmt == "csv" else audit_review.jsonl_line
+    line: Line = audit_review.csv_line if fmt == "csv" else audit_review.jsonl_line
     header = audit_review.csv_header() if fmt == "csv" else ""
     content: Iterator[str] | AsyncIterator[str]
     if isinstance(request, ASGIRequest):
@@ -98,14 +100,14 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     return response
 
 
-def _lines(header: str, line, rows):  # type: ignore[no-untyped-def]
+def _lines(header: str, line: Line, rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     if header:
         yield header
     for row in rows:
         yield line(row)
 
 
-async def _lines_async(header: str, line, rows):  # type: ignore[no-untyped-def]
+async def _lines_async(header: str, line: Line, rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     if header:
         yield header
     async for row in rows:
