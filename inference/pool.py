@@ -17,7 +17,7 @@ How requests are run depends on the backend:
   (``_BatchRunner``): waiting requests are collected (up to ``max_batch``,
   waiting at most ``max_wait`` seconds for company when the GPU is idle),
   left-padded and prefilled together, then decoded step by step with a shared
-  KV cache, greedy. Each row finishes at its own EOS / token limit /
+  KV cache, greedy (or temperature/top-p when the generator samples). Each row finishes at its own EOS / token limit /
   cancellation / deadline and is pruned from the batch at once; requests that
   arrive while a batch runs are prefilled and *joined* into it at the next
   step (the caches are left-padded to a common length), so a finished or
@@ -279,9 +279,9 @@ class GenerationPool:
         return taken
 
     def _purge_cancelled(self) -> None:
-        """Finish cancelled requests that are still waiting, so they leave the queue at once."""
+        """Finish waiting requests that were cancelled or ran out of time, so they leave the queue at once."""
         with self._cond:
-            gone = [t for t in self._waiting if t.cancelled]
+            gone = [t for t in self._waiting if self._stop_reason(t) is not None]
             for ticket in gone:
                 self._waiting.remove(ticket)
         for ticket in gone:
@@ -488,7 +488,7 @@ class _BatchRunner:
         pool._record_forward(len(new_rows))
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        first = out.logits[:, -1, :].argmax(-1)
+        first = self._choose(out.logits[:, -1, :])
         cache = out.past_key_values
         if self.rows:
             self._merge(cache, mask, first, new_rows)
@@ -549,8 +549,22 @@ class _BatchRunner:
         self.cache = out.past_key_values
         for row in self.rows:
             row.length += 1
-        self.next_tokens = out.logits[:, -1, :].argmax(-1)
+        self.next_tokens = self._choose(out.logits[:, -1, :])
         self._accept(first_rows=None)
+
+    def _choose(self, logits: Any) -> Any:
+        """Greedy (the default, reproducible); with the generator's ``do_sample``, temperature + top-p."""
+        torch = self.torch
+        if not getattr(self.generator, "do_sample", False):
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / max(float(getattr(self.generator, "temperature", 1.0)), 1e-5), -1)
+        top_p = float(getattr(self.generator, "top_p", 1.0))
+        if top_p < 1.0:
+            sorted_probs, order = probs.sort(-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keeps at least the most likely token
+            sorted_probs[outside] = 0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        return torch.multinomial(probs, 1).squeeze(-1)
 
     def _accept(self, first_rows: list[_Row] | None) -> None:
         """Hand each row its new token (``self.next_tokens``), finish rows that are done, prune them."""

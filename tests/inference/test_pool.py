@@ -208,3 +208,14 @@ def test_events_reach_a_thread_waiting_on_the_ticket(tiny_qwen2: str) -> None:
         assert _final(ticket)["event"] == "done"
     finally:
         pool.close()
+
+
+def test_a_sampling_generator_samples_in_the_batch_and_still_finishes(tiny_qwen2: str) -> None:
+    generator = load_generator("transformers", tiny_qwen2, do_sample=True, temperature=0.8, top_p=0.9)
+    pool = GenerationPool(generator, max_batch=4, max_wait=0.2, metrics=Registry())
+    try:
+        finals = [_final(t) for t in [pool.submit(r) for r in _requests(3, max_new_tokens=6)]]
+    finally:
+        pool.close()
+    assert [f["event"] for f in finals] == ["done"] * 3
+    assert all(0 < f["metrics"]["tokens"] <= 6 + 2 * i for i, f in enumerate(finals))
