@@ -48,6 +48,33 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+class Policy(models.Model):
+    """An ABAC rule (``access.policy`` grammar): platform-wide, or for one collection.
+
+    ``scope`` is ``platform`` or ``collection:<id>`` (one policy per scope;
+    combine conditions with and/or).  A document is readable when RBAC
+    grants its collection AND every applicable policy (the platform's and
+    its collection's) allows it.  The source is validated when saved
+    (``access.services.policy_set``); it is parsed again on every request,
+    so a change takes effect on the next one.
+    """
+
+    PLATFORM = "platform"
+
+    scope = models.CharField(max_length=40, unique=True)
+    collection_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    source = models.TextField()
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    def __str__(self) -> str:
+        return f"{self.scope}: {self.source[:60]}"
+
+    @staticmethod
+    def collection_scope(collection_id: int) -> str:
+        return f"collection:{collection_id}"
+
+
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError("audit events are append-only")

@@ -15,6 +15,10 @@ _data = tempfile.mkdtemp(prefix="cairn-test-")
 os.environ["CAIRN_DATA_DIR"] = _data
 os.environ.setdefault("CAIRN_TASKS", "inline")
 os.environ.pop("DATABASE_URL", None)
+# Opt-in: run (part of) the suite against PostgreSQL, still in personal mode
+# (tests/access/test_postgres.py does this for the permission tests).
+if os.environ.get("CAIRN_TEST_DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["CAIRN_TEST_DATABASE_URL"]
 os.environ.pop("CAIRN_REDIS_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ["CAIRN_MODE"] = "personal"

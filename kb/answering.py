@@ -259,8 +259,11 @@ def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | No
     )
 
 
-def retrieve_passages(*, user: User, question: str, collection_ids: Sequence[int] | None) -> tuple[Passage, ...]:
-    results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES)
+def retrieve_passages(
+    *, user: User, question: str, collection_ids: Sequence[int] | None, document_ids: Sequence[int] | None = None
+) -> tuple[Passage, ...]:
+    results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES,
+                           document_ids=document_ids)
     return passages_from(results)
 
 
@@ -283,9 +286,10 @@ def generate(request: GenerationRequest, *, user: User) -> Answer:
 
 def answer_question(
     *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
 ) -> AskResult:
-    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids)
+    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
+                                 document_ids=document_ids)
     answer = generate(ask_request(question, passages, max_new_tokens), user=user)
     cited = cited_passages(answer, passages)
     ask_audit(actor=actor, question=question, collection_ids=collection_ids, passages=passages, cited=cited,
@@ -295,10 +299,11 @@ def answer_question(
 
 def search(
     *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
-    mode: str = "hybrid", rerank: bool = True,
+    mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """A permission-scoped search, recorded in the audit log with the chunk ids served."""
-    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank)
+    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                           document_ids=document_ids)
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",

@@ -18,6 +18,13 @@ class Collection(models.Model):
 
     class Meta:
         ordering = ["name", "id"]
+        # Object permissions (django-guardian) granted per user or group; a role
+        # is a set of them: viewer = view, editor = view + edit, owner = all three.
+        # ``view_collection`` is Django's default permission.
+        permissions = [
+            ("edit_collection", "Upload, replace and delete documents"),
+            ("own_collection", "Share the collection and change its policy"),
+        ]
 
     def __str__(self) -> str:
         return self.name

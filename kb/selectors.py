@@ -12,13 +12,19 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import BigIntegerField, Q, QuerySet
+from django.db.models.functions import Cast
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from access.models import User
+from access.policy import Compiled, policy_and, policy_or
+from access.selectors import policies_for
 from ingestion import api as ingestion_api
-from kb.exceptions import NotFound
+from kb.exceptions import Forbidden, NotFound
 from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
 from kb.retrieval.index_store import IndexReader, IndexStore
@@ -26,40 +32,225 @@ from kb.retrieval.lexical import tokenize
 from kb.retrieval.rerank import Reranker, load_reranker, rerank_order
 
 
-def readable_collections(user: User | None) -> QuerySet[Collection]:
-    """Collections the user may read.  Deny by default."""
-    if user is None or not user.is_authenticated or not user.is_active:
+class Role(StrEnum):
+    """What a grant on a collection lets its holder do; each role includes the ones before it."""
+
+    VIEWER = "viewer"  # search, ask, read, download
+    EDITOR = "editor"  # + upload, replace, delete documents, set document attributes
+    OWNER = "owner"    # + share, unshare, change the collection's policy
+
+
+class CollectionPermission(StrEnum):
+    """The django-guardian object permissions behind the roles (``kb.Collection`` Meta)."""
+
+    VIEW = "view_collection"
+    EDIT = "edit_collection"
+    OWN = "own_collection"
+
+
+ROLE_PERMISSIONS: dict[Role, tuple[CollectionPermission, ...]] = {
+    Role.VIEWER: (CollectionPermission.VIEW,),
+    Role.EDITOR: (CollectionPermission.VIEW, CollectionPermission.EDIT),
+    Role.OWNER: (CollectionPermission.VIEW, CollectionPermission.EDIT, CollectionPermission.OWN),
+}
+
+
+def _active(user: User | None) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def _collections_with(user: User | None, permission: CollectionPermission) -> QuerySet[Collection]:
+    """Live collections the user owns or holds ``permission`` on, directly or through any group.
+
+    Grants through several groups add up.  Nothing is cached: a revoked grant
+    or group membership is gone on the next call.  Deny by default.
+    """
+    if not _active(user):
         return Collection.objects.none()
-    return Collection.objects.filter(owner=user, deleted_at__isnull=True)
+    content_type = ContentType.objects.get_for_model(Collection)
+    grants = {"content_type": content_type, "permission__codename": permission.value}
+    # guardian keeps object ids as text; cast so the subquery compares integers on PostgreSQL.
+    direct = (UserObjectPermission.objects.filter(user=user, **grants)
+              .annotate(object_id=Cast("object_pk", BigIntegerField())).values("object_id"))
+    via_groups = (GroupObjectPermission.objects.filter(group__user=user, **grants)
+                  .annotate(object_id=Cast("object_pk", BigIntegerField())).values("object_id"))
+    return Collection.objects.filter(
+        Q(owner=user) | Q(pk__in=direct) | Q(pk__in=via_groups), deleted_at__isnull=True
+    )
+
+
+def readable_collections(user: User | None) -> QuerySet[Collection]:
+    """Collections the user may read (viewer or better).  Deny by default."""
+    return _collections_with(user, CollectionPermission.VIEW)
 
 
 def editable_collections(user: User | None) -> QuerySet[Collection]:
-    """Collections the user may add documents to, replace or delete them in."""
-    return readable_collections(user)
+    """Collections the user may add documents to, replace or delete them in (editor or better)."""
+    return _collections_with(user, CollectionPermission.EDIT)
 
 
-def collection_get(user: User | None, collection_id: object, *, for_edit: bool = False) -> Collection:
+def owned_collections(user: User | None) -> QuerySet[Collection]:
+    """Collections the user may share and set the policy of (the owner, or an owner grant)."""
+    return _collections_with(user, CollectionPermission.OWN)
+
+
+def collection_role(user: User | None, collection: Collection) -> Role | None:
+    """The user's effective role on a collection (the strongest of all grants), or None."""
+    for role, scope in ((Role.OWNER, owned_collections), (Role.EDITOR, editable_collections),
+                        (Role.VIEWER, readable_collections)):
+        if scope(user).filter(pk=collection.pk).exists():
+            return role
+    return None
+
+
+def collection_get(user: User | None, collection_id: object, *, for_edit: bool = False,
+                   for_owner: bool = False) -> Collection:
+    """A collection the user may read; 404 (``NotFound``) otherwise.
+
+    With ``for_edit`` / ``for_owner`` the user must also be an editor / the
+    owner; one who may read it but not do that gets ``Forbidden`` (403).
+    """
     pk = _as_pk(collection_id)
-    scope = editable_collections(user) if for_edit else readable_collections(user)
-    collection = scope.filter(pk=pk).first() if pk is not None else None
+    collection = readable_collections(user).filter(pk=pk).first() if pk is not None else None
     if collection is None:
         raise NotFound("collection")
+    if for_owner and not owned_collections(user).filter(pk=pk).exists():
+        raise Forbidden("Only an owner of this collection may do this.")
+    if for_edit and not editable_collections(user).filter(pk=pk).exists():
+        raise Forbidden("Only an editor or owner of this collection may do this.")
     return collection
 
 
-def readable_documents(user: User | None, *, collection: Collection | None = None) -> QuerySet[Document]:
-    documents = Document.objects.live().filter(collection__in=readable_collections(user))
+@dataclass(frozen=True)
+class Member:
+    kind: str        # "user" or "group"
+    name: str
+    role: Role
+    implicit: bool   # the collection's owner: not a grant, cannot be removed
+
+
+def _role_of(codenames: set[str]) -> Role | None:
+    for role in (Role.OWNER, Role.EDITOR, Role.VIEWER):
+        if {p.value for p in ROLE_PERMISSIONS[role]} <= codenames:
+            return role
+    return None
+
+
+def collection_members(collection: Collection) -> list[Member]:
+    """Who holds which role on a collection (the owner first), from the guardian grants."""
+    content_type = ContentType.objects.get_for_model(Collection)
+    grants = {"content_type": content_type, "object_pk": str(collection.pk)}
+    users: dict[str, set[str]] = {}
+    for username, codename in UserObjectPermission.objects.filter(**grants).values_list(
+        "user__username", "permission__codename"
+    ):
+        users.setdefault(username, set()).add(codename)
+    groups: dict[str, set[str]] = {}
+    for name, codename in GroupObjectPermission.objects.filter(**grants).values_list(
+        "group__name", "permission__codename"
+    ):
+        groups.setdefault(name, set()).add(codename)
+    owner = collection.owner.get_username()
+    members = [Member("user", owner, Role.OWNER, implicit=True)]
+    for kind, table in (("user", users), ("group", groups)):
+        for name in sorted(table):
+            role = _role_of(table[name])
+            if role is not None and not (kind == "user" and name == owner):
+                members.append(Member(kind, name, role, implicit=False))
+    return members
+
+
+def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> Compiled:
+    """The ABAC part of the read decision over documents of these (readable) collections.
+
+    A document passes when its collection's policy (if any) AND the platform
+    policy (if any) allow it for this user.  Policies are read and compiled
+    on every call, with the user's current attributes.
+    """
+    if not collection_ids:
+        return False
+    platform, per_collection, has_platform = policies_for(collection_ids)
+    attrs = (user.attributes if user is not None else None) or {}
+    open_ids = [c for c in collection_ids if c not in per_collection]
+    condition: Compiled = Q(collection_id__in=open_ids) if open_ids else False
+    for collection_id, policy in per_collection.items():
+        allowed = policy.q(attrs) if policy is not None else False
+        condition = policy_or(condition, policy_and(Q(collection_id=collection_id), allowed))
+    if has_platform:
+        condition = policy_and(condition, platform.q(attrs) if platform is not None else False)
+    return condition
+
+
+def readable_documents(
+    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
+) -> QuerySet[Document]:
+    """THE read decision for documents: RBAC grant on the collection AND every applicable policy.
+
+    Every read path (lists, document view, download, chunk preview, search,
+    ask, the REST API) is built on this queryset.  Deny by default.
+    """
+    collections = readable_collections(user)
     if collection is not None:
-        documents = documents.filter(collection=collection)
+        collections = collections.filter(pk=collection.pk)
+    if collection_ids is not None:
+        collections = collections.filter(pk__in=list(collection_ids))
+    ids = list(collections.values_list("pk", flat=True))
+    condition = _policy_filter(user, ids)
+    if condition is False:
+        return Document.objects.none()
+    documents = Document.objects.live().filter(collection_id__in=ids)
+    if condition is not True:
+        documents = documents.filter(condition)
     return documents.select_related("latest_version__job", "current_version", "collection")
 
 
+def document_readable(user: User | None, document: Document) -> bool:
+    """The same decision for one loaded document, through the policies' Python predicates.
+
+    ``document_get`` requires both this and ``readable_documents`` to agree,
+    so a bug in either form denies rather than leaks.
+    """
+    if not _active(user) or document.deleted_at is not None:
+        return False
+    if not readable_collections(user).filter(pk=document.collection_id).exists():
+        return False
+    platform, per_collection, has_platform = policies_for([document.collection_id])
+    attrs = (user.attributes if user is not None else None) or {}
+    if document.collection_id in per_collection:
+        policy = per_collection[document.collection_id]
+        if policy is None or not policy.allows(attrs, document.attributes or {}):
+            return False
+    if has_platform and (platform is None or not platform.allows(attrs, document.attributes or {})):
+        return False
+    return True
+
+
 def document_get(user: User | None, document_id: object, *, for_edit: bool = False) -> Document:
+    """A document the user may read; ``NotFound`` (404) otherwise.
+
+    With ``for_edit`` the user must also be an editor of its collection; a
+    reader who is not gets ``Forbidden`` (403).
+    """
     pk = _as_pk(document_id)
-    scope = editable_collections(user) if for_edit else readable_collections(user)
+    document = readable_documents(user).filter(pk=pk).first() if pk is not None else None
+    if document is None or not document_readable(user, document):
+        raise NotFound("document")
+    if for_edit and not editable_collections(user).filter(pk=document.collection_id).exists():
+        raise Forbidden("Only an editor or owner of this collection may change its documents.")
+    return document
+
+
+def document_get_managed(user: User | None, document_id: object) -> Document:
+    """A live document of a collection the user edits, whatever the policies say about reading it.
+
+    For managing documents, never for reading their content: an editor must
+    be able to label a new upload that the collection's policy hides until it
+    is labelled (and to see the upload's status).  ``NotFound`` otherwise.
+    """
+    pk = _as_pk(document_id)
     document = (
         Document.objects.live()
-        .filter(pk=pk, collection__in=scope)
+        .filter(pk=pk, collection__in=editable_collections(user))
         .select_related("latest_version__job", "current_version", "collection")
         .first()
         if pk is not None
@@ -70,15 +261,16 @@ def document_get(user: User | None, document_id: object, *, for_edit: bool = Fal
     return document
 
 
-def searchable_versions(user: User | None, *, collection_ids: Sequence[int] | None = None) -> QuerySet[DocumentVersion]:
-    """The document versions a search by this user may return: current versions of live, readable documents."""
-    collections = readable_collections(user)
-    if collection_ids is not None:
-        collections = collections.filter(pk__in=collection_ids)
+def searchable_versions(
+    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
+) -> QuerySet[DocumentVersion]:
+    """The document versions a search by this user may return: current versions of readable documents."""
+    documents = readable_documents(user, collection_ids=collection_ids)
+    if document_ids is not None:
+        documents = documents.filter(pk__in=list(document_ids))
     return DocumentVersion.objects.filter(
         current_for__isnull=False,
-        document__deleted_at__isnull=True,
-        document__collection__in=collections,
+        document__in=documents.values("pk"),
         chunk_id_start__isnull=False,
     )
 
@@ -124,6 +316,7 @@ def chunk_search(
     k: int = 10,
     mode: str = "hybrid",
     rerank: bool = True,
+    document_ids: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """Hybrid search restricted, in both legs, to what ``user`` may read.
 
@@ -131,7 +324,8 @@ def chunk_search(
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
     sees chunks the permission filter already let through.
     """
-    ranges = list(searchable_versions(user, collection_ids=collection_ids).values_list("chunk_id_start", "chunk_count"))
+    versions = searchable_versions(user, collection_ids=collection_ids, document_ids=document_ids)
+    ranges = list(versions.values_list("chunk_id_start", "chunk_count"))
     if not ranges or not query.strip():
         return []
     snapshot = index_reader().snapshot()

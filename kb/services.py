@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
 from access.models import User
 from access.services import Actor, audit_record
-from kb.exceptions import InvalidInput, UnsupportedType
+from kb.exceptions import InvalidInput, InvalidPolicy, UnsupportedType
 from kb.models import Collection, Document, DocumentVersion, IdBlock
 from kb.storage import blob_delete, blob_read, blob_store
 
@@ -186,3 +187,78 @@ def document_reprocess(*, actor: Actor, document: Document) -> bool:
             audit_record(actor=actor, action="document.reprocess", target_type="document", target_id=document.pk,
                          detail={"version": version.number if version else None})
     return queued
+
+
+# --- sharing, policies and document attributes ------------------------------------------
+
+
+def _principal(principal: User | Group) -> dict[str, object]:
+    if isinstance(principal, Group):
+        return {"group_id": principal.pk, "group": principal.name}
+    return {"user_id": principal.pk, "username": principal.get_username()}
+
+
+def collection_share(*, actor: Actor, collection: Collection, principal: User | Group, role: str) -> None:
+    """Grant a user or group a role on a collection (replacing its previous role there).
+
+    Stored as django-guardian object permissions; grants through several
+    groups add up (``kb.selectors`` takes the union).  The caller has checked
+    that ``actor`` owns the collection.
+    """
+    from guardian.shortcuts import assign_perm, remove_perm
+
+    from kb.selectors import ROLE_PERMISSIONS, CollectionPermission, Role
+
+    try:
+        wanted = ROLE_PERMISSIONS[Role(role)]
+    except ValueError:
+        raise InvalidInput("role must be one of viewer, editor, owner.") from None
+    with transaction.atomic():
+        for permission in CollectionPermission:
+            if permission not in wanted:
+                remove_perm(permission.value, principal, collection)
+        for permission in wanted:
+            assign_perm(permission.value, principal, collection)
+        audit_record(actor=actor, action="collection.share", target_type="collection", target_id=collection.pk,
+                     detail={**_principal(principal), "role": role})
+
+
+def collection_unshare(*, actor: Actor, collection: Collection, principal: User | Group) -> None:
+    """Remove every grant of a user or group on a collection; effective on the next request."""
+    from guardian.shortcuts import remove_perm
+
+    from kb.selectors import CollectionPermission
+
+    with transaction.atomic():
+        for permission in CollectionPermission:
+            remove_perm(permission.value, principal, collection)
+        audit_record(actor=actor, action="collection.unshare", target_type="collection", target_id=collection.pk,
+                     detail=_principal(principal))
+
+
+def collection_policy_set(*, actor: Actor, collection: Collection, source: str) -> None:
+    """Set (empty: remove) the collection's ABAC policy; an invalid one is refused with its position."""
+    from access.administration import PolicyError, policy_set
+    from access.models import Policy
+
+    try:
+        policy_set(actor=actor, scope=Policy.collection_scope(collection.pk), source=source,
+                   collection_id=collection.pk)
+    except PolicyError as exc:
+        raise InvalidPolicy(exc) from None
+
+
+def document_attributes_set(*, actor: Actor, document: Document, attributes: object) -> Document:
+    """Replace a document's ABAC attributes (department, sensitivity, …)."""
+    from access.administration import InvalidAttributes, attributes_validate
+
+    try:
+        clean = attributes_validate(attributes)
+    except InvalidAttributes as exc:
+        raise InvalidInput(str(exc)) from None
+    with transaction.atomic():
+        Document.objects.filter(pk=document.pk).update(attributes=clean)
+        document.attributes = clean
+        audit_record(actor=actor, action="document.attributes", target_type="document", target_id=document.pk,
+                     detail={"attributes": clean})
+    return document

@@ -1,12 +1,21 @@
 from django.urls import path
 
-from kb.api import audit, views
+from kb.api import audit, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
     path("collections", views.CollectionsView.as_view()),
     path("collections/<str:collection_id>", views.CollectionView.as_view()),
     path("collections/<str:collection_id>/documents", views.CollectionDocumentsView.as_view()),
+    path("collections/<str:collection_id>/members", sharing.CollectionMembersView.as_view()),
+    path("collections/<str:collection_id>/members/<str:kind>/<str:name>", sharing.CollectionMemberView.as_view()),
+    path("collections/<str:collection_id>/policy", sharing.CollectionPolicyView.as_view()),
+    path("documents/<str:document_id>/attributes", sharing.DocumentAttributesView.as_view()),
+    path("admin/users/<str:username>", sharing.UserAttributesView.as_view()),
+    path("admin/groups", sharing.GroupsView.as_view()),
+    path("admin/groups/<str:name>/members", sharing.GroupMembersView.as_view()),
+    path("admin/groups/<str:name>/members/<str:username>", sharing.GroupMembersView.as_view()),
+    path("admin/policy", sharing.PlatformPolicyView.as_view()),
     path("documents/<str:document_id>", views.DocumentView.as_view()),
     path("documents/<str:document_id>/versions", views.DocumentVersionsView.as_view()),
     path("documents/<str:document_id>/reprocess", views.DocumentReprocessView.as_view()),

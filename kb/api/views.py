@@ -106,7 +106,7 @@ class CollectionDocumentsView(APIView):
             actor=actor_from_request(request), collection=collection,
             filename=upload.name or "untitled", chunks=upload.chunks(),
         )
-        body = document_out(selectors.document_get(request.user, result.document.pk))
+        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
         body["duplicate"] = result.duplicate
         code = status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED
         return Response(body, status=code)
@@ -132,7 +132,7 @@ class DocumentVersionsView(APIView):
             actor=actor_from_request(request), collection=document.collection,
             filename=upload.name or document.title, chunks=upload.chunks(), replace=document,
         )
-        body = document_out(selectors.document_get(request.user, result.document.pk))
+        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
         body["duplicate"] = result.duplicate
         return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
 
@@ -143,7 +143,7 @@ class DocumentReprocessView(APIView):
         if not services.document_reprocess(actor=actor_from_request(request), document=document):
             return Response(error_body("conflict", "Only a document whose processing FAILED can be re-processed."),
                             status=status.HTTP_409_CONFLICT)
-        return Response(document_out(selectors.document_get(request.user, document.pk)),
+        return Response(document_out(selectors.document_get_managed(request.user, document.pk)),
                         status=status.HTTP_202_ACCEPTED)
 
 
@@ -176,6 +176,8 @@ class SearchView(APIView):
     class Input(serializers.Serializer):
         q = serializers.CharField(max_length=2000, trim_whitespace=True)
         collection = serializers.IntegerField(required=False, min_value=1)
+        # "Attach" documents by id: search only inside them (each must be readable, else 404).
+        document = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
         k = serializers.IntegerField(required=False, min_value=1, default=10)
         mode = serializers.ChoiceField(choices=SEARCH_MODES, required=False, default="hybrid")
         rerank = serializers.BooleanField(required=False, default=True)  # rerank=0 skips the cross-encoder
@@ -188,9 +190,11 @@ class SearchView(APIView):
         collection_ids = None
         if "collection" in params:
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
+        document_ids = attached_documents(request, params.get("document"))
         results = answering.search(
             user=request.user, actor=actor_from_request(request), query=params["q"],
             collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
+            document_ids=document_ids,
         )
         return Response({
             "query": params["q"],
@@ -205,6 +209,13 @@ class SearchView(APIView):
                 for r in results
             ],
         })
+
+
+def attached_documents(request: Request, ids: list[int] | None) -> list[int] | None:
+    """Documents named by id in a search or question: every one must be readable (404 otherwise)."""
+    if not ids:
+        return None
+    return [selectors.document_get(request.user, document_id).pk for document_id in dict.fromkeys(ids)]
 
 
 def citation_out(passage: Any) -> dict[str, Any]:
@@ -224,6 +235,8 @@ class AskView(APIView):
     class Input(serializers.Serializer):
         question = serializers.CharField(max_length=4000, trim_whitespace=True)
         collection = serializers.IntegerField(required=False, min_value=1)
+        # "Attach" documents by id: answer only from them (each must be readable, else 404).
+        documents = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
         stream = serializers.BooleanField(required=False, default=False)
         # Capped at CAIRN_MAX_NEW_TOKENS (asking for more gets the cap).
         max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
@@ -244,12 +257,14 @@ class AskView(APIView):
         collection_ids = None
         if "collection" in params:
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
+        document_ids = attached_documents(request, params.get("documents"))
         wants_stream = params["stream"] or "text/event-stream" in request.headers.get("Accept", "")
         actor = actor_from_request(request)
         try:
             if wants_stream:
                 passages = answering.retrieve_passages(
-                    user=request.user, question=params["question"], collection_ids=collection_ids
+                    user=request.user, question=params["question"], collection_ids=collection_ids,
+                    document_ids=document_ids,
                 )
                 generation = answering.generation_start(
                     answering.ask_request(params["question"], passages, params.get("max_new_tokens")),
@@ -261,6 +276,7 @@ class AskView(APIView):
             result = answering.answer_question(
                 user=request.user, actor=actor, question=params["question"],
                 collection_ids=collection_ids, max_new_tokens=params.get("max_new_tokens"),
+                document_ids=document_ids,
             )
         except AdmissionRefused as exc:
             from inference.metrics import registry

@@ -1,0 +1,62 @@
+"""Reads of the access app: the ABAC policies that apply to a set of collections."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.contrib.auth.models import Group
+from django.db.models import Q
+
+from access.models import Policy as PolicyRow
+from access.models import User
+from access.policy import Policy, PolicyError
+
+log = logging.getLogger(__name__)
+
+
+def _parsed(row: PolicyRow) -> Policy | None:
+    try:
+        return Policy.parse(row.source)
+    except PolicyError:
+        # Saved policies were validated; one that no longer parses denies everything.
+        log.error("stored policy %s does not parse; it denies every document", row.scope)
+        return None
+
+
+def policies_for(collection_ids: Iterable[int]) -> tuple[Policy | None, dict[int, Policy | None], bool]:
+    """(platform policy, {collection id: policy}, whether a platform policy exists).
+
+    Read from the database on every call: a policy change applies to the
+    very next request.  A stored policy that fails to parse maps to None
+    (deny everything it governs).
+    """
+    ids = list(collection_ids)
+    rows = PolicyRow.objects.filter(Q(scope=PolicyRow.PLATFORM) | Q(collection_id__in=ids))
+    platform: Policy | None = None
+    has_platform = False
+    per_collection: dict[int, Policy | None] = {}
+    for row in rows:
+        if row.scope == PolicyRow.PLATFORM:
+            has_platform = True
+            platform = _parsed(row)
+        elif row.collection_id is not None:
+            per_collection[row.collection_id] = _parsed(row)
+    return platform, per_collection, has_platform
+
+
+def policy_source(scope: str) -> str:
+    return PolicyRow.objects.filter(scope=scope).values_list("source", flat=True).first() or ""
+
+
+def user_by_username(username: str) -> User | None:
+    return User.objects.filter(username=username, is_active=True).first()
+
+
+def group_by_name(name: str) -> Group | None:
+    return Group.objects.filter(name=name).first()
+
+
+def groups_with_members() -> list[tuple[Group, list[str]]]:
+    groups = Group.objects.order_by("name").prefetch_related("user_set")
+    return [(group, sorted(u.get_username() for u in group.user_set.all())) for group in groups]

@@ -1,0 +1,238 @@
+"""REST API v1 for the permission model: sharing, policies, attributes, groups.
+
+Collection owners share and set the collection's policy; editors set
+document attributes; platform admins manage user attributes, groups and the
+platform policy.  Every change is written to the audit log by its service.
+Objects the caller may not see are 404 (``kb.selectors``), like everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access import administration
+from access import selectors as access_selectors
+from access.models import Policy
+from access.services import actor_from_request
+from kb import selectors, services
+from kb.api.errors import error_body
+from kb.exceptions import InvalidPolicy
+
+ROLES = ("viewer", "editor", "owner")
+
+
+def member_out(member: selectors.Member) -> dict[str, Any]:
+    return {"kind": member.kind, "name": member.name, "role": member.role.value, "implicit": member.implicit}
+
+
+def _principal(kind: str, name: str) -> Any:
+    if kind == "user":
+        principal = access_selectors.user_by_username(name)
+    elif kind == "group":
+        principal = access_selectors.group_by_name(name)
+    else:
+        raise ValidationError({"kind": "must be 'user' or 'group'"})
+    if principal is None:
+        raise ValidationError({kind: f"No such {kind}: {name[:150]!r}."})
+    return principal
+
+
+def policy_error(exc: InvalidPolicy | administration.PolicyError) -> Response:
+    position = exc.position
+    reason = exc.reason if isinstance(exc, InvalidPolicy) else exc.message
+    details = {"position": position, "column": None if position is None else position + 1, "reason": reason}
+    return Response(error_body("invalid_policy", str(exc), details), status=status.HTTP_400_BAD_REQUEST)
+
+
+class CollectionMembersView(APIView):
+    """GET who may do what (owners only); POST ``{"user"|"group": name, "role"}`` shares."""
+
+    class Input(serializers.Serializer):
+        user = serializers.CharField(max_length=150, required=False)
+        group = serializers.CharField(max_length=150, required=False)
+        role = serializers.ChoiceField(choices=ROLES)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("user" in attrs) == ("group" in attrs):
+                raise ValidationError("Give exactly one of 'user' or 'group'.")
+            return attrs
+
+    def get(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        return Response({"results": [member_out(m) for m in selectors.collection_members(collection)]})
+
+    def post(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        kind = "user" if "user" in params else "group"
+        principal = _principal(kind, params[kind])
+        if kind == "user" and principal.pk == collection.owner_id:
+            raise ValidationError({"user": "The collection's owner already holds every right."})
+        services.collection_share(actor=actor_from_request(request), collection=collection,
+                                  principal=principal, role=params["role"])
+        return Response({"results": [member_out(m) for m in selectors.collection_members(collection)]},
+                        status=status.HTTP_200_OK)
+
+
+class CollectionMemberView(APIView):
+    """DELETE ``/collections/<id>/members/<user|group>/<name>``: remove every grant of that principal."""
+
+    def delete(self, request: Request, collection_id: str, kind: str, name: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        principal = _principal(kind, name)
+        services.collection_unshare(actor=actor_from_request(request), collection=collection, principal=principal)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CollectionPolicyView(APIView):
+    """GET/PUT ``{"policy": "…"}`` (empty: none) — owners only; an invalid policy is a 400 with its position."""
+
+    class Input(serializers.Serializer):
+        policy = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False)
+
+    def get(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id)
+        return Response({"policy": access_selectors.policy_source(Policy.collection_scope(collection.pk))})
+
+    def put(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.collection_policy_set(actor=actor_from_request(request), collection=collection,
+                                           source=data.validated_data["policy"])
+        except InvalidPolicy as exc:
+            return policy_error(exc)
+        return Response({"policy": access_selectors.policy_source(Policy.collection_scope(collection.pk))})
+
+
+class DocumentAttributesView(APIView):
+    """GET/PUT ``{"attributes": {…}}`` of a document — editors may change them."""
+
+    class Input(serializers.Serializer):
+        attributes = serializers.JSONField()
+
+    def get(self, request: Request, document_id: str) -> Response:
+        try:
+            document = selectors.document_get(request.user, document_id)
+        except selectors.NotFound:
+            document = selectors.document_get_managed(request.user, document_id)
+        return Response({"id": document.pk, "attributes": document.attributes or {}})
+
+    def put(self, request: Request, document_id: str) -> Response:
+        # Editors label documents even while a policy hides them (labels are how they become visible).
+        try:
+            document = selectors.document_get(request.user, document_id, for_edit=True)
+        except selectors.NotFound:
+            document = selectors.document_get_managed(request.user, document_id)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        document = services.document_attributes_set(actor=actor_from_request(request), document=document,
+                                                    attributes=data.validated_data["attributes"])
+        return Response({"id": document.pk, "attributes": document.attributes})
+
+
+# --- platform administration ------------------------------------------------------------
+
+
+class AdminView(APIView):
+    """Platform admins only (role ``admin`` or a superuser; the personal-mode owner is one)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if not getattr(request.user, "is_platform_admin", False):
+            raise PermissionDenied("Only a platform admin may do this.")
+
+
+class UserAttributesView(AdminView):
+    class Input(serializers.Serializer):
+        attributes = serializers.JSONField()
+
+    def _user(self, username: str) -> Any:
+        user = access_selectors.user_by_username(username)
+        if user is None:
+            raise selectors.NotFound("user")
+        return user
+
+    def get(self, request: Request, username: str) -> Response:
+        user = self._user(username)
+        return Response({"username": user.get_username(), "role": user.role, "attributes": user.attributes or {},
+                         "groups": sorted(user.groups.values_list("name", flat=True))})
+
+    def put(self, request: Request, username: str) -> Response:
+        user = self._user(username)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            administration.user_attributes_set(actor=actor_from_request(request), user=user,
+                                               attributes=data.validated_data["attributes"])
+        except administration.InvalidAttributes as exc:
+            raise ValidationError({"attributes": str(exc)}) from None
+        return Response({"username": user.get_username(), "attributes": user.attributes})
+
+
+class GroupsView(AdminView):
+    class Input(serializers.Serializer):
+        name = serializers.CharField(max_length=150)
+
+    def get(self, request: Request) -> Response:
+        return Response({"results": [{"name": g.name, "members": members}
+                                     for g, members in access_selectors.groups_with_members()]})
+
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            group = administration.group_create(actor=actor_from_request(request), name=data.validated_data["name"])
+        except administration.InvalidAttributes as exc:
+            raise ValidationError({"name": str(exc)}) from None
+        return Response({"name": group.name, "members": []}, status=status.HTTP_201_CREATED)
+
+
+class GroupMembersView(AdminView):
+    """POST ``{"user": name}`` adds a member; DELETE ``…/members/<user>`` removes one (effective at once)."""
+
+    class Input(serializers.Serializer):
+        user = serializers.CharField(max_length=150)
+
+    def post(self, request: Request, name: str) -> Response:
+        group = _principal("group", name)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = _principal("user", data.validated_data["user"])
+        administration.group_member_add(actor=actor_from_request(request), group=group, user=user)
+        return Response({"name": group.name, "members": sorted(group.user_set.values_list("username", flat=True))})
+
+    def delete(self, request: Request, name: str, username: str) -> Response:
+        group = _principal("group", name)
+        user = _principal("user", username)
+        administration.group_member_remove(actor=actor_from_request(request), group=group, user=user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PlatformPolicyView(AdminView):
+    """GET/PUT ``{"policy": "…"}``: the policy every document read must also pass (empty: none)."""
+
+    class Input(serializers.Serializer):
+        policy = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False)
+
+    def get(self, request: Request) -> Response:
+        return Response({"policy": access_selectors.policy_source(Policy.PLATFORM)})
+
+    def put(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            administration.policy_set(actor=actor_from_request(request), scope=Policy.PLATFORM,
+                                      source=data.validated_data["policy"])
+        except administration.PolicyError as exc:
+            return policy_error(exc)
+        return Response({"policy": access_selectors.policy_source(Policy.PLATFORM)})
