@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -153,7 +154,7 @@ class _Output:
         now = time.monotonic()
         submitted = self.ticket.submitted_at
         run = max(now - self.started_at, 1e-9)
-        return {
+        metrics: dict[str, Any] = {
             "queue_wait_s": round(self.started_at - submitted, 6),
             "time_to_first_token_s": round((self.first_at or now) - submitted, 6),
             "tokens": self.tokens,
@@ -161,6 +162,10 @@ class _Output:
             "batch_size": self.batch_size,
             "total_s": round(now - submitted, 6),
         }
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            metrics["gpu_memory_allocated_bytes"] = int(torch.cuda.memory_allocated())
+        return metrics
 
 
 def answer_dict(
@@ -685,8 +690,6 @@ def language_models_loaded() -> int:
 
 def record_gpu_memory(metrics: Registry | None = None) -> None:
     """Set the GPU memory gauges when torch has CUDA (no-op otherwise, and torch is not imported for it)."""
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available():
         return

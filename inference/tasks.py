@@ -108,6 +108,14 @@ def _load_model_at_start(sender: Any = None, **kwargs: Any) -> None:
     logger.info("inference worker %s ready in %.1fs (backend %s, batching %s)", worker_name(),
                 time.monotonic() - started, settings.CAIRN_GENERATOR, pool.batching)
     publish_metrics()
+    threading.Thread(target=_publish_periodically, name="cairn-metrics", daemon=True).start()
+
+
+def _publish_periodically(interval: float = 5.0) -> None:
+    """Keep the worker's gauges (queue depth, running, GPU memory) fresh in Redis between requests."""
+    while True:
+        time.sleep(interval)
+        publish_metrics()
 
 
 @shared_task(name=TASK_GENERATE, ignore_result=True)
