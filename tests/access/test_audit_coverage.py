@@ -132,3 +132,12 @@ def test_a_denied_access_is_a_404_and_a_denied_event(alice, keyed, isolated_stor
         ("document", str(doc)), ("collection", str(collection)), ("document", str(doc))]
     assert all(d.actor_id == bob.pk and d.outcome == "denied" and d.rule and d.ip == REMOTE for d in denials)
     assert bob_secret not in all_rows_text()
+
+
+def test_an_unauthenticated_api_call_is_refused_and_logged():
+    response = Client(REMOTE_ADDR=REMOTE).get("/api/v1/collections")
+
+    assert response.status_code in (401, 403)
+    denial = only("access.denied", target_type="api")
+    assert denial.actor_id is None and denial.ip == REMOTE and "NotAuthenticated" in denial.rule
+    assert denial.detail == {"method": "GET", "path": "/api/v1/collections"}
