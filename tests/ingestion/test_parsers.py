@@ -443,10 +443,11 @@ HOSTILE = [
 
 @pytest.mark.parametrize("name, data", HOSTILE, ids=[name for name, _ in HOSTILE])
 def test_hostile_input_does_not_hang(name: str, data: bytes) -> None:
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: a busy machine does not make it flaky.
+    started = time.process_time()
     try:
         parse(data)
     except ParseError:
         pass
     # Quadratic behaviour on a megabyte would take minutes; linear takes well under a second.
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
