@@ -34,7 +34,17 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
                              rule="not readable by this user (or does not exist)")
         raise Http404("No such collection") from None
     documents = selectors.readable_documents(request.user, collection=collection)
-    return render(request, "kb/collection.html", {"collection": collection, "documents": documents})
+    role = selectors.collection_role(request.user, collection)
+    sharing = None
+    if role == selectors.Role.OWNER:  # only owners see who has access and the policy
+        from access.models import Policy
+        from access.selectors import policy_source
+
+        sharing = {"members": selectors.collection_members(collection),
+                   "policy": policy_source(Policy.collection_scope(collection.pk))}
+    return render(request, "kb/collection.html", {
+        "collection": collection, "documents": documents, "role": role, "sharing": sharing,
+    })
 
 
 @login_required
