@@ -23,7 +23,7 @@ from access.models import User
 from access.services import Actor, audit_record
 from inference.pool import FINAL_EVENTS
 from inference.types import Answer, GenerationRequest, Passage
-from kb.selectors import SearchResult, chunk_search
+from kb.selectors import SearchResult, chunk_search, read_decision
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,7 @@ def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | No
     audit_record(
         actor=actor, action="kb.ask", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
+        rule=read_decision(actor.user, collection_ids=collection_ids),
         detail=detail,
     )
 
@@ -307,6 +308,7 @@ def search(
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
+        rule=read_decision(user, collection_ids=collection_ids),
         detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
                 "reranked": any(r.rerank_score is not None for r in results)},
     )

@@ -204,6 +204,18 @@ def readable_documents(
     return documents.select_related("latest_version__job", "current_version", "collection")
 
 
+def read_decision(user: User | None, *, collection_ids: Sequence[int] | None = None) -> str:
+    """How a search or answer was scoped, for its audit event (the rule that decided; no attribute values)."""
+    collections = readable_collections(user)
+    if collection_ids is not None:
+        collections = collections.filter(pk__in=list(collection_ids))
+    ids = list(collections.values_list("pk", flat=True))
+    _, per_collection, has_platform = policies_for(ids)
+    scopes = (["platform"] if has_platform else []) + [f"collection:{c}" for c in sorted(per_collection)]
+    return (f"rbac: {len(ids)} readable collection(s); "
+            f"abac: {', '.join(scopes) if scopes else 'no policy'}; deny by default")
+
+
 def document_readable(user: User | None, document: Document) -> bool:
     """The same decision for one loaded document, through the policies' Python predicates.
 

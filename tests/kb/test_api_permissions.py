@@ -109,7 +109,9 @@ def test_a_viewer_reads_but_gets_403_for_changes_and_an_editor_may_change(people
     assert bob.get(f"/api/v1/documents/{document}").status_code == 200
     assert bob.get(f"/api/v1/documents/{document}/download").status_code == 200
     assert search_hits(bob, "launch code heron") == [document]
+    before = denials(bob.user)
     assert bob.delete(f"/api/v1/documents/{document}").status_code == 403
+    assert denials(bob.user) == before + 1  # a refused change is a denied event too
     assert upload(bob, collection, "extra.txt", PUBLIC).status_code == 403
     assert bob.put(f"/api/v1/documents/{document}/attributes", {"attributes": {"a": "b"}},
                    format="json").status_code == 403
@@ -170,6 +172,8 @@ def test_policies_and_attributes_decide_per_document(people, alice_doc):
                      format="json").status_code == 200
 
     assert set(search_hits(bob, "launch code canteen soup")) == {public_doc}
+    event = AuditEvent.objects.filter(action="kb.search", actor_id=bob.user.pk).last()
+    assert f"abac: collection:{collection}" in event.rule and event.detail["chunks_served"]
     assert bob.get(f"/api/v1/documents/{secret_doc}").status_code == 404
     listed = bob.get(f"/api/v1/collections/{collection}/documents").json()["results"]
     assert [d["id"] for d in listed] == [public_doc]

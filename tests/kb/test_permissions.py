@@ -68,6 +68,21 @@ def parsed(source: str | None) -> Policy | None:
         return None
 
 
+def oracle_roles(w: dict, user: int) -> dict[int, str]:
+    """The user's effective role per collection: the strongest of ownership and every grant."""
+    rank = {"viewer": 1, "editor": 2, "owner": 3}
+    groups = {g for u, g in w["members"] if u == user}
+    last: dict[tuple, str] = {}
+    for (kind, who), collection, role in w["grants"]:
+        last[(kind, who, collection)] = role
+    roles: dict[int, str] = {c: "owner" for c, owner in enumerate(w["owners"]) if owner == user}
+    for (kind, who, collection), role in last.items():
+        if (kind == "user" and who == user) or (kind == "group" and who in groups):
+            if rank[role] > rank.get(roles.get(collection, ""), 0):
+                roles[collection] = role
+    return roles
+
+
 def oracle(w: dict, user: int) -> set[int]:
     """Readable document indexes, from the generated data only."""
     groups = {g for u, g in w["members"] if u == user}
@@ -145,6 +160,12 @@ def test_every_read_path_returns_exactly_what_the_oracle_allows(corpus):
             for u, user in enumerate(users):
                 user = User.objects.get(pk=user.pk)  # fresh, as a new request would load it
                 expected = oracle(w, u)
+                roles = oracle_roles(w, u)
+                col_index = {c.pk: i for i, c in enumerate(collections)}
+                assert {col_index[c.pk] for c in selectors.editable_collections(user)} == {
+                    c for c, r in roles.items() if r in ("editor", "owner")}, ("edit", u, w)
+                assert {col_index[c.pk] for c in selectors.owned_collections(user)} == {
+                    c for c, r in roles.items() if r == "owner"}, ("own", u, w)
                 listed = {doc_index[d.pk] for d in selectors.readable_documents(user)}
                 assert listed == expected, ("list", u, w)
                 found = {doc_index[r.document_id]
