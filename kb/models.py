@@ -134,3 +134,52 @@ class IdBlock(models.Model):
 
     name = models.CharField(max_length=32, primary_key=True)
     next_value = models.BigIntegerField(default=1)
+
+
+class GoldenQuestion(models.Model):
+    """A question of a collection's golden set and the documents a good search must return for it.
+
+    Evaluating the set (``kb.golden``) runs each question through the same
+    permission-scoped search users get and stores the metrics as an
+    ``EvaluationRun``, so a re-index or model change can be compared with
+    the run before it.
+    """
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="golden_questions")
+    question = models.TextField()
+    expected_documents = models.ManyToManyField(Document, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class EvaluationRun(models.Model):
+    """One evaluation of a collection's golden set: mean metrics, per-question detail, and what produced them."""
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "On demand"
+        REINDEX = "reindex", "After a re-index"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="evaluation_runs")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    embedding_model = models.CharField(max_length=200)
+    reranker = models.CharField(max_length=200, blank=True)
+    index_version = models.PositiveIntegerField(null=True, blank=True)
+    questions = models.PositiveIntegerField()
+    ndcg10 = models.FloatField()
+    recall10 = models.FloatField()
+    mrr10 = models.FloatField()
+    seconds = models.FloatField()
+    details = models.JSONField(default=list, blank=True)  # one entry per question
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

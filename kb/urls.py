@@ -1,10 +1,12 @@
 from django.urls import path
 
-from kb import audit_pages, views
+from kb import audit_pages, golden_pages, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("collections/<int:collection_id>/", views.collection_page, name="collection"),
+    path("collections/<int:collection_id>/evaluation/", golden_pages.collection_evaluation,
+         name="collection-evaluation"),
     path("documents/<int:document_id>/", views.document_page, name="document"),
     path("audit/", audit_pages.audit_list, name="audit"),
     path("audit/<int:event_id>/", audit_pages.audit_event, name="audit-event"),

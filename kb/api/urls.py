@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, sharing, views
+from kb.api import audit, golden, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -10,6 +10,9 @@ urlpatterns = [
     path("collections/<str:collection_id>/members", sharing.CollectionMembersView.as_view()),
     path("collections/<str:collection_id>/members/<str:kind>/<str:name>", sharing.CollectionMemberView.as_view()),
     path("collections/<str:collection_id>/policy", sharing.CollectionPolicyView.as_view()),
+    path("collections/<str:collection_id>/golden", golden.GoldenQuestionsView.as_view()),
+    path("collections/<str:collection_id>/golden/<str:question_id>", golden.GoldenQuestionView.as_view()),
+    path("collections/<str:collection_id>/evaluations", golden.EvaluationsView.as_view()),
     path("documents/<str:document_id>/attributes", sharing.DocumentAttributesView.as_view()),
     path("admin/users/<str:username>", sharing.UserAttributesView.as_view()),
     path("admin/groups", sharing.GroupsView.as_view()),
