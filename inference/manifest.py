@@ -110,8 +110,11 @@ def write_manifest(model_dir: str | Path) -> Path:
     }
     target = manifest_path(root)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, target)
+    try:
+        partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        raise ManifestError(f"Cannot write {target}: {exc.strerror or exc}") from exc
     return target
 
 

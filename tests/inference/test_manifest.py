@@ -84,3 +84,16 @@ def test_hashing_streams_large_files(tmp_path: Path) -> None:
         for _ in range(20):
             handle.write(block)
     assert file_sha256(big) == hashlib.sha256(block * 20).hexdigest()
+
+
+def test_a_read_only_directory_is_a_clear_command_error(model_copy: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    model_copy.chmod(0o555)
+    try:
+        with pytest.raises(CommandError, match="Cannot write"):
+            call_command("cairn_model_manifest", str(model_copy))
+    finally:
+        model_copy.chmod(0o755)
