@@ -219,3 +219,45 @@ def test_a_sampling_generator_samples_in_the_batch_and_still_finishes(tiny_qwen2
         pool.close()
     assert [f["event"] for f in finals] == ["done"] * 3
     assert all(0 < f["metrics"]["tokens"] <= 6 + 2 * i for i, f in enumerate(finals))
+
+
+class _ReasoningBackend:
+    """A backend (the ``Generator`` protocol) whose stream is already split, as the vllm/openai ones are."""
+
+    name = "scripted"
+    generated = True
+
+    def stream(self, request: GenerationRequest):
+        from inference.types import StreamEvent
+
+        yield StreamEvent("reasoning", "The passage says twenty")
+        yield StreamEvent("reasoning", " days.")
+        yield StreamEvent("answer", "Employees get twenty days")
+        yield StreamEvent("answer", " [1].")
+
+
+def test_reasoning_travels_on_its_own_channel_before_the_answer(request_two_passages: GenerationRequest) -> None:
+    pool = GenerationPool(_ReasoningBackend(), metrics=Registry())
+    try:
+        events = list(pool.submit(request_two_passages).events(timeout=10))
+    finally:
+        pool.close()
+    assert [e["event"] for e in events] == ["reasoning", "reasoning", "token", "token", "done"]
+    done = events[-1]["answer"]
+    assert done["reasoning"] == "The passage says twenty days."
+    assert done["answer"] == "Employees get twenty days [1]." and done["cited_numbers"] == [1]
+
+
+def test_the_r1_models_reasoning_and_answer_equal_one_at_a_time_generation(tiny_r1: str) -> None:
+    generator = load_generator("transformers", tiny_r1)
+    assert generator.expect_reasoning
+    requests = _requests(4, max_new_tokens=8)
+    expected = [generate(generator, r) for r in requests]
+    pool = GenerationPool(generator, max_batch=4, max_wait=0.3, metrics=Registry())
+    try:
+        finals = [_final(t) for t in [pool.submit(r) for r in requests]]
+    finally:
+        pool.close()
+    assert [(f["answer"]["reasoning"], f["answer"]["answer"]) for f in finals] == [
+        (a.reasoning, a.answer) for a in expected
+    ]

@@ -131,3 +131,16 @@ def test_metrics_are_prometheus_text_for_loopback_or_token_only(api, llm, client
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer nope").status_code == 404
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9",
                       HTTP_AUTHORIZATION="Bearer s3cret-metrics").status_code == 200
+
+
+def test_reasoning_and_errors_are_framed_as_their_own_sse_events():
+    from types import SimpleNamespace
+
+    from kb.api.ask_stream import _Framer
+
+    framer = _Framer(SimpleNamespace(generation_id="a" * 32), ())
+    assert sse_events(framer.frames({"event": "reasoning", "text": "think\nmore"})) == [
+        ("reasoning", {"text": "think\nmore"})]
+    [(name, data)] = sse_events(framer.frames({"event": "error", "code": "timeout", "message": "Too slow."}))
+    assert name == "error" and data["error"]["code"] == "timeout" and data["error"]["message"] == "Too slow."
+    assert framer.frames({"event": "keepalive"}).startswith(b":")

@@ -40,6 +40,14 @@ class Command(BaseCommand):
             from ingestion.local_worker import worker
 
             worker().start()
+        if settings.CAIRN_TASKS != "celery" and settings.CAIRN_GENERATOR != "extractive":
+            # Load the language model now, in the background, so the first question does not wait for it.
+            import threading
+
+            from kb.answering import local_pool
+
+            threading.Thread(target=_warm_generation_pool, args=(local_pool,), name="cairn-model-load",
+                             daemon=True).start()
         self.stdout.write(
             f"Cairn ({settings.CAIRN_MODE} mode, tasks: {settings.CAIRN_TASKS}) on http://{host}:{port}/ "
             f"— data in {settings.DATA_DIR}"
@@ -55,3 +63,12 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _warm_generation_pool(local_pool) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    try:
+        local_pool()
+    except Exception:  # the first question will report the same error to the user
+        logging.getLogger(__name__).exception("could not load the language model at start-up")
