@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import Actor
+from inference.admission import AdmissionRefused
 from ingestion.management.commands.cairn_ingest import resolve_collection, resolve_user
-from kb.answering import answer_question
+from kb.answering import GenerationFailed, answer_question
 
 
 class Command(BaseCommand):
@@ -21,8 +22,11 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         user = resolve_user(options["user"])  # type: ignore[arg-type]
         ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
-        result = answer_question(user=user, actor=Actor(user=user), question=str(options["question"]),
-                                 collection_ids=ids)
+        try:
+            result = answer_question(user=user, actor=Actor(user=user), question=str(options["question"]),
+                                     collection_ids=ids)
+        except (AdmissionRefused, GenerationFailed) as exc:
+            raise CommandError(str(exc)) from exc
         if options["show_reasoning"] and result.answer.reasoning:
             self.stdout.write("Reasoning:\n" + result.answer.reasoning + "\n")
         self.stdout.write(result.answer.answer)
