@@ -190,6 +190,15 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 CAIRN_EMBEDDING_MODEL = env_str("CAIRN_EMBEDDING_MODEL")  # a local directory; default: bundled MiniLM
 CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 64, minimum=1, maximum=4096)
 CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: auto
+# bf16 inference on CPUs with avx512_bf16/AMX (auto), or forced either way.
+CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16"))
+# Dense index (kb.retrieval.dense.DenseConfig); defaults chosen by benchmarks/dense.py.
+CAIRN_DENSE_APPROX_ABOVE = env_int("CAIRN_DENSE_APPROX_ABOVE", 200_000, minimum=1, maximum=10**12)
+CAIRN_DENSE_SPEC = env_str("CAIRN_DENSE_SPEC") or "PQ192x4fs,RFlat"
+CAIRN_DENSE_RERANK_DEPTH = env_int("CAIRN_DENSE_RERANK_DEPTH", 1000, minimum=10, maximum=1_000_000)
+CAIRN_DENSE_EF_SEARCH = env_int("CAIRN_DENSE_EF_SEARCH", 128, minimum=1, maximum=65_536)
+CAIRN_DENSE_EXACT_MAX = env_int("CAIRN_DENSE_EXACT_MAX", 20_000, minimum=0, maximum=10**12)
+CAIRN_DENSE_DELTA_MAX = env_int("CAIRN_DENSE_DELTA_MAX", 50_000, minimum=1, maximum=10**12)
 CAIRN_CHUNK_TOKENS = env_int("CAIRN_CHUNK_TOKENS", 200, minimum=16, maximum=8192)
 CAIRN_CHUNK_OVERLAP = env_int("CAIRN_CHUNK_OVERLAP", 40, minimum=0, maximum=4096)
 if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:

@@ -23,8 +23,8 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from ingestion import embedding
 from ingestion.models import IngestionJob
+from kb.retrieval.dense import DenseConfig
 
 TASK_INGEST = "cairn.ingest.process"
 TASK_INDEX = "cairn.index.apply"
@@ -34,12 +34,22 @@ TASK_AUDIT_RETENTION = "cairn.index.audit_retention"
 
 
 def embedding_model_id() -> str:
-    return embedding.model_id(settings.CAIRN_EMBEDDING_MODEL)
+    """The model searches use now (``ACTIVE_MODEL``; see ``ingestion.model_switch``)."""
+    from ingestion.model_switch import active_model
+
+    return active_model().model_id
 
 
 def embed_query(text: str) -> np.ndarray:
-    embedder = embedding.get_embedder(settings.CAIRN_EMBEDDING_MODEL, settings.CAIRN_EMBED_DEVICE)
-    return embedder.encode([text])[0]
+    from ingestion.model_switch import active_embedder
+
+    return active_embedder().encode([text])[0]
+
+
+def dense_config() -> DenseConfig:
+    from ingestion.model_switch import dense_config as config
+
+    return config()
 
 
 def sniff_kind(data: bytes) -> str:

@@ -70,19 +70,54 @@ def model_id(configured: str | None) -> str:
     return f"{slug}-{digest.hexdigest()[:8]}"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), not by emulation."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(setting: str, device: str | None) -> str:
+    """``float32`` or ``bfloat16`` for ``CAIRN_EMBED_DTYPE`` (``auto``: bf16 on CPUs that have it)."""
+    if setting in ("float32", "bfloat16"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"CAIRN_EMBED_DTYPE must be auto, float32 or bfloat16, not {setting!r}")
+    on_cpu = device in (None, "", "cpu")
+    if on_cpu and device is None:
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+    return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
+
+
 @dataclass
 class SentenceTransformerEmbedder:
-    """Normalised float32 embeddings (inner product == cosine similarity)."""
+    """Normalised float32 embeddings (inner product == cosine similarity).
+
+    ``dtype`` is the precision of inference (``float32`` or ``bfloat16``);
+    the vectors returned are always float32.
+    """
 
     model_id: str
     path: Path
     device: str | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
 
         try:
             self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+            if self.dtype == "bfloat16":
+                self._model.to(torch.bfloat16)
         except Exception as exc:  # the library raises many types for a bad directory
             raise EmbedderUnavailable(f"Cannot load the embedding model at {self.path}: {exc}") from exc
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -104,21 +139,34 @@ class SentenceTransformerEmbedder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        # Re-normalise in float32: under bf16 the library's normalisation is itself rounded.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
 
 
-_cache: dict[tuple[str | None, str | None], SentenceTransformerEmbedder] = {}
+_cache: dict[tuple[str | None, str | None, str], SentenceTransformerEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
-def get_embedder(configured: str | None, device: str | None = None) -> SentenceTransformerEmbedder:
-    """The process-wide embedder for this configuration (loaded on first use)."""
-    key = (configured, device)
+def get_embedder(
+    configured: str | None, device: str | None = None, dtype: str | None = None
+) -> SentenceTransformerEmbedder:
+    """The process-wide embedder for this configuration (loaded on first use).
+
+    ``dtype`` defaults to ``CAIRN_EMBED_DTYPE`` (``auto``).
+    """
+    if dtype is None:
+        from django.conf import settings
+
+        dtype = getattr(settings, "CAIRN_EMBED_DTYPE", "auto")
+    resolved = resolve_dtype(dtype, device)
+    key = (configured, device, resolved)
     with _cache_lock:
         embedder = _cache.get(key)
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
-                model_id=model_id(configured), path=model_path(configured), device=device
+                model_id=model_id(configured), path=model_path(configured), device=device, dtype=resolved
             )
             _cache[key] = embedder
         return embedder

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ingestion.embedding import get_embedder
 from ingestion.models import IngestionJob
 from ingestion.services import index_text
 from kb.models import Chunk, Document, DocumentVersion
@@ -41,9 +38,10 @@ class IndexPassResult:
 
 
 def index_store() -> IndexStore:
-    from ingestion.api import embedding_model_id
+    """The active embedding model's index (see ``ingestion.model_switch``)."""
+    from ingestion.model_switch import active_model, store_for
 
-    return IndexStore(Path(settings.CAIRN_INDEX_DIR), embedding_model_id())
+    return store_for(active_model().model_id)
 
 
 def _purgeable() -> list[DocumentVersion]:
@@ -57,10 +55,16 @@ def _purgeable() -> list[DocumentVersion]:
 
 def index_pass(*, compact: bool = False) -> IndexPassResult:
     """Index every version that is ready; with ``compact``, also purge tombstoned ones."""
+    from ingestion.model_switch import active_model, pin_active_if_unset
+
+    pin_active_if_unset()
     store = index_store()
     indexed: list[int] = []
     purged: list[int] = []
     with store.writer_lock():
+        if active_model().model_id != store.model_id:
+            # A model switch flipped while we waited for the lock: index into the new model.
+            return IndexPassResult([], [], store.current_version()) if _no_work() else _rerun(compact)
         ready = list(
             IngestionJob.objects.filter(status=Status.EMBEDDING, ready_to_index=True)
             .select_related("version__document")
@@ -76,13 +80,19 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
         to_purge = _purgeable() if compact else []
         if not batch and not to_purge:
             return IndexPassResult([], [], store.current_version())
-        snapshot = store.load() or store.empty(_dimension())
+        # The dense base is read only if this pass must merge: appending costs the delta, not the index.
+        snapshot = store.load(lazy_dense=True) or store.empty(_dimension())
         for job in batch:
+            if job.embedding_model and job.embedding_model != store.model_id:
+                _reembed(job.version)
             _add_version(snapshot, job.version)
         for version in to_purge:
             ids = np.arange(version.chunk_id_start, version.chunk_id_start + version.chunk_count, dtype=np.int64)
             snapshot.dense.remove(ids)
             snapshot.lexical.remove(ids)
+        dense = snapshot.dense
+        if dense.needs_merge() or (compact and (dense.delta.ntotal or len(dense.deleted))):
+            dense.merge()
         index_version = store.write(snapshot)
         indexed = _mark_indexed(batch)
         purged = _mark_purged(to_purge)
@@ -90,8 +100,25 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
     return IndexPassResult(indexed, purged, index_version)
 
 
+def _no_work() -> bool:
+    return not IngestionJob.objects.filter(status=Status.EMBEDDING, ready_to_index=True).exists()
+
+
+def _rerun(compact: bool) -> IndexPassResult:
+    return index_pass(compact=compact)
+
+
+def _reembed(version: DocumentVersion) -> None:
+    """Chunks embedded with a model that is no longer active (a switch flipped mid-job)."""
+    from ingestion.model_switch import active_embedder, reembed_chunks
+
+    reembed_chunks(version, active_embedder())
+
+
 def _dimension() -> int:
-    return get_embedder(settings.CAIRN_EMBEDDING_MODEL, settings.CAIRN_EMBED_DEVICE).dim
+    from ingestion.model_switch import active_embedder
+
+    return active_embedder().dim
 
 
 def _add_version(snapshot: IndexSnapshot, version: DocumentVersion) -> None:
@@ -150,6 +177,9 @@ def _mark_purged(versions: list[DocumentVersion]) -> list[int]:
 
 def index_rebuild() -> IndexPassResult:
     """Rebuild the index files from the database (e.g. after losing the index directory)."""
+    from ingestion.model_switch import pin_active_if_unset
+
+    pin_active_if_unset()
     store = index_store()
     with store.writer_lock():
         snapshot = store.empty(_dimension())
@@ -160,5 +190,7 @@ def index_rebuild() -> IndexPassResult:
         for version in versions.iterator():
             _add_version(snapshot, version)
             count += 1
+        if snapshot.dense.needs_merge():
+            snapshot.dense.merge()
         index_version = store.write(snapshot)
     return IndexPassResult([], [], index_version)

@@ -35,6 +35,9 @@ class IngestionJob(models.Model):
     detail = models.CharField(max_length=200, blank=True)
     progress = models.FloatField(default=0.0)
     ready_to_index = models.BooleanField(default=False)
+    # The embedding model the chunks were embedded with; the index writer re-embeds them
+    # if the active model changed in between (blue-green model switch).
+    embedding_model = models.CharField(max_length=200, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     error = models.TextField(blank=True)

@@ -17,7 +17,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingestion.chunking import ChunkDraft, chunk_document, full_text
-from ingestion.embedding import get_embedder
 from ingestion.models import IngestionJob
 from ingestion.parsers import ParseError, parse
 from kb.models import Chunk, DocumentVersion
@@ -112,7 +111,9 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         DocumentVersion.objects.filter(pk=version.pk).update(
             kind=parsed.kind, text=text, parsed_title=parsed.title[:500], page_count=parsed.page_count
         )
-        embedder = get_embedder(settings.CAIRN_EMBEDDING_MODEL, settings.CAIRN_EMBED_DEVICE)
+        from ingestion.model_switch import active_embedder
+
+        embedder = active_embedder()
         drafts = chunk_document(
             parsed, embedder.tokenizer,
             size_tokens=settings.CAIRN_CHUNK_TOKENS, overlap_tokens=settings.CAIRN_CHUNK_OVERLAP,
@@ -123,7 +124,7 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         _advance(job_id, attempt, Status.CHUNKING, status=Status.EMBEDDING,
                  detail=f"Embedding 0 of {total} passages", progress=0.0)
         vectors = _embed(job_id, attempt, drafts, version, embedder, progress)
-        _store_chunks(job_id, attempt, version, drafts, vectors)
+        _store_chunks(job_id, attempt, version, drafts, vectors, embedder.model_id)
     except LostClaim:
         log.info("job %s: claim lost, another worker owns it now", job_id)
         return JobOutcome(job_id, "LOST")
@@ -156,7 +157,8 @@ def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: Documen
     return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
 
 
-def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: list[ChunkDraft], vectors) -> None:  # type: ignore[no-untyped-def]
+def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: list[ChunkDraft], vectors,  # type: ignore[no-untyped-def]
+                  model_id: str = "") -> None:
     with transaction.atomic():
         # Chunks of an earlier, interrupted attempt are replaced, never duplicated.
         Chunk.objects.filter(version=version).delete()
@@ -182,7 +184,7 @@ def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: l
         )
         DocumentVersion.objects.filter(pk=version.pk).update(chunk_id_start=start, chunk_count=len(drafts))
         _advance(job_id, attempt, Status.EMBEDDING, ready_to_index=True, progress=1.0,
-                 detail="Waiting for the index writer")
+                 detail="Waiting for the index writer", embedding_model=model_id)
 
 
 def _retry_or_fail(job_id: int, attempt: int, exc: Exception) -> JobOutcome:

@@ -411,7 +411,7 @@ _reader_lock = threading.Lock()
 def _reader_for(model_id: str, index_dir: str) -> IndexReader:
     from pathlib import Path
 
-    return IndexReader(IndexStore(Path(index_dir), model_id))
+    return IndexReader(IndexStore(Path(index_dir), model_id, dense_config=ingestion_api.dense_config()))
 
 
 def index_reader() -> IndexReader:

@@ -4,7 +4,8 @@ Layout, one directory per embedding model::
 
     <index dir>/<model id>/
         CURRENT            "7"  — the version readers should use
-        v00000007/         dense.faiss, lexical.npz, meta.json
+        v00000007/         dense-base-<id>.faiss (hard-linked while unchanged), dense-delta.faiss,
+                           dense-deleted.npy, dense.json, lexical.npz, meta.json
         writer.lock        held by the single writer while it works
 
 A new version is written into a temporary directory, fsynced, renamed into
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.retrieval.dense import DenseIndex
+from kb.retrieval.dense import DenseConfig, DenseIndex
 from kb.retrieval.lexical import BM25Index
 
 KEEP_VERSIONS = 3
@@ -72,8 +73,9 @@ def _fsync_file(path: Path) -> None:
 class IndexStore:
     """The files of one embedding model's index."""
 
-    def __init__(self, root: Path, model_id: str) -> None:
+    def __init__(self, root: Path, model_id: str, *, dense_config: DenseConfig | None = None) -> None:
         self.model_id = model_id
+        self.dense_config = dense_config or DenseConfig()
         self.dir = Path(root) / model_dir_name(model_id)
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -92,8 +94,15 @@ class IndexStore:
     def version_dir(self, version: int) -> Path:
         return self.dir / f"v{version:08d}"
 
-    def load(self, version: int | None = None) -> IndexSnapshot | None:
-        """Load a version (default: the current one); None when nothing was written yet."""
+    def load(
+        self, version: int | None = None, *, reuse: IndexSnapshot | None = None, lazy_dense: bool = False
+    ) -> IndexSnapshot | None:
+        """Load a version (default: the current one); None when nothing was written yet.
+
+        ``reuse``: a snapshot this process holds; an unchanged dense base is
+        shared with it instead of read again.  ``lazy_dense``: the writer,
+        which only appends, reads the dense base only if it has to merge.
+        """
         version = self.current_version() if version is None else version
         if version == 0:
             return None
@@ -101,12 +110,16 @@ class IndexStore:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("model_id") != self.model_id:
             raise ValueError(f"{path} was built for model {meta.get('model_id')!r}, not {self.model_id!r}")
-        dense = DenseIndex.load(path / "dense.faiss")
+        dense = DenseIndex.load_dir(
+            path, config=self.dense_config, reuse=reuse.dense if reuse is not None else None, lazy=lazy_dense
+        )
         lexical = BM25Index.load(path / "lexical.npz")
         return IndexSnapshot(version=version, model_id=self.model_id, dense=dense, lexical=lexical)
 
     def empty(self, dim: int) -> IndexSnapshot:
-        return IndexSnapshot(version=0, model_id=self.model_id, dense=DenseIndex(dim), lexical=BM25Index())
+        return IndexSnapshot(
+            version=0, model_id=self.model_id, dense=DenseIndex(dim, config=self.dense_config), lexical=BM25Index()
+        )
 
     @contextlib.contextmanager
     def writer_lock(self, timeout: float = 600.0) -> Iterator[None]:
@@ -134,21 +147,23 @@ class IndexStore:
         version = self.current_version() + 1
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.dir))
         try:
-            snapshot.dense.save(tmp / "dense.faiss")
+            written = snapshot.dense.save_dir(tmp)
             snapshot.lexical.save(tmp / "lexical.npz")
             (tmp / "meta.json").write_text(json.dumps({
                 "version": version,
                 "model_id": self.model_id,
                 "dim": snapshot.dense.dim,
                 "chunks": len(snapshot.dense),
+                "dense_kind": snapshot.dense.kind,
                 "written_at": time.time(),
             }))
-            for name in ("dense.faiss", "lexical.npz", "meta.json"):
-                _fsync_file(tmp / name)
+            for path in [*written, tmp / "lexical.npz", tmp / "meta.json"]:
+                _fsync_file(path)
             final = self.version_dir(version)
             if final.exists():  # left over from a crash between rename and CURRENT
                 shutil.rmtree(final)
             os.rename(tmp, final)
+            snapshot.dense.mark_saved(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -190,7 +205,7 @@ class IndexReader:
                 return self._snapshot
             for _ in range(3):
                 try:
-                    self._snapshot = self.store.load()
+                    self._snapshot = self.store.load(reuse=self._snapshot)
                     break
                 except FileNotFoundError:
                     # The writer pruned the version between our read of CURRENT and the load.

@@ -1,0 +1,35 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion.embedding import EmbedderUnavailable
+from ingestion.model_switch import active_model, configured_model, model_switch
+
+
+class Command(BaseCommand):
+    help = ("Switch searches to the configured embedding model (CAIRN_EMBEDDING_MODEL) blue-green: build its "
+            "index alongside, re-embedding every current chunk, while searches keep using the old one; then swap.")
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--model", help="a local sentence-transformers directory (default: the configured one)")
+        parser.add_argument("--status", action="store_true", help="only show the active and configured models")
+
+    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        if options["status"]:
+            self.stdout.write(f"active: {active_model().model_id}\nconfigured: {configured_model().model_id}")
+            return
+        last = [-1]
+
+        def progress(done: int, total: int) -> None:
+            percent = int(100 * done / total) if total else 100
+            if percent // 10 != last[0]:
+                last[0] = percent // 10
+                self.stdout.write(f"re-embedded {done} of {total} chunks")
+
+        try:
+            result = model_switch(options["model"], progress=progress)
+        except EmbedderUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        if not result.switched:
+            self.stdout.write(f"{result.active} is already the active model; nothing to do")
+        else:
+            self.stdout.write(f"switched {result.previous} -> {result.active}: {result.chunks} chunks, "
+                              f"index version {result.index_version}")

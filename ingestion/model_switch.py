@@ -1,0 +1,229 @@
+"""Which embedding model serves searches, and the blue-green switch to another one.
+
+The *active* model is recorded in ``<index dir>/ACTIVE_MODEL`` (JSON: model
+id and directory).  Searches embed queries with it and read its index; the
+ingest workers embed new chunks with it.  Changing ``CAIRN_EMBEDDING_MODEL``
+does not change the active model by itself: ``model_switch`` (the command
+``cairn_model_switch``) builds the new model's index alongside the old one —
+re-embedding every current chunk — while searches keep using the old one,
+then, under the index writer's lock, catches up with what changed
+meanwhile, writes the new vectors to the database, and only then flips
+``ACTIVE_MODEL``.  A crash before the flip leaves the old model serving;
+running the switch again starts over.
+
+Jobs record the model their chunks were embedded with; the index writer
+re-embeds a job's chunks if the active model changed since (a job embedded
+just before the flip), so an index never mixes two models' vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from ingestion import embedding
+from kb.models import Chunk, DocumentVersion
+from kb.retrieval.dense import DenseConfig
+from kb.retrieval.index_store import IndexStore
+from kb.retrieval.lexical import tokenize
+
+log = logging.getLogger(__name__)
+ACTIVE_FILE = "ACTIVE_MODEL"
+EMBED_SLICE = 512
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    model_id: str
+    path: str | None  # None: the bundled model
+
+
+_cache: dict[str, tuple[tuple[int, int], ActiveModel]] = {}
+_cache_lock = threading.Lock()
+
+
+def _active_path() -> Path:
+    return Path(settings.CAIRN_INDEX_DIR) / ACTIVE_FILE
+
+
+def configured_model() -> ActiveModel:
+    return ActiveModel(embedding.model_id(settings.CAIRN_EMBEDDING_MODEL), settings.CAIRN_EMBEDDING_MODEL or None)
+
+
+def active_model() -> ActiveModel:
+    """The model searches use now: ``ACTIVE_MODEL`` if written, else the configured one (one stat per call)."""
+    path = _active_path()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return configured_model()
+    key = (stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        held = _cache.get(str(path))
+        if held is not None and held[0] == key:
+            return held[1]
+        data = json.loads(path.read_text())
+        model = ActiveModel(str(data["model_id"]), data.get("path") or None)
+        _cache[str(path)] = (key, model)
+        return model
+
+
+def set_active(model: ActiveModel) -> None:
+    """Atomically make ``model`` the one searches use (write, fsync, rename)."""
+    path = _active_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps({"model_id": model.model_id, "path": model.path}))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    with _cache_lock:
+        _cache.pop(str(path), None)
+
+
+def pin_active_if_unset() -> ActiveModel:
+    """The first index write pins the configured model as active (later config changes need a switch)."""
+    if not _active_path().exists():
+        set_active(configured_model())
+    return active_model()
+
+
+def embedder_for(model: ActiveModel) -> embedding.SentenceTransformerEmbedder:
+    return embedding.get_embedder(model.path, settings.CAIRN_EMBED_DEVICE)
+
+
+def active_embedder() -> embedding.SentenceTransformerEmbedder:
+    return embedder_for(active_model())
+
+
+def dense_config() -> DenseConfig:
+    return DenseConfig(
+        approx_above=settings.CAIRN_DENSE_APPROX_ABOVE,
+        approx_spec=settings.CAIRN_DENSE_SPEC,
+        rerank_depth=settings.CAIRN_DENSE_RERANK_DEPTH,
+        ef_search=settings.CAIRN_DENSE_EF_SEARCH,
+        exact_max=settings.CAIRN_DENSE_EXACT_MAX,
+        delta_max=settings.CAIRN_DENSE_DELTA_MAX,
+    )
+
+
+def store_for(model_id: str) -> IndexStore:
+    return IndexStore(Path(settings.CAIRN_INDEX_DIR), model_id, dense_config=dense_config())
+
+
+def _current_versions() -> dict[int, DocumentVersion]:
+    versions = DocumentVersion.objects.filter(
+        current_for__isnull=False, document__deleted_at__isnull=True, chunk_id_start__isnull=False,
+        indexed_at__isnull=False,
+    ).select_related("document")
+    return {v.pk: v for v in versions}
+
+
+def embed_version(version: DocumentVersion, embedder: embedding.SentenceTransformerEmbedder
+                  ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """(ids, vectors, tokens) of a version's chunks, embedded the way ingestion embeds them."""
+    from ingestion.services import index_text
+
+    rows = list(Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading"))
+    title = version.parsed_title or version.document.title
+    texts = [index_text(text, heading, title) for _, text, heading in rows]
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    parts = [embedder.encode(texts[i:i + EMBED_SLICE], batch_size=settings.CAIRN_EMBED_BATCH)
+             for i in range(0, len(texts), EMBED_SLICE)]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+    return ids, vectors, [tokenize(t) for t in texts]
+
+
+def reembed_chunks(version: DocumentVersion, embedder: embedding.SentenceTransformerEmbedder) -> None:
+    """Replace a version's stored vectors with ``embedder``'s (the writer's repair for a stale job)."""
+    ids, vectors, _ = embed_version(version, embedder)
+    _write_vectors(ids, vectors)
+
+
+def _write_vectors(ids: np.ndarray, vectors: np.ndarray) -> None:
+    with transaction.atomic():
+        for start in range(0, len(ids), 1000):
+            batch = [Chunk(id=int(i), embedding=vectors[start + n].tobytes())
+                     for n, i in enumerate(ids[start:start + 1000].tolist())]
+            Chunk.objects.bulk_update(batch, ["embedding"], batch_size=1000)
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    previous: str
+    active: str
+    chunks: int
+    index_version: int
+    switched: bool
+
+
+def model_switch(
+    target_path: str | None = None, *, progress: Callable[[int, int], None] | None = None,
+    before_flip: Callable[[], None] | None = None,
+) -> SwitchResult:
+    """Build the index of ``target_path`` (default: the configured model) alongside and swap to it.
+
+    Searches keep using the active model's index until the flip.  Phase 1
+    (no lock) re-embeds every current chunk; phase 2 (the writer lock of
+    the active index, so no index pass runs) embeds what was indexed in the
+    meantime, drops what was removed, writes the new index version and the
+    new vectors to the database, then flips ``ACTIVE_MODEL``.
+    """
+    target = ActiveModel(embedding.model_id(target_path), target_path or None) if target_path is not None \
+        else configured_model()
+    current = pin_active_if_unset()
+    if target.model_id == current.model_id:
+        return SwitchResult(current.model_id, current.model_id, 0, store_for(current.model_id).current_version(),
+                            switched=False)
+    embedder = embedder_for(target)
+    store = store_for(target.model_id)
+    snapshot = store.empty(embedder.dim)
+    done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def embed_into(version: DocumentVersion) -> None:
+        ids, vectors, tokens = embed_version(version, embedder)
+        snapshot.dense.add(ids, vectors)
+        snapshot.lexical.add(ids, tokens)
+        done[version.pk] = (ids, vectors)
+
+    versions = _current_versions()
+    total = sum(v.chunk_count for v in versions.values())
+    embedded = 0
+    for version in versions.values():
+        embed_into(version)
+        embedded += version.chunk_count
+        if progress is not None:
+            progress(embedded, total)
+
+    active_store = store_for(current.model_id)
+    with active_store.writer_lock():
+        latest = _current_versions()
+        for pk in [pk for pk in done if pk not in latest]:
+            ids, _ = done.pop(pk)
+            snapshot.dense.remove(ids)
+            snapshot.lexical.remove(ids)
+        for pk, version in latest.items():
+            if pk not in done:
+                embed_into(version)
+        if snapshot.dense.needs_merge():
+            snapshot.dense.merge()
+        with store.writer_lock():
+            index_version = store.write(snapshot)
+        for ids, vectors in done.values():
+            _write_vectors(ids, vectors)
+        if before_flip is not None:
+            before_flip()
+        set_active(target)
+    log.info("embedding model switched: %s -> %s (%d chunks)", current.model_id, target.model_id, total)
+    return SwitchResult(current.model_id, target.model_id, sum(len(i) for i, _ in done.values()), index_version,
+                        switched=True)

@@ -1,0 +1,33 @@
+"""A tiny, randomly initialised sentence-transformers model built on the fly (nothing downloaded).
+
+It borrows the bundled all-MiniLM-L6-v2 tokenizer and has a 1-layer, 32-wide
+BERT: its embeddings are meaningless but it loads, batches and encodes
+exactly like a real model, with a different dimension (32 vs 384).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def build_tiny_embedder(target: Path, *, dim: int = 32, seed: int = 0) -> Path:
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ingestion.embedding import bundled_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=2 * dim, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    hf_dir = target / "hf"
+    BertModel(config).save_pretrained(str(hf_dir))
+    tokenizer.save_pretrained(str(hf_dir))
+    word = models.Transformer(str(hf_dir), max_seq_length=256)
+    width = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+    pooling = models.Pooling(width(), "mean")
+    model_dir = target / "tiny-embedder"
+    SentenceTransformer(modules=[word, pooling]).save(str(model_dir))
+    return model_dir
