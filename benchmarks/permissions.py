@@ -158,12 +158,37 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="run on PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432): a temporary "
+                             "database is created there and dropped at the end")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.chunks % args.docs:
         parser.error("--chunks must be a multiple of --docs")
 
-    django_setup(args.data_dir, CAIRN_RERANKER="")
+    if args.postgres:
+        import secrets
+
+        import psycopg
+
+        server = args.postgres.rstrip("/")
+        name = f"cairn_bench_perm_{secrets.token_hex(4)}"
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            run(args, DATABASE_URL=f"{server}/{name}", CAIRN_MODE="personal")
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+            with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace, **env: str) -> None:
+    django_setup(args.data_dir, CAIRN_RERANKER="", **env)
     import torch
 
     torch.set_num_threads(1)
@@ -223,11 +248,14 @@ def main() -> None:
             "engine_p50_ms": statistics.median(engine[name]) * 1e3,
             "engine_ratio": statistics.median(engine[name]) / base_engine,
         })
-    print(f"\n{world['chunks']} chunks in {world['documents']} documents, dim {world['dim']}; "
+    from django.db import connection
+
+    print(f"\n{connection.vendor}: {world['chunks']} chunks in {world['documents']} documents, dim {world['dim']}; "
           f"DB rows {world['db_seconds']:.1f}s, index {world['index_seconds']:.1f}s; "
           f"{len(queries)} queries, k={args.k}, hybrid, one thread")
     print_table("hybrid search through kb.selectors.chunk_search (ratio vs owner, who may read everything)", rows)
-    write_json(args.json, {"args": vars(args), "chunks": world["chunks"], "documents": world["documents"],
+    write_json(args.json, {"args": vars(args), "database": connection.vendor, "chunks": world["chunks"],
+                           "documents": world["documents"],
                            "dim": world["dim"], "rows": rows})
 
 

@@ -1,8 +1,15 @@
 """Reads of the knowledge base — every one scoped to what the user may read.
 
-``readable_collections`` is the single chokepoint: every path that returns
-documents, chunks or answers starts from it (tests/kb/test_chokepoint.py
-fails the build if a read of documents or chunks bypasses it).
+``readable_documents`` is the single read decision: RBAC (the collection is
+owned by the user or granted to the user or one of their groups —
+``readable_collections``) AND every applicable ABAC policy (the collection's
+and the platform's, compiled to a ``Q`` over ``Document.attributes``).
+Every path that returns documents, chunks or answers starts from it:
+lists, ``document_get`` (which also checks the policies' Python predicates),
+``searchable_versions`` → the chunk-id mask both retrieval legs search
+inside, ``chunk_get``.  Nothing is cached across requests, so revocation
+applies to the next one.  tests/kb/test_chokepoint.py fails the build if a
+read of documents or chunks bypasses this module.
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ class CollectionView(APIView):
         return Response(collection_out(selectors.collection_get(request.user, collection_id)))
 
     def delete(self, request: Request, collection_id: str) -> Response:
-        collection = selectors.collection_get(request.user, collection_id, for_edit=True)
+        # Deleting the whole collection is the owner's call; editors delete documents.
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
         services.collection_delete(actor=actor_from_request(request), collection=collection)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

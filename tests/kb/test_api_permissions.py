@@ -120,6 +120,7 @@ def test_a_viewer_reads_but_gets_403_for_changes_and_an_editor_may_change(people
 
     alice.post(f"/api/v1/collections/{collection}/members", {"user": "bob", "role": "editor"}, format="json")
     assert upload(bob, collection, "extra.txt", PUBLIC).status_code == 201
+    assert bob.delete(f"/api/v1/collections/{collection}").status_code == 403  # owners only
     assert bob.delete(f"/api/v1/documents/{document}").status_code == 204
 
     actions = list(AuditEvent.objects.filter(action="collection.share").values_list("detail", flat=True))
