@@ -191,3 +191,15 @@ def test_policy_q_and_predicate_agree_on_generated_cases():
     # The strategy must exercise both outcomes, not pass vacuously.
     assert seen["valid"] >= MAX_EXAMPLES // 2, seen
     assert seen["some_allowed"] >= MAX_EXAMPLES // 10 and seen["some_denied"] >= MAX_EXAMPLES // 10, seen
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None)
+@given(source=st.one_of(st.text(max_size=80),
+                        st.lists(st.sampled_from(["user.a", "doc.b", "==", "<=", "in", "and", "or", "not", "(",
+                                                  ")", "[", "]", ",", '"x"', "'y'", "1", "-2.5", ".", "=", "\\"]),
+                                 max_size=12).map(" ".join)))
+def test_any_text_either_parses_or_is_a_policy_error_with_a_position(source):
+    try:
+        parse(source)
+    except PolicyError as error:
+        assert 0 <= error.position <= len(source)

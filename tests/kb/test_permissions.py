@@ -191,3 +191,14 @@ def test_every_read_path_returns_exactly_what_the_oracle_allows(corpus):
     check()
     assert seen["cases"] >= MAX_EXAMPLES * N_USERS * 0.9
     assert seen["readable"] >= seen["cases"] // 10 and seen["hidden"] >= seen["cases"] // 10, seen
+
+
+def test_a_stored_policy_that_no_longer_parses_denies_everything_it_governs(corpus):
+    users, _, collections, documents = corpus
+    owner = users[0]
+    assert selectors.readable_documents(owner).count() == N_DOCS
+    PolicyRow.objects.create(scope=PolicyRow.collection_scope(collections[0].pk), collection_id=collections[0].pk,
+                             source="doc.x ==")  # written behind the service's back
+    assert selectors.readable_documents(owner).count() == 0
+    with pytest.raises(NotFound):
+        selectors.document_get(owner, documents[0].pk)
