@@ -15,8 +15,11 @@ from kb.evaluation import MODES, DatasetError, evaluate, ingest_corpus, load_bei
 
 def run_jobs_here(job_ids: list[int]) -> None:
     from ingestion.indexing import index_pass
-    from ingestion.services import run_ingest_job
+    from ingestion.services import jobs_reap, run_ingest_job
 
+    # What the periodic reaper does anyway: jobs an interrupted earlier run left
+    # mid-way (silent for CAIRN_JOB_STUCK_SECONDS) go back to PENDING, so they run now.
+    jobs_reap()
     for i, job_id in enumerate(tqdm(job_ids, desc="ingest", unit="doc"), 1):
         run_ingest_job(job_id)
         if i % 2000 == 0:
