@@ -125,11 +125,18 @@ def test_only_editors_owners_and_admins_may_see_or_run_it(api, collection_id, do
         page = Client()
         page.force_login(user)
         assert page.get(f"/collections/{collection_id}/evaluation/").status_code == 404
+        if user is viewer:  # the collection page does not offer the link it cannot follow
+            assert "Retrieval quality" not in page.get(f"/collections/{collection_id}/").content.decode()
     for user in (editor, admin):
         c = client(user)
         assert len(c.get(golden_url(collection_id)).json()["results"]) == 1
         run = c.post(f"/api/v1/collections/{collection_id}/evaluations")
         assert run.status_code == 201 and run.json()["ndcg10"] == 1.0  # searched as the owner
+        page = Client()
+        page.force_login(user)
+        assert page.get(f"/collections/{collection_id}/evaluation/").status_code == 200
+        if user is editor:
+            assert "Retrieval quality" in page.get(f"/collections/{collection_id}/").content.decode()
 
 
 def test_the_page_adds_questions_runs_and_shows_each_run_with_its_model(api, collection_id, docs):
