@@ -4,8 +4,14 @@ Layout (``DenseIndex``), a small log-structured index:
 
 * **base** — a FAISS ``IndexIDMap2`` over either ``IndexFlatIP`` (exact, while
   the index holds fewer than ``approx_above`` live chunks) or an approximate
-  index built from ``approx_spec`` (HNSW by default; the benchmark
-  ``benchmarks/dense.py`` chose it).  The base is immutable between merges
+  index built from ``approx_spec``: by default ``PQ192x4fs,RFlat``, a 4-bit
+  product-quantised fast scan (96 bytes a vector, SIMD lookup tables) whose
+  best ``rerank_depth`` candidates are re-scored exactly against the float
+  vectors.  ``benchmarks/dense.py`` chose it: at 1M × 384 random unit
+  vectors it reaches recall@10 0.995 in ~6 ms of CPU a query, while HNSW
+  on the same kind of data (no cluster structure) reached only 0.26–0.77
+  recall@10 at efSearch 64–256 already at 20k vectors.  HNSW specs still work (searched through the id selector with
+  ``efSearch`` raised as the allowed share falls).  The base is immutable between merges
   and named by ``base_id``: a new index version that did not merge reuses
   the base file by hard link, and a reader that already holds that base
   keeps the loaded object, so publishing 1,000 new chunks at 1M costs the
@@ -24,9 +30,9 @@ from the live vectors.
 
 Filtered search keeps recall: when the allowed set is small (at most
 ``exact_max`` ids) the allowed vectors are gathered and scored exactly;
-otherwise the base is searched through an ``IDSelectorBitmap`` with
-``efSearch`` raised as the allowed fraction shrinks, so the graph walk still
-finds ``k`` allowed neighbours.
+otherwise the compressed scan asks for ``rerank_depth / share`` candidates
+so that about ``rerank_depth`` *allowed* ones reach the exact re-ranking
+(recall at a 10% and a 1% allowed set is measured by the benchmark).
 
 Threading: readers only search, and several snapshots may share one base
 object; the single writer mutates only its own loaded copy.
@@ -56,9 +62,9 @@ _LEGACY = "dense.faiss"
 class DenseConfig:
     """Tuning of the dense leg; defaults are the values ``benchmarks/dense.py`` chose at 1M × 384."""
 
-    approx_above: int = 200_000       # live chunks at which the base becomes approximate
+    approx_above: int = 100_000       # live chunks at which the base becomes approximate
     approx_spec: str = "PQ192x4fs,RFlat"  # FAISS factory string of the approximate base
-    rerank_depth: int = 1000          # candidates re-scored exactly (refine specs)
+    rerank_depth: int = 500           # candidates re-scored exactly (refine specs)
     max_candidates: int = 50_000      # cap on candidates asked of the compressed scan under a filter
     ef_construction: int = 64
     ef_search: int = 128

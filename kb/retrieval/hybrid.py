@@ -33,9 +33,8 @@ def allowed_mask(ranges: Sequence[tuple[int, int]]) -> np.ndarray:
     starts = spans[:, 0]
     ends = starts + spans[:, 1]
     size = int(ends.max())
-    delta = np.zeros(size + 1, dtype=np.int32)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, ends, -1)
+    # bincount is a single pass in C; np.add.at was ~10x slower on 10k ranges.
+    delta = np.bincount(starts, minlength=size + 1) - np.bincount(ends, minlength=size + 1)
     return np.cumsum(delta[:-1]) > 0
 
 
