@@ -372,7 +372,7 @@ def chunk_search(
 def active_reranker() -> Reranker | None:
     """The configured cross-encoder (loaded once per process), or None when CAIRN_RERANKER is empty."""
     return load_reranker(settings.CAIRN_RERANKER, device=settings.CAIRN_EMBED_DEVICE,
-                         batch_size=settings.CAIRN_RERANK_BATCH)
+                         batch_size=settings.CAIRN_RERANK_BATCH, dtype=settings.CAIRN_RERANK_DTYPE)
 
 
 def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:

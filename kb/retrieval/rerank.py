@@ -50,7 +50,10 @@ def reranker_model_id(path: Path) -> str:
 class CrossEncoderReranker:
     """A sentence-transformers CrossEncoder from a local directory; higher score = more relevant."""
 
-    def __init__(self, path: str | os.PathLike[str], *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, device: str | None = None, batch_size: int = 32,
+        dtype: str = "float32",
+    ) -> None:
         self.path = Path(path).expanduser()
         if not (self.path / "config.json").is_file():
             raise RerankerUnavailable(
@@ -68,6 +71,13 @@ class CrossEncoderReranker:
         config = getattr(self._model, "config", None)
         positions = getattr(config, "max_position_embeddings", None) or MAX_PAIR_TOKENS
         setattr(self._model, attr, int(min(limit, positions, MAX_PAIR_TOKENS)))
+        if dtype == "bfloat16":
+            import torch
+
+            self._model.to(torch.bfloat16)
+        elif dtype != "float32":
+            raise RerankerUnavailable(f"CAIRN_RERANK_DTYPE must be float32 or bfloat16, not {dtype!r}")
+        self.dtype = dtype
         self.model_id = reranker_model_id(self.path)
         self.batch_size = batch_size
         self._lock = threading.Lock()
@@ -91,19 +101,21 @@ class CrossEncoderReranker:
         return scores.reshape(len(passages))
 
 
-_cache: dict[tuple[str, str | None, int], CrossEncoderReranker] = {}
+_cache: dict[tuple[str, str | None, int, str], CrossEncoderReranker] = {}
 _cache_lock = threading.Lock()
 
 
-def load_reranker(path: str | None, *, device: str | None = None, batch_size: int = 32) -> Reranker | None:
+def load_reranker(
+    path: str | None, *, device: str | None = None, batch_size: int = 32, dtype: str = "float32"
+) -> Reranker | None:
     """The process-wide reranker for this configuration, or None when reranking is off (empty path)."""
     if not path:
         return None
-    key = (str(Path(path).expanduser().resolve()), device, batch_size)
+    key = (str(Path(path).expanduser().resolve()), device, batch_size, dtype)
     with _cache_lock:
         reranker = _cache.get(key)
         if reranker is None:
-            reranker = CrossEncoderReranker(path, device=device, batch_size=batch_size)
+            reranker = CrossEncoderReranker(path, device=device, batch_size=batch_size, dtype=dtype)
             _cache[key] = reranker
         return reranker
 

@@ -118,3 +118,13 @@ def test_a_directory_that_is_not_a_model_fails_with_a_clear_message(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RerankerUnavailable, match="Cannot load the reranker"):
         CrossEncoderReranker(tmp_path)
+
+
+def test_bfloat16_scores_follow_their_own_order(api, indexed, settings, cross_encoder):
+    settings.CAIRN_RERANKER, settings.CAIRN_RERANK_DTYPE = str(cross_encoder), "bfloat16"
+
+    results = search(api, indexed)
+
+    scores = [r["rerank_score"] for r in results]
+    assert len(results) == 5 and all(s is not None for s in scores) and scores == sorted(scores, reverse=True)
+    assert load_reranker(str(cross_encoder), dtype="bfloat16").dtype == "bfloat16"
