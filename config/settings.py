@@ -212,8 +212,6 @@ CAIRN_RERANK_TOP_N = env_int("CAIRN_RERANK_TOP_N", 50, minimum=1, maximum=1000)
 CAIRN_RERANK_BATCH = env_int("CAIRN_RERANK_BATCH", 32, minimum=1, maximum=1024)
 # bfloat16 is ~3x faster on CPUs with avx512_bf16/AMX; opt-in, as quality depends on the checkpoint.
 CAIRN_RERANK_DTYPE = env_choice("CAIRN_RERANK_DTYPE", "float32", ("float32", "bfloat16"))
-# bfloat16 is ~3x faster on CPUs with avx512_bf16/AMX; opt-in, as quality depends on the checkpoint.
-CAIRN_RERANK_DTYPE = env_choice("CAIRN_RERANK_DTYPE", "float32", ("float32", "bfloat16"))
 if CAIRN_RERANKER and not (Path(CAIRN_RERANKER).expanduser() / "config.json").is_file():
     raise ConfigError(f"CAIRN_RERANKER={CAIRN_RERANKER} is not a model directory (no config.json)")
 # Golden sets (per-collection retrieval checks) are evaluated synchronously, so they are capped.
