@@ -24,3 +24,8 @@ os.environ.pop("REDIS_URL", None)
 os.environ["CAIRN_MODE"] = "personal"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One BLAS/OpenMP thread per process: the end-to-end tests run several
+# processes (server, workers, the test itself) on few cores, and torch's
+# thread pools oversubscribed that way were ~20x slower per small batch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
