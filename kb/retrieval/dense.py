@@ -218,7 +218,14 @@ class DenseIndex:
             if delta_vectors is not None:
                 ids = np.concatenate([ids, delta_ids])
                 vectors = np.concatenate([vectors, delta_vectors])
-            new_base = self._build(ids, vectors, approximate=want_approx)
+            if want_approx and self.approximate:
+                # Tombstones to drop: keep the trained quantiser (no k-means again), re-add the live rows.
+                inner = faiss.clone_index(faiss.downcast_index(base.index))
+                inner.reset()
+                new_base = faiss.IndexIDMap2(inner)
+                new_base.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+            else:
+                new_base = self._build(ids, vectors, approximate=want_approx)
         self._base = new_base
         self._base_shared = False
         self._base_path = None
