@@ -38,9 +38,13 @@ _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 def strip_inline_markup(line: str) -> str:
     """The readable text of one line of markdown."""
-    line = _IMAGE.sub(r"\1", line)
-    line = _LINK.sub(r"\1", line)
-    line = _REFERENCE_LINK.sub(r"\1", line)
+    # Cheap guards first: a line without "](" or "][" cannot hold a link, and
+    # skipping the (bounded but 300-wide) patterns keeps "[[[[…" lines fast.
+    if "](" in line:
+        line = _IMAGE.sub(r"\1", line)
+        line = _LINK.sub(r"\1", line)
+    if "][" in line:
+        line = _REFERENCE_LINK.sub(r"\1", line)
     line = _AUTOLINK.sub(r"\1", line)
     line = _HTML_TAG.sub("", line)
     line = _CODE_SPAN.sub(r"\2", line)
