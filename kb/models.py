@@ -62,7 +62,12 @@ class Document(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["collection", "title"])]
+        indexes = [
+            models.Index(fields=["collection", "title"]),
+            # Covers "live documents of these collections → their current version":
+            # every search reads it for the readable set (benchmarks/search_api.py).
+            models.Index(fields=["collection", "deleted_at", "current_version"], name="kb_document_readable_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.title

@@ -294,6 +294,25 @@ def searchable_versions(
     )
 
 
+def searchable_ranges(
+    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
+) -> list[tuple[int, int]]:
+    """``(chunk_id_start, chunk_count)`` of every version ``searchable_versions`` returns.
+
+    The same set, read from the readable documents through their current
+    version (one join over a covering index, no ordering) — half the cost
+    of going through the versions table, and it runs on every search.
+    """
+    documents = readable_documents(user, collection_ids=collection_ids)
+    if document_ids is not None:
+        documents = documents.filter(pk__in=list(document_ids))
+    return list(
+        documents.order_by()
+        .filter(current_version__chunk_id_start__isnull=False)
+        .values_list("current_version__chunk_id_start", "current_version__chunk_count")
+    )
+
+
 def chunk_get(user: User | None, chunk_id: object) -> Chunk:
     pk = _as_pk(chunk_id)
     chunk = (
@@ -343,8 +362,7 @@ def chunk_search(
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
     sees chunks the permission filter already let through.
     """
-    versions = searchable_versions(user, collection_ids=collection_ids, document_ids=document_ids)
-    ranges = list(versions.values_list("chunk_id_start", "chunk_count"))
+    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids)
     if not ranges or not query.strip():
         return []
     snapshot = index_reader().snapshot()
