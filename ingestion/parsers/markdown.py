@@ -87,6 +87,9 @@ class _MarkdownReader:
         # Code keeps its indentation (it carries meaning); blank lines go,
         # as inside every other block.
         body = "\n".join(line.rstrip() for line in textwrap.dedent("\n".join(lines)).split("\n") if line.strip())
+        # Blocks never start or end with whitespace (dedent leaves a deeper
+        # first line, and does not know NBSP or other Unicode spaces).
+        body = body.strip()
         if body:
             self.blocks.append(Block(body, None, self.headings.path))
 

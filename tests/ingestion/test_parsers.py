@@ -8,7 +8,7 @@ import time
 import zipfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ingestion.parsers import SUPPORTED_KINDS, Block, ParsedDocument, ParseError, parse, sniff
@@ -418,6 +418,7 @@ def _fuzz_inputs() -> st.SearchStrategy[bytes]:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_fuzz_inputs())
+@example(b"```\n\xa0!")  # an unclosed code fence whose line starts with NBSP (legacy charset) once slipped through
 def test_any_input_parses_or_fails_with_parse_error(data: bytes) -> None:
     try:
         doc = parse(data)
