@@ -117,6 +117,7 @@ class Generation:
         self._lock = threading.Lock()
         self.finished = False
         self.deadline = time.monotonic() + settings.CAIRN_ASK_TIMEOUT
+        self._quiet_since = time.monotonic()
 
     def _timeout_event(self) -> dict[str, Any]:
         return {"event": "error", "code": "timeout",
@@ -135,27 +136,35 @@ class Generation:
         """Cancel (unless finished) and release; idempotent. For a response that is never iterated."""
         self._end()
 
+    def _after_read(self, batch: list[dict[str, Any]] | None, heartbeat: float) -> list[dict[str, Any]]:
+        """What to pass on after one read: the batch up to its final event, or a keepalive after silence."""
+        now = time.monotonic()
+        if not batch:
+            if now - self._quiet_since >= heartbeat:
+                self._quiet_since = now
+                return [{"event": "keepalive"}]
+            return []
+        self._quiet_since = now
+        out: list[dict[str, Any]] = []
+        for event in batch:
+            out.append(event)
+            if event["event"] in FINAL_EVENTS:
+                self.finished = True
+                break
+        return out
+
+    def _time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
     def events(self, heartbeat: float = 15.0) -> Iterator[dict[str, Any]]:
+        self._quiet_since = time.monotonic()
         try:
-            quiet_since = time.monotonic()
-            while True:
-                left = self.deadline - time.monotonic()
+            while not self.finished:
+                left = self._time_left()
                 if left <= 0:
                     yield self._timeout_event()
                     return
-                batch = self.source.read(min(left, 1.0))
-                if not batch:
-                    if time.monotonic() - quiet_since >= heartbeat:
-                        quiet_since = time.monotonic()
-                        yield {"event": "keepalive"}
-                    continue
-                quiet_since = time.monotonic()
-                for event in batch:
-                    if event["event"] in FINAL_EVENTS:
-                        self.finished = True
-                    yield event
-                    if self.finished:
-                        return
+                yield from self._after_read(self.source.read(min(left, 1.0)), heartbeat)
         finally:
             self._end()
             close = getattr(self.source, "close", None)
@@ -163,26 +172,15 @@ class Generation:
                 close()
 
     async def aevents(self, heartbeat: float = 15.0) -> AsyncIterator[dict[str, Any]]:
+        self._quiet_since = time.monotonic()
         try:
-            quiet_since = time.monotonic()
-            while True:
-                left = self.deadline - time.monotonic()
+            while not self.finished:
+                left = self._time_left()
                 if left <= 0:
                     yield self._timeout_event()
                     return
-                batch = await self.source.aread(min(left, 1.0))
-                if not batch:
-                    if time.monotonic() - quiet_since >= heartbeat:
-                        quiet_since = time.monotonic()
-                        yield {"event": "keepalive"}
-                    continue
-                quiet_since = time.monotonic()
-                for event in batch:
-                    if event["event"] in FINAL_EVENTS:
-                        self.finished = True
+                for event in self._after_read(await self.source.aread(min(left, 1.0)), heartbeat):
                     yield event
-                    if self.finished:
-                        return
         finally:
             # Runs when the ASGI server cancels the response because the client disconnected.
             self._end()
