@@ -4,12 +4,16 @@ over SSE as tokens are written, and a client that hangs up cancels its generatio
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.e2e.processes import Http, Process, child_env, free_port, manage
-from tests.e2e.test_team_generation import QUESTION, metrics, sample, sse_ask
+from tests.e2e.test_team_generation import (
+    QUESTION,
+    hang_up_and_wait_for_cancel,
+    metrics,
+    sample,
+    sse_ask,
+)
 from tests.inference.tiny_models import build_tiny_qwen2
 
 pytestmark = pytest.mark.slow
@@ -46,12 +50,5 @@ def test_tokens_reach_the_client_while_the_answer_is_being_written(personal_llm)
 
 def test_hanging_up_cancels_the_generation(personal_llm):
     port, _ = personal_llm
-    before = sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled"))
-    events = sse_ask(port, None, {"question": QUESTION, "stream": True, "max_new_tokens": 1500},
-                     hang_up_after_tokens=2)
-    assert [e[0] for e in events].count("token") == 2
-    deadline = time.monotonic() + 30
-    while sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled")) <= before:
-        assert time.monotonic() < deadline, metrics(port)
-        time.sleep(0.2)
+    hang_up_and_wait_for_cancel(port, None)
     assert sample(metrics(port), "cairn_generation_running", process="personal") == [0.0]

@@ -121,6 +121,18 @@ def sample(text: str, name: str, **labels: str) -> list[float]:
     return values
 
 
+def hang_up_and_wait_for_cancel(port: int, token: str | None) -> None:
+    """Ask, hang up after two tokens, and wait until the server counts one more cancelled generation."""
+    before = sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled"))
+    events = sse_ask(port, token, {"question": QUESTION, "stream": True, "max_new_tokens": 1500},
+                     hang_up_after_tokens=2)
+    assert [e[0] for e in events].count("token") == 2
+    deadline = time.monotonic() + 30
+    while sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled")) <= before:
+        assert time.monotonic() < deadline, metrics(port)
+        time.sleep(0.2)
+
+
 def test_eight_concurrent_streams_are_batched_on_the_worker_and_equal_greedy(team_llm):
     port, token, model, processes, _ = team_llm
     budgets = [8 + 3 * i for i in range(8)]
@@ -156,16 +168,7 @@ def test_eight_concurrent_streams_are_batched_on_the_worker_and_equal_greedy(tea
 
 def test_a_client_that_hangs_up_cancels_its_generation_on_the_worker(team_llm):
     port, token, *_ = team_llm
-    before = sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled"))
-
-    events = sse_ask(port, token, {"question": QUESTION, "stream": True, "max_new_tokens": 1500},
-                     hang_up_after_tokens=2)
-    assert [e[0] for e in events].count("token") == 2
-
-    deadline = time.monotonic() + 30
-    while sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled")) <= before:
-        assert time.monotonic() < deadline, metrics(port)
-        time.sleep(0.2)
+    hang_up_and_wait_for_cancel(port, token)
     # The cancelled request stopped early and left the pool: nothing is running any more.
     assert sample(metrics(port), "cairn_generation_running", process="inference") == [0.0]
 
