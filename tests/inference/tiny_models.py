@@ -97,19 +97,9 @@ def build_tiny_qwen2(
     path = Path(dirpath)
     path.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_train_tokenizer(vocab_size),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tokenizer.chat_template = R1_CHAT_TEMPLATE if reasoning else QWEN_CHAT_TEMPLATE
-    tokenizer.save_pretrained(path)
-
-    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    vocab, eos_id, pad_id = _save_tokenizer(path, vocab_size, R1_CHAT_TEMPLATE if reasoning else QWEN_CHAT_TEMPLATE)
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -124,13 +114,7 @@ def build_tiny_qwen2(
         eos_token_id=eos_id,
         pad_token_id=pad_id,
     )
-    # fork_rng: seeding must not disturb the global RNG of the test session.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
-    model.save_pretrained(path)
-    return str(path)
+    return _save_model(path, Qwen2ForCausalLM, config, seed=seed, eos_id=eos_id, pad_id=pad_id)
 
 
 def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: int = 0) -> str:
@@ -144,18 +128,9 @@ def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: 
 
     path = Path(dirpath)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_train_tokenizer(vocab_size),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tokenizer.chat_template = R1_CHAT_TEMPLATE
-    tokenizer.save_pretrained(path)
-    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    vocab, eos_id, pad_id = _save_tokenizer(path, vocab_size, R1_CHAT_TEMPLATE)
     config = DeepseekV3Config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
         moe_intermediate_size=32,
@@ -179,9 +154,28 @@ def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: 
         eos_token_id=eos_id,
         pad_token_id=pad_id,
     )
+    return _save_model(path, DeepseekV3ForCausalLM, config, seed=seed, eos_id=eos_id, pad_id=pad_id)
+
+
+def _save_tokenizer(path: Path, vocab_size: int, chat_template: str) -> tuple[int, int, int]:
+    """Train and save the ChatML-style tokenizer; returns (vocabulary size, eos id, pad id)."""
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(vocab_size),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
+    return (len(tokenizer), tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+
+
+def _save_model(path: Path, model_class: type, config: object, *, seed: int, eos_id: int, pad_id: int) -> str:
+    # fork_rng: seeding must not disturb the global RNG of the test session.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DeepseekV3ForCausalLM(config)
+        model = model_class(config)
     model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
     model.save_pretrained(path)
     return str(path)
