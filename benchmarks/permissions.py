@@ -107,9 +107,9 @@ def build(n_docs: int, n_chunks: int, seed: int) -> dict[str, Any]:
             batch_size=2000,
         )
         for document, version in zip(documents, versions, strict=True):
-            document.current_version = version
+            document.make_current(version)
             document.latest_version = version
-        Document.objects.bulk_update(documents, ["current_version", "latest_version"], batch_size=2000)
+        Document.objects.bulk_update(documents, [*Document.CURRENT_FIELDS, "latest_version"], batch_size=2000)
         IdBlock.objects.update_or_create(name="chunk", defaults={"next_value": 1 + n_docs * per_doc})
     texts: list[str] = []
     ids = np.arange(1, n_docs * per_doc + 1, dtype=np.int64)
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, **env: str) -> None:
             results = selectors.chunk_search(user, query, k=args.k, rerank=False)
             samples[name].append(time.perf_counter() - started)
             started = time.perf_counter()
-            list(selectors.searchable_versions(user).values_list("chunk_id_start", "chunk_count"))
+            selectors.searchable_ranges(user)
             permission_samples[name].append(time.perf_counter() - started)
             if name != "owner":
                 allowed = {r.document_id for r in results}
@@ -224,8 +224,7 @@ def run(args: argparse.Namespace, **env: str) -> None:
     from kb.retrieval.lexical import tokenize
 
     snapshot = selectors.index_reader().snapshot()
-    masks = {name: allowed_mask(list(selectors.searchable_versions(user).values_list("chunk_id_start", "chunk_count")))
-             for name, user in users.items()}
+    masks = {name: allowed_mask(selectors.searchable_ranges(user)) for name, user in users.items()}
     engine: dict[str, list[float]] = {name: [] for name in users}
     for query in queries:
         vector, tokens = embed_query(query), tokenize(query)

@@ -16,6 +16,9 @@ client, the server's CPU time per query, the serving process's RSS, and how
 long 1,000 chunks added afterwards take to become searchable (one index
 pass by the single writer, then the server's reader picks the version up).
 
+With ``--data-dir DIR`` the knowledge base is kept; a later run with the
+same ``DIR`` reuses it and measures only the serving side again.
+
 Team mode on SQLite with inline tasks (no Celery needed for searching).
 The machine is shared: compare figures within one run.
 """
@@ -81,8 +84,8 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
     with transaction.atomic(), connection.cursor() as cur:
         # Documents round-robin over the collections: reader's collection holds every 10th.
         cur.executemany(
-            "INSERT INTO kb_document (id, collection_id, title, created_by_id, created_at, attributes) "
-            "VALUES (%s, %s, %s, %s, %s, '{}')",
+            "INSERT INTO kb_document (id, collection_id, title, created_by_id, created_at, attributes, "
+            "search_chunk_count) VALUES (%s, %s, %s, %s, %s, '{}', 0)",
             [(d + 1, collections[d % 10].pk, f"doc-{d + 1}", other.pk, now) for d in range(n_docs)],
         )
         cur.executemany(
@@ -91,7 +94,9 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
             "VALUES (%s, %s, 1, %s, 0, 'text', '', %s, %s, '', '', %s, %s, %s)",
             [(d + 1, d + 1, f"{d + 1:064x}", other.pk, now, d * per_doc + 1, per_doc, now) for d in range(n_docs)],
         )
-        cur.execute("UPDATE kb_document SET current_version_id = id, latest_version_id = id")
+        # What Document.make_current sets, in bulk: version d is document d's current one.
+        cur.execute(f"UPDATE kb_document SET current_version_id = id, latest_version_id = id, "
+                    f"search_chunk_start = (id - 1) * {per_doc} + 1, search_chunk_count = {per_doc}")
         step = 50_000
         for at in range(0, n_docs * per_doc, step):
             rows = []
@@ -131,7 +136,21 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
     print(f"indexes: BM25 {bm25_s:.0f}s, dense ({dense.kind}) {dense_s:.0f}s, written in {write_s:.0f}s", flush=True)
     return {"secret": secret, "collection": collections[0].pk, "documents": n_docs, "chunks": n_chunks,
             "generate_s": gen_s, "db_s": db_s, "bm25_s": bm25_s, "dense_s": dense_s, "write_s": write_s,
-            "dense_kind": dense.kind, "corpus": corpus}
+            "dense_kind": dense.kind}
+
+
+def reuse_corpus() -> dict[str, Any]:
+    """A knowledge base an earlier run built in ``--data-dir`` (only the serving side is measured again)."""
+    from access.models import User
+    from access.services import Actor, api_key_create
+    from kb.models import Chunk, Collection, Document
+
+    reader = User.objects.get(username="reader")
+    _, secret = api_key_create(user=reader, name="bench", actor=Actor(user=reader))
+    print("reusing the knowledge base in --data-dir", flush=True)
+    return {"secret": secret, "collection": Collection.objects.get(name="c0").pk, "reused": True,
+            "documents": Document.objects.count(), "chunks": Chunk.objects.count(),
+            "db_s": 0.0, "bm25_s": 0.0, "dense_s": 0.0, "write_s": 0.0}
 
 
 def free_port() -> int:
@@ -176,10 +195,10 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="cairn-search-bench-"))
+    reuse = (data_dir / "cairn.sqlite3").exists()
     env = team_env(data_dir)
     django_setup(str(data_dir), **env)
-    built = build_corpus(args)
-    corpus = built.pop("corpus")
+    built = reuse_corpus() if reuse else build_corpus(args)
     secret = built.pop("secret")
 
     port = free_port()
@@ -201,7 +220,8 @@ def main() -> None:
                 raise SystemExit(f"cairn_serve exited: {server.stderr.read() if server.stderr else ''}")
             time.sleep(0.5)
         report["server_start_s"] = time.perf_counter() - t
-        queries = [" ".join(q) for q in corpus.queries(args.queries + 5)]
+        # From the corpus's Zipf distribution; a generator of their own, so a reused corpus gets the same ones.
+        queries = [" ".join(q) for q in ZipfCorpus(args.vocab, 1.0, args.seed + 1).queries(args.queries + 5)]
         # Warm-up: the first search loads the index snapshot and the embedding model.
         t = time.perf_counter()
         status, body = get(f"{base}/search?" + urllib.parse.urlencode({"q": queries[0], "k": args.k}), secret)
@@ -211,6 +231,9 @@ def main() -> None:
             get(f"{base}/search?" + urllib.parse.urlencode({"q": q, "k": args.k}), secret)
         status, denied = get(f"{base}/search?q=x", "cairn_00000000_wrong")
         report["bad_key_status"] = status
+        from kb.models import Document
+
+        readable = set(Document.objects.filter(collection_id=built["collection"]).values_list("pk", flat=True))
         rss0, cpu0 = proc_stat(server.pid)
         latencies, empty, foreign = [], 0, 0
         for q in queries[5:]:
@@ -220,8 +243,8 @@ def main() -> None:
             assert status == 200, body
             results = body["results"]
             empty += not results
-            # Permission filter: every hit is from the reader's collection (every 10th document).
-            foreign += sum(1 for r in results if (int(r["document_id"]) - 1) % 10 != 0)
+            # Permission filter: every hit is a document of the reader's collection.
+            foreign += sum(1 for r in results if int(r["document_id"]) not in readable)
         rss1, cpu1 = proc_stat(server.pid)
         ms = np.asarray(latencies) * 1e3
         report.update({
@@ -234,7 +257,7 @@ def main() -> None:
 
         # 1,000 new chunks: the ingest side stored them (with vectors) and flagged the job; one
         # index pass of the single writer publishes them; the server's reader picks the version up.
-        report["add_1000"] = add_and_wait(base, secret, args, built["chunks"], built["collection"])
+        report["add_1000"] = add_and_wait(base, secret, args, built["collection"])
         report["server_rss_after_add_mb"] = proc_stat(server.pid)[0]
     finally:
         server.terminate()
@@ -258,8 +281,7 @@ def main() -> None:
     write_json(str(args.json) if args.json else None, report)
 
 
-def add_and_wait(base: str, secret: str, args: argparse.Namespace, n_chunks: int, collection_id: int
-                 ) -> dict[str, float]:
+def add_and_wait(base: str, secret: str, args: argparse.Namespace, collection_id: int) -> dict[str, float]:
     from django.utils import timezone
 
     from access.models import User
@@ -267,17 +289,19 @@ def add_and_wait(base: str, secret: str, args: argparse.Namespace, n_chunks: int
     from ingestion.model_switch import active_model
     from ingestion.models import IngestionJob
     from kb.models import Chunk, Document, DocumentVersion
+    from kb.services import chunk_ids_reserve
 
     reader = User.objects.get(username="reader")
+    start = chunk_ids_reserve(1000)
     document = Document.objects.create(collection_id=collection_id, title="fresh", created_by=reader)
     version = DocumentVersion.objects.create(document=document, number=1, sha256="f" * 64, size=0,
-                                             created_by=reader, chunk_id_start=n_chunks + 1, chunk_count=1000)
+                                             created_by=reader, chunk_id_start=start, chunk_count=1000)
     rng = np.random.default_rng(args.seed + 9)
     vectors = rng.standard_normal((1000, args.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    marker = "zzfreshmarker"
+    marker = f"zzfresh{start}m"  # unique to this run: a reused knowledge base has earlier runs' markers
     Chunk.objects.bulk_create([
-        Chunk(id=n_chunks + 1 + i, version=version, document=document, ordinal=i, text=f"{marker}{i} new passage",
+        Chunk(id=start + i, version=version, document=document, ordinal=i, text=f"{marker}{i} new passage",
               heading="", char_start=0, char_end=10, token_count=3, embedding=vectors[i].tobytes())
         for i in range(1000)
     ], batch_size=1000)

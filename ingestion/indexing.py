@@ -150,8 +150,8 @@ def _mark_indexed(jobs: list[IngestionJob]) -> list[int]:
             document = Document.objects.select_for_update().get(pk=version.document_id)
             current = document.current_version
             if current is None or current.number < version.number:
-                document.current_version = version
-                document.save(update_fields=["current_version"])
+                document.make_current(version)
+                document.save(update_fields=Document.CURRENT_FIELDS)
                 if current is not None:
                     DocumentVersion.objects.filter(pk=current.pk).update(superseded_at=now)
             else:  # an older version finished after a newer one: it is superseded at once

@@ -23,7 +23,7 @@ from access.models import User
 from access.services import Actor, audit_record
 from inference.pool import FINAL_EVENTS
 from inference.types import Answer, GenerationRequest, Passage
-from kb.selectors import SearchResult, chunk_search, read_decision
+from kb.selectors import ReadScope, SearchResult, chunk_search, read_scope
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def ask_request(question: str, passages: tuple[Passage, ...], max_new_tokens: in
     )
 
 
-def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | None,
+def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | None, scope: ReadScope,
               passages: Sequence[Passage], cited: Sequence[Passage] | None, backend: str) -> None:
     detail: dict[str, Any] = {
         "question_chars": len(question),
@@ -253,16 +253,17 @@ def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | No
     audit_record(
         actor=actor, action="kb.ask", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
-        rule=read_decision(actor.user, collection_ids=collection_ids),
+        rule=scope.rule,
         detail=detail,
     )
 
 
 def retrieve_passages(
-    *, user: User, question: str, collection_ids: Sequence[int] | None, document_ids: Sequence[int] | None = None
+    *, user: User, question: str, collection_ids: Sequence[int] | None, document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
 ) -> tuple[Passage, ...]:
     results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES,
-                           document_ids=document_ids)
+                           document_ids=document_ids, scope=scope)
     return passages_from(results)
 
 
@@ -287,12 +288,13 @@ def answer_question(
     *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
     max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
 ) -> AskResult:
+    scope = read_scope(user, collection_ids=collection_ids)
     passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
-                                 document_ids=document_ids)
+                                 document_ids=document_ids, scope=scope)
     answer = generate(ask_request(question, passages, max_new_tokens), user=user)
     cited = cited_passages(answer, passages)
-    ask_audit(actor=actor, question=question, collection_ids=collection_ids, passages=passages, cited=cited,
-              backend=answer.backend)
+    ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=scope, passages=passages,
+              cited=cited, backend=answer.backend)
     return AskResult(answer=answer, passages=passages, cited=cited)
 
 
@@ -301,12 +303,13 @@ def search(
     mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """A permission-scoped search, recorded in the audit log with the chunk ids served."""
+    scope = read_scope(user, collection_ids=collection_ids)
     results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
-                           document_ids=document_ids)
+                           document_ids=document_ids, scope=scope)
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
-        rule=read_decision(user, collection_ids=collection_ids),
+        rule=scope.rule,
         detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
                 "reranked": any(r.rerank_score is not None for r in results)},
     )

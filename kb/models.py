@@ -40,7 +40,10 @@ class Document(models.Model):
 
     ``current_version`` is the version searches see; it changes only when a
     newer version is INDEXED, so a replaced document stays searchable while
-    its new version is being processed.  ``latest_version`` is the newest
+    its new version is being processed.  Its chunk-id range is copied onto
+    the document (``search_chunk_start`` / ``search_chunk_count``, set only
+    by ``make_current``) so the ranges a search may read come from one
+    covering index of this table, without a join to the versions.  ``latest_version`` is the newest
     upload, whatever its state.  Deletion is a tombstone (``deleted_at``):
     gone from every read at once, purged from the index by compaction.
     """
@@ -57,20 +60,32 @@ class Document(models.Model):
         "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     attributes = models.JSONField(default=dict, blank=True)
+    search_chunk_start = models.BigIntegerField(null=True, blank=True, editable=False)
+    search_chunk_count = models.PositiveIntegerField(default=0, editable=False)
 
     objects = DocumentQuerySet.as_manager()
+
+    # What ``make_current`` changes: save(update_fields=Document.CURRENT_FIELDS).
+    CURRENT_FIELDS = ("current_version", "search_chunk_start", "search_chunk_count")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["collection", "title"]),
-            # Covers "live documents of these collections → their current version":
+            # Covers "live documents of these collections → their chunk-id ranges":
             # every search reads it for the readable set (benchmarks/search_api.py).
-            models.Index(fields=["collection", "deleted_at", "current_version"], name="kb_document_readable_idx"),
+            models.Index(fields=["collection", "deleted_at", "search_chunk_start", "search_chunk_count"],
+                         name="kb_document_search_idx"),
         ]
 
     def __str__(self) -> str:
         return self.title
+
+    def make_current(self, version: DocumentVersion) -> None:
+        """Make ``version`` the one searches see; the caller saves ``CURRENT_FIELDS``."""
+        self.current_version = version
+        self.search_chunk_start = version.chunk_id_start
+        self.search_chunk_count = version.chunk_count if version.chunk_id_start is not None else 0
 
 
 class DocumentVersion(models.Model):

@@ -1,14 +1,14 @@
 """Reads of the knowledge base — every one scoped to what the user may read.
 
-``readable_documents`` is the single read decision: RBAC (the collection is
-owned by the user or granted to the user or one of their groups —
-``readable_collections``) AND every applicable ABAC policy (the collection's
-and the platform's, compiled to a ``Q`` over ``Document.attributes``).
-Every path that returns documents, chunks or answers starts from it:
-lists, ``document_get`` (which also checks the policies' Python predicates),
-``searchable_versions`` → the chunk-id mask both retrieval legs search
-inside, ``chunk_get``.  Nothing is cached across requests, so revocation
-applies to the next one.  tests/kb/test_chokepoint.py fails the build if a
+``read_scope`` is the single read decision (``readable_documents`` is its
+queryset): RBAC (the collection is owned by the user or granted to the user
+or one of their groups — ``readable_collections``) AND every applicable ABAC
+policy (the collection's and the platform's, compiled to a ``Q`` over
+``Document.attributes``).  Every path that returns documents, chunks or
+answers starts from it: lists, ``document_get`` (which also checks the
+policies' Python predicates), ``searchable_ranges`` → the chunk-id mask both
+retrieval legs search inside, ``chunk_get``.  Nothing is cached across
+requests, so revocation applies to the next one.  tests/kb/test_chokepoint.py fails the build if a
 read of documents or chunks bypasses this module.
 """
 
@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
 from django.db.models import BigIntegerField, Q, QuerySet
 from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -167,15 +171,16 @@ def collection_members(collection: Collection) -> list[Member]:
     return members
 
 
-def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> Compiled:
+def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> tuple[Compiled, list[str]]:
     """The ABAC part of the read decision over documents of these (readable) collections.
 
     A document passes when its collection's policy (if any) AND the platform
     policy (if any) allow it for this user.  Policies are read and compiled
-    on every call, with the user's current attributes.
+    on every call, with the user's current attributes.  Also returns the
+    policies that applied (``platform``, ``collection:<id>``), for the audit.
     """
     if not collection_ids:
-        return False
+        return False, []
     platform, per_collection, has_platform = policies_for(collection_ids)
     attrs = (user.attributes if user is not None else None) or {}
     open_ids = [c for c in collection_ids if c not in per_collection]
@@ -185,42 +190,70 @@ def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> Compiled
         condition = policy_or(condition, policy_and(Q(collection_id=collection_id), allowed))
     if has_platform:
         condition = policy_and(condition, platform.q(attrs) if platform is not None else False)
-    return condition
+    applied = (["platform"] if has_platform else []) + [f"collection:{c}" for c in sorted(per_collection)]
+    return condition, applied
 
 
-def readable_documents(
-    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
-) -> QuerySet[Document]:
-    """THE read decision for documents: RBAC grant on the collection AND every applicable policy.
+@dataclass(frozen=True)
+class ReadScope:
+    """One request's read decision, made once: what every read of that request is limited to.
 
-    Every read path (lists, document view, download, chunk preview, search,
-    ask, the REST API) is built on this queryset.  Deny by default.
+    A search or an answer computes it before retrieving and records its
+    ``rule`` in the audit event, so the event describes the decision that
+    actually applied (and the grants and policies are read once, not twice).
+    It belongs to the user it was made for; ``chunk_search`` refuses it for
+    anyone else.
     """
+
+    user_id: int | None
+    requested: tuple[int, ...] | None   # the collection ids asked for (None: all readable)
+    collection_ids: tuple[int, ...]     # readable collections within them (RBAC)
+    condition: Compiled                 # the policies over documents of those collections (ABAC)
+    applied: tuple[str, ...]            # which policies applied
+
+    @property
+    def rule(self) -> str:
+        """How the scope was decided, for an audit event (the rule; no attribute values)."""
+        return (f"rbac: {len(self.collection_ids)} readable collection(s); "
+                f"abac: {', '.join(self.applied) if self.applied else 'no policy'}; deny by default")
+
+    def documents(self) -> QuerySet[Document]:
+        """The live documents this scope may read."""
+        if self.condition is False:
+            return Document.objects.none()
+        documents = Document.objects.live().filter(collection_id__in=self.collection_ids)
+        if self.condition is not True:
+            documents = documents.filter(self.condition)
+        return documents.select_related("latest_version__job", "current_version", "collection")
+
+
+def read_scope(
+    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
+) -> ReadScope:
+    """THE read decision: RBAC grant on the collection AND every applicable policy.  Deny by default."""
     collections = readable_collections(user)
     if collection is not None:
         collections = collections.filter(pk=collection.pk)
     if collection_ids is not None:
         collections = collections.filter(pk__in=list(collection_ids))
     ids = list(collections.values_list("pk", flat=True))
-    condition = _policy_filter(user, ids)
-    if condition is False:
-        return Document.objects.none()
-    documents = Document.objects.live().filter(collection_id__in=ids)
-    if condition is not True:
-        documents = documents.filter(condition)
-    return documents.select_related("latest_version__job", "current_version", "collection")
+    condition, applied = _policy_filter(user, ids)
+    return ReadScope(
+        user_id=user.pk if _active(user) else None,
+        requested=tuple(collection_ids) if collection_ids is not None else None,
+        collection_ids=tuple(ids), condition=condition, applied=tuple(applied),
+    )
 
 
-def read_decision(user: User | None, *, collection_ids: Sequence[int] | None = None) -> str:
-    """How a search or answer was scoped, for its audit event (the rule that decided; no attribute values)."""
-    collections = readable_collections(user)
-    if collection_ids is not None:
-        collections = collections.filter(pk__in=list(collection_ids))
-    ids = list(collections.values_list("pk", flat=True))
-    _, per_collection, has_platform = policies_for(ids)
-    scopes = (["platform"] if has_platform else []) + [f"collection:{c}" for c in sorted(per_collection)]
-    return (f"rbac: {len(ids)} readable collection(s); "
-            f"abac: {', '.join(scopes) if scopes else 'no policy'}; deny by default")
+def readable_documents(
+    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
+) -> QuerySet[Document]:
+    """The documents the read decision (``read_scope``) lets ``user`` read.
+
+    Every read path (lists, document view, download, chunk preview, search,
+    ask, the REST API) is built on this queryset or on ``read_scope``.
+    """
+    return read_scope(user, collection=collection, collection_ids=collection_ids).documents()
 
 
 def document_readable(user: User | None, document: Document) -> bool:
@@ -295,22 +328,41 @@ def searchable_versions(
 
 
 def searchable_ranges(
-    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
-) -> list[tuple[int, int]]:
-    """``(chunk_id_start, chunk_count)`` of every version ``searchable_versions`` returns.
+    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
+) -> np.ndarray:
+    """``(chunk_id_start, chunk_count)`` rows, as an ``(n, 2)`` int64 array, of every version
+    ``searchable_versions`` returns.
 
-    The same set, read from the readable documents through their current
-    version (one join over a covering index, no ordering) — half the cost
-    of going through the versions table, and it runs on every search.
+    The same set, read from the readable documents' copy of their current
+    version's range (``Document.make_current``): one scan of a covering
+    index, no join.  It runs on every search, so the rows go from the
+    cursor straight into the array rather than through model iteration.
     """
-    documents = readable_documents(user, collection_ids=collection_ids)
+    scope = _scope_for(user, scope, collection_ids)
+    documents = scope.documents()
     if document_ids is not None:
         documents = documents.filter(pk__in=list(document_ids))
-    return list(
-        documents.order_by()
-        .filter(current_version__chunk_id_start__isnull=False)
-        .values_list("current_version__chunk_id_start", "current_version__chunk_count")
-    )
+    ranges = (documents.order_by().filter(search_chunk_start__isnull=False)
+              .values_list("search_chunk_start", "search_chunk_count"))
+    try:
+        sql, params = ranges.query.sql_with_params()
+    except EmptyResultSet:  # nothing readable, or a policy no document can pass
+        return np.zeros((0, 2), dtype=np.int64)
+    with connections[ranges.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+
+
+def _scope_for(user: User | None, scope: ReadScope | None, collection_ids: Sequence[int] | None) -> ReadScope:
+    """``scope`` when it was made for this user and these collections; a fresh decision when None."""
+    if scope is None:
+        return read_scope(user, collection_ids=collection_ids)
+    requested = tuple(collection_ids) if collection_ids is not None else None
+    if scope.user_id != (user.pk if _active(user) else None) or scope.requested != requested:
+        raise ValueError("a read scope is used only for the user and collections it was decided for")
+    return scope
 
 
 def chunk_get(user: User | None, chunk_id: object) -> Chunk:
@@ -355,15 +407,17 @@ def chunk_search(
     mode: str = "hybrid",
     rerank: bool = True,
     document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
 ) -> list[SearchResult]:
     """Hybrid search restricted, in both legs, to what ``user`` may read.
 
     With a reranker configured (and ``rerank``), the fused top
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
-    sees chunks the permission filter already let through.
+    sees chunks the permission filter already let through.  ``scope``: the
+    caller's ``read_scope(user, collection_ids=…)``, when it audits it.
     """
-    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids)
-    if not ranges or not query.strip():
+    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
+    if not len(ranges) or not query.strip():
         return []
     snapshot = index_reader().snapshot()
     if snapshot is None:

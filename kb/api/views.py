@@ -263,16 +263,17 @@ class AskView(APIView):
         actor = actor_from_request(request)
         try:
             if wants_stream:
+                scope = selectors.read_scope(request.user, collection_ids=collection_ids)
                 passages = answering.retrieve_passages(
                     user=request.user, question=params["question"], collection_ids=collection_ids,
-                    document_ids=document_ids,
+                    document_ids=document_ids, scope=scope,
                 )
                 generation = answering.generation_start(
                     answering.ask_request(params["question"], passages, params.get("max_new_tokens")),
                     user=request.user,
                 )
                 answering.ask_audit(actor=actor, question=params["question"], collection_ids=collection_ids,
-                                    passages=passages, cited=None, backend=settings.CAIRN_GENERATOR)
+                                    scope=scope, passages=passages, cited=None, backend=settings.CAIRN_GENERATOR)
                 return ask_stream.event_stream_response(request._request, generation, passages)
             result = answering.answer_question(
                 user=request.user, actor=actor, question=params["question"],

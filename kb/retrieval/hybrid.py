@@ -21,15 +21,16 @@ class Hit:
     lexical_score: float | None
 
 
-def allowed_mask(ranges: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Boolean mask by chunk id from ``(start, count)`` id ranges.
+def allowed_mask(ranges: np.ndarray | Sequence[tuple[int, int]]) -> np.ndarray:
+    """Boolean mask by chunk id from ``(start, count)`` id ranges (pairs, or an ``(n, 2)`` array).
 
     Vectorised and proportional to the ids *allowed*, not to the index size:
     the allowed ids are generated as ``arange(total) + repeat(offset, count)``
     and set in one scatter — for a user who may read 10 % of 1M chunks that
     is ~1 ms, against ~7 ms for a difference array over the whole id space.
     """
-    spans = np.asarray([(s, c) for s, c in ranges if c > 0], dtype=np.int64).reshape(-1, 2)
+    spans = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    spans = spans[spans[:, 1] > 0]
     if len(spans) == 0:
         return np.zeros(0, dtype=bool)
     starts = spans[:, 0]

@@ -44,9 +44,9 @@ def build_corpus(collection: Collection, owner: User, n_docs: int, *, seed: int 
         vector /= np.linalg.norm(vector)
         Chunk.objects.create(id=start, version=version, document=document, ordinal=0, text=text,
                              char_start=0, char_end=len(text), token_count=12, embedding=vector.tobytes())
-        document.current_version = version
+        document.make_current(version)
         document.latest_version = version
-        document.save(update_fields=["current_version", "latest_version"])
+        document.save(update_fields=[*Document.CURRENT_FIELDS, "latest_version"])
         documents.append(document)
         ids.append(start)
         vectors.append(vector)

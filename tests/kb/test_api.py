@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from kb.models import Chunk, DocumentVersion
+from kb.models import Chunk, Document, DocumentVersion
+from kb.selectors import searchable_ranges, searchable_versions
 from tests.ingestion.sample_files import make_pdf
 from tests.kb.conftest import upload
 
@@ -71,6 +72,14 @@ def test_a_changed_file_becomes_a_new_version_that_replaces_the_old_in_search(ap
     texts = [r["text"] for r in api.get("/api/v1/search", {"q": "office opens", "collection": collection_id}).json()["results"]]
     assert any("nine" in t for t in texts) and not any("eight" in t for t in texts)
     assert DocumentVersion.objects.get(document_id=doc_id, number=1).superseded_at is not None
+    # The range searches read is the one of the version that became current.
+    document = Document.objects.select_related("current_version").get(pk=doc_id)
+    assert document.current_version.number == 2
+    assert (document.search_chunk_start, document.search_chunk_count) == (
+        document.current_version.chunk_id_start, document.current_version.chunk_count)
+    owner = document.collection.owner
+    assert searchable_ranges(owner).tolist() == [
+        list(r) for r in searchable_versions(owner).values_list("chunk_id_start", "chunk_count")]
 
 
 def test_a_deleted_document_disappears_from_search_at_once_and_from_the_index_on_compaction(api, collection_id):

@@ -202,3 +202,15 @@ def test_a_stored_policy_that_no_longer_parses_denies_everything_it_governs(corp
     assert selectors.readable_documents(owner).count() == 0
     with pytest.raises(NotFound):
         selectors.document_get(owner, documents[0].pk)
+
+
+def test_a_read_scope_serves_only_the_user_and_collections_it_was_decided_for(corpus):
+    users, _, collections, documents = corpus
+    scope = selectors.read_scope(users[0])
+    assert scope.rule == f"rbac: {N_COLLECTIONS} readable collection(s); abac: no policy; deny by default"
+    with pytest.raises(ValueError):
+        selectors.chunk_search(users[1], WORD, scope=scope)
+    with pytest.raises(ValueError):
+        selectors.chunk_search(users[0], WORD, collection_ids=[collections[0].pk], scope=scope)
+    found = selectors.chunk_search(users[0], WORD, k=50, rerank=False, scope=scope)
+    assert {r.document_id for r in found} == {d.pk for d in documents}
