@@ -8,8 +8,10 @@ does not change the active model by itself: ``model_switch`` (the command
 re-embedding every current chunk — while searches keep using the old one,
 then, under the index writer's lock, catches up with what changed
 meanwhile, writes the new vectors to the database, and only then flips
-``ACTIVE_MODEL``.  A crash before the flip leaves the old model serving;
-running the switch again starts over.
+``ACTIVE_MODEL``.  A crash before the flip leaves the old model serving.
+Phase 1 checkpoints what it has embedded (``SwitchCheckpoint``, next to the
+new model's index), so running the switch again resumes where it stopped
+instead of re-embedding everything.
 
 Jobs record the model their chunks were embedded with; the index writer
 re-embeds a job's chunks if the active model changed since (a job embedded
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +42,8 @@ from kb.retrieval.lexical import tokenize
 log = logging.getLogger(__name__)
 ACTIVE_FILE = "ACTIVE_MODEL"
 EMBED_SLICE = 512
+CHECKPOINT_DIR = "switch-checkpoint"
+CHECKPOINT_EVERY = 20_000  # chunks embedded between two checkpoints (~1-3 min of embedding on a CPU)
 
 
 @dataclass(frozen=True)
@@ -129,15 +134,20 @@ def _current_versions() -> dict[int, DocumentVersion]:
     return {v.pk: v for v in versions}
 
 
-def embed_version(version: DocumentVersion, embedder: embedding.SentenceTransformerEmbedder
-                  ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-    """(ids, vectors, tokens) of a version's chunks, embedded the way ingestion embeds them."""
+def _version_texts(version: DocumentVersion) -> tuple[np.ndarray, list[str]]:
+    """(chunk ids, the texts ingestion embeds and indexes for them) of a version."""
     from ingestion.services import index_text
 
     rows = list(Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading"))
     title = version.parsed_title or version.document.title
     texts = [index_text(text, heading, title) for _, text, heading in rows]
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), texts
+
+
+def embed_version(version: DocumentVersion, embedder: embedding.SentenceTransformerEmbedder
+                  ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """(ids, vectors, tokens) of a version's chunks, embedded the way ingestion embeds them."""
+    ids, texts = _version_texts(version)
     parts = [embedder.encode(texts[i:i + EMBED_SLICE], batch_size=settings.CAIRN_EMBED_BATCH)
              for i in range(0, len(texts), EMBED_SLICE)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
@@ -158,6 +168,82 @@ def _write_vectors(ids: np.ndarray, vectors: np.ndarray) -> None:
             Chunk.objects.bulk_update(batch, ["embedding"], batch_size=1000)
 
 
+class SwitchCheckpoint:
+    """What phase 1 of a switch has embedded so far, on disk next to the target model's index.
+
+    One ``part-NNNNNN.npz`` per checkpoint (written to a temporary name,
+    fsynced, renamed): the versions it covers with their chunk-id ranges,
+    and their chunk ids and vectors.  ``load`` returns only versions whose
+    range still matches the database (a version's chunks never change, so
+    a matching range means the same chunks); anything else is embedded
+    again.  A file that cannot be read (a crash mid-write leaves only a
+    temporary name, but disks fail) is skipped, not trusted.
+    """
+
+    def __init__(self, directory: Path, model_id: str, dim: int) -> None:
+        self.dir = directory
+        self.model_id = model_id
+        self.dim = dim
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.npz")) if self.dir.is_dir() else []
+
+    def load(self, versions: dict[int, DocumentVersion]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        meta = self.dir / "checkpoint.json"
+        try:
+            header = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return {}
+        if header.get("model_id") != self.model_id or header.get("dim") != self.dim:
+            return {}
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for part in self._parts():
+            try:
+                with np.load(part) as data:
+                    pks, starts, counts = data["versions"], data["starts"], data["counts"]
+                    ids, vectors = data["ids"], data["vectors"]
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("model switch: skipping unreadable checkpoint %s: %s", part.name, exc)
+                continue
+            if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(ids) != len(vectors):
+                continue
+            at = 0
+            for pk, start, count in zip(pks.tolist(), starts.tolist(), counts.tolist(), strict=True):
+                version = versions.get(pk)
+                if version is not None and (version.chunk_id_start, version.chunk_count) == (start, count):
+                    found[pk] = (ids[at:at + count], vectors[at:at + count])
+                at += count
+        return found
+
+    def save(self, embedded: dict[int, tuple[DocumentVersion, np.ndarray, np.ndarray]]) -> None:
+        """Append one part: ``{version pk: (version, ids, vectors)}`` embedded since the last one."""
+        if not embedded:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "checkpoint.json"
+        if not meta.exists():
+            meta.write_text(json.dumps({"model_id": self.model_id, "dim": self.dim}))
+        parts = self._parts()
+        number = int(parts[-1].stem.split("-")[1]) + 1 if parts else 1
+        entries = list(embedded.values())
+        tmp = self.dir / f".part-{number:06d}.tmp"
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                versions=np.asarray([v.pk for v, _, _ in entries], dtype=np.int64),
+                starts=np.asarray([v.chunk_id_start for v, _, _ in entries], dtype=np.int64),
+                counts=np.asarray([len(ids) for _, ids, _ in entries], dtype=np.int64),
+                ids=np.concatenate([ids for _, ids, _ in entries]),
+                vectors=np.concatenate([vectors for _, _, vectors in entries]).astype(np.float32, copy=False),
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.dir / f"part-{number:06d}.npz")
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class SwitchResult:
     previous: str
@@ -165,19 +251,24 @@ class SwitchResult:
     chunks: int
     index_version: int
     switched: bool
+    resumed: int = 0  # chunks whose vectors came from an interrupted run's checkpoint
 
 
 def model_switch(
     target_path: str | None = None, *, progress: Callable[[int, int], None] | None = None,
-    before_flip: Callable[[], None] | None = None,
+    before_flip: Callable[[], None] | None = None, restart: bool = False,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> SwitchResult:
     """Build the index of ``target_path`` (default: the configured model) alongside and swap to it.
 
     Searches keep using the active model's index until the flip.  Phase 1
-    (no lock) re-embeds every current chunk; phase 2 (the writer lock of
-    the active index, so no index pass runs) embeds what was indexed in the
-    meantime, drops what was removed, writes the new index version and the
-    new vectors to the database, then flips ``ACTIVE_MODEL``.
+    (no lock) re-embeds every current chunk, checkpointing every
+    ``checkpoint_every`` chunks, and resumes from an interrupted run's
+    checkpoint unless ``restart``; phase 2 (the writer lock of the active
+    index, so no index pass runs) embeds what was indexed in the meantime,
+    drops what was removed, writes the new index version and the new
+    vectors to the database, then flips ``ACTIVE_MODEL`` and deletes the
+    checkpoint.
     """
     target = ActiveModel(embedding.model_id(target_path), target_path or None) if target_path is not None \
         else configured_model()
@@ -188,22 +279,41 @@ def model_switch(
     embedder = embedder_for(target)
     store = store_for(target.model_id)
     snapshot = store.empty(embedder.dim)
+    checkpoint = SwitchCheckpoint(store.dir / CHECKPOINT_DIR, target.model_id, embedder.dim)
+    if restart:
+        checkpoint.clear()
     done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    unsaved: dict[int, tuple[DocumentVersion, np.ndarray, np.ndarray]] = {}
 
     def embed_into(version: DocumentVersion) -> None:
         ids, vectors, tokens = embed_version(version, embedder)
         snapshot.dense.add(ids, vectors)
         snapshot.lexical.add(ids, tokens)
         done[version.pk] = (ids, vectors)
+        unsaved[version.pk] = (version, ids, vectors)
 
     versions = _current_versions()
     total = sum(v.chunk_count for v in versions.values())
-    embedded = 0
+    for pk, (ids, vectors) in checkpoint.load(versions).items():
+        _, texts = _version_texts(versions[pk])  # BM25 needs the tokens; re-tokenising is cheap
+        snapshot.dense.add(ids, vectors)
+        snapshot.lexical.add(ids, [tokenize(t) for t in texts])
+        done[pk] = (ids, vectors)
+    resumed = embedded = sum(len(ids) for ids, _ in done.values())
+    if resumed:
+        log.info("model switch to %s: resuming, %d of %d chunks already embedded", target.model_id, resumed, total)
     for version in versions.values():
+        if version.pk in done:
+            continue
         embed_into(version)
         embedded += version.chunk_count
+        if sum(len(ids) for _, ids, _ in unsaved.values()) >= checkpoint_every:
+            checkpoint.save(unsaved)
+            unsaved.clear()
         if progress is not None:
             progress(embedded, total)
+    checkpoint.save(unsaved)
+    unsaved.clear()
 
     active_store = store_for(current.model_id)
     with active_store.writer_lock():
@@ -224,6 +334,7 @@ def model_switch(
         if before_flip is not None:
             before_flip()
         set_active(target)
+    checkpoint.clear()
     log.info("embedding model switched: %s -> %s (%d chunks)", current.model_id, target.model_id, total)
     return SwitchResult(current.model_id, target.model_id, sum(len(i) for i, _ in done.values()), index_version,
-                        switched=True)
+                        switched=True, resumed=resumed)

@@ -185,6 +185,7 @@ class EvaluationRun(models.Model):
     class Trigger(models.TextChoices):
         MANUAL = "manual", "On demand"
         REINDEX = "reindex", "After a re-index"
+        MODEL_SWITCH = "model_switch", "After an embedding-model switch"
 
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="evaluation_runs")
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)

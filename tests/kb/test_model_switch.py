@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from django.core.management import call_command
@@ -93,3 +95,85 @@ def test_a_job_embedded_with_the_previous_model_is_re_embedded_by_the_index_writ
     vectors = [np.frombuffer(bytes(v), np.float32) for v in Chunk.objects.values_list("embedding", flat=True)]
     assert {len(v) for v in vectors} == {32}
     assert search(api, collection_id, "alpha bravo")[0]["title"].startswith("a")
+
+
+def test_an_interrupted_switch_resumes_from_its_checkpoint_and_ends_like_a_clean_one(
+    api, collection_id, settings, tiny_model, monkeypatch, capsys
+):
+    from access.services import Actor
+    from ingestion import model_switch as switch
+    from ingestion.embedding import get_embedder
+    from kb.golden import golden_question_create
+    from kb.models import Collection, DocumentVersion, EvaluationRun
+
+    ids = [upload(api, collection_id, f"{name}.md", f"# {name}\n\n{text}\n".encode()).json()["id"]
+           for name, text in [("boiler", "The boiler is descaled every spring."),
+                              ("leave", "Parental leave lasts twenty weeks."),
+                              ("fire", "Fire drills happen every March.")]]
+    collection = Collection.objects.get(pk=collection_id)
+    golden_question_create(actor=Actor(user=collection.owner), user=collection.owner, collection=collection,
+                           question="When are fire drills?", expected_documents=[ids[2]])
+    settings.CAIRN_EMBEDDING_MODEL = tiny_model
+    embedded: list[int] = []
+    real_embed = switch.embed_version
+    monkeypatch.setattr(switch, "embed_version", lambda v, e: (embedded.append(v.pk), real_embed(v, e))[1])
+
+    def killed_after_two(done: int, total: int) -> None:
+        if len(embedded) == 2:
+            raise KeyboardInterrupt  # the operator's Ctrl-C, or the process dying
+
+    with pytest.raises(KeyboardInterrupt):
+        switch.model_switch(progress=killed_after_two, checkpoint_every=1)
+    assert active_model().model_id == BUNDLED_MODEL_ID  # nothing flipped; the old model still serves
+    assert search(api, collection_id, "boiler descaled")[0]["title"].startswith("boiler")
+    first_two = list(embedded)
+
+    embedded.clear()
+    call_command("cairn_model_switch")
+    out = capsys.readouterr().out
+
+    versions = {v.pk for v in DocumentVersion.objects.filter(current_for__isnull=False)}
+    assert embedded == sorted(versions - set(first_two))  # only the one the first run never reached
+    tiny = get_embedder(tiny_model, settings.CAIRN_EMBED_DEVICE)
+    assert active_model().model_id == tiny.model_id and "resumed from an interrupted run" in out
+    for version in DocumentVersion.objects.filter(pk__in=versions).select_related("document"):
+        chunk_ids, expected, _ = real_embed(version, tiny)
+        stored = dict(Chunk.objects.filter(pk__in=chunk_ids.tolist()).values_list("id", "embedding"))
+        got = np.stack([np.frombuffer(bytes(stored[c]), np.float32) for c in chunk_ids.tolist()])
+        assert np.allclose(got, expected, atol=1e-6)
+    assert search(api, collection_id, "fire drills March")[0]["title"].startswith("fire")
+    assert not list(Path(settings.CAIRN_INDEX_DIR).rglob("part-*.npz"))  # the checkpoint is gone after the flip
+    # The golden sets were re-run against the new model.
+    run = EvaluationRun.objects.get(collection=collection)
+    assert run.trigger == EvaluationRun.Trigger.MODEL_SWITCH and run.embedding_model == tiny.model_id
+    assert f"golden set of collection {collection_id}" in out
+
+
+def test_a_checkpoint_keeps_only_versions_whose_chunks_are_unchanged_and_skips_damaged_parts(tmp_path):
+    from types import SimpleNamespace
+
+    from ingestion.model_switch import SwitchCheckpoint
+
+    def version(pk: int, start: int, count: int) -> SimpleNamespace:
+        return SimpleNamespace(pk=pk, chunk_id_start=start, chunk_count=count)
+
+    rng = np.random.default_rng(0)
+    first, second, third = version(1, 10, 2), version(2, 20, 3), version(3, 30, 1)
+    checkpoint = SwitchCheckpoint(tmp_path / "cp", "model-a", 4)
+    parts = [{first.pk: (first, np.array([10, 11]), rng.random((2, 4), dtype=np.float32)),
+              second.pk: (second, np.array([20, 21, 22]), rng.random((3, 4), dtype=np.float32))},
+             {third.pk: (third, np.array([30]), rng.random((1, 4), dtype=np.float32))}]
+    for part in parts:
+        checkpoint.save(part)
+
+    loaded = checkpoint.load({1: first, 2: second, 3: third})
+    assert sorted(loaded) == [1, 2, 3]
+    assert np.array_equal(loaded[2][1], parts[0][2][2]) and loaded[2][0].tolist() == [20, 21, 22]
+    # Version 2 was re-chunked since (another range): it must be embedded again.
+    assert sorted(checkpoint.load({1: first, 2: version(2, 40, 3), 3: third})) == [1, 3]
+    # Another model, or a damaged part file, is never trusted.
+    assert SwitchCheckpoint(tmp_path / "cp", "model-b", 4).load({1: first}) == {}
+    (tmp_path / "cp" / "part-000002.npz").write_bytes(b"not a numpy file")
+    assert sorted(checkpoint.load({1: first, 2: second, 3: third})) == [1, 2]
+    checkpoint.clear()
+    assert checkpoint.load({1: first}) == {}

@@ -11,6 +11,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--model", help="a local sentence-transformers directory (default: the configured one)")
         parser.add_argument("--status", action="store_true", help="only show the active and configured models")
+        parser.add_argument("--restart", action="store_true",
+                            help="discard what an interrupted switch to this model embedded and start over")
+        parser.add_argument("--no-eval", action="store_true",
+                            help="skip re-running the collections' golden sets after the switch")
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         if options["status"]:
@@ -25,11 +29,19 @@ class Command(BaseCommand):
                 self.stdout.write(f"re-embedded {done} of {total} chunks")
 
         try:
-            result = model_switch(options["model"], progress=progress)
+            result = model_switch(options["model"], progress=progress, restart=options["restart"])
         except EmbedderUnavailable as exc:
             raise CommandError(str(exc)) from exc
         if not result.switched:
             self.stdout.write(f"{result.active} is already the active model; nothing to do")
-        else:
-            self.stdout.write(f"switched {result.previous} -> {result.active}: {result.chunks} chunks, "
-                              f"index version {result.index_version}")
+            return
+        resumed = f" ({result.resumed} resumed from an interrupted run)" if result.resumed else ""
+        self.stdout.write(f"switched {result.previous} -> {result.active}: {result.chunks} chunks{resumed}, "
+                          f"index version {result.index_version}")
+        if not options["no_eval"]:
+            from kb.golden import golden_evaluate_all
+            from kb.models import EvaluationRun
+
+            for run in golden_evaluate_all(trigger=EvaluationRun.Trigger.MODEL_SWITCH):
+                self.stdout.write(f"golden set of collection {run.collection_id}: {run.questions} questions, "
+                                  f"nDCG@10 {run.ndcg10:.3f}, Recall@10 {run.recall10:.3f}, MRR@10 {run.mrr10:.3f}")
