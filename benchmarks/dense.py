@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--flat-queries", type=int, default=30, help="single queries timed on the flat index")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--specs", default="PQ192x4fs,RFlat;PQ192x4fs,Refine(SQ8);HNSW32",
+    parser.add_argument("--specs", default="PQ192x4fs,Refine(SQfp16);PQ192x4fs,RFlat;PQ192x4fs,Refine(SQ8);HNSW32",
                         help="semicolon-separated FAISS factory strings")
     parser.add_argument("--ef", default="128,512,2048", help="efSearch values to sweep (HNSW specs)")
     parser.add_argument("--depths", default="250,500,1000,2000",

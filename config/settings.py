@@ -194,7 +194,7 @@ CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; defaul
 CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16"))
 # Dense index (kb.retrieval.dense.DenseConfig); defaults chosen by benchmarks/dense.py.
 CAIRN_DENSE_APPROX_ABOVE = env_int("CAIRN_DENSE_APPROX_ABOVE", 100_000, minimum=1, maximum=10**12)
-CAIRN_DENSE_SPEC = env_str("CAIRN_DENSE_SPEC") or "PQ192x4fs,RFlat"
+CAIRN_DENSE_SPEC = env_str("CAIRN_DENSE_SPEC") or "PQ192x4fs,Refine(SQfp16)"
 CAIRN_DENSE_RERANK_DEPTH = env_int("CAIRN_DENSE_RERANK_DEPTH", 500, minimum=10, maximum=1_000_000)
 CAIRN_DENSE_EF_SEARCH = env_int("CAIRN_DENSE_EF_SEARCH", 128, minimum=1, maximum=65_536)
 CAIRN_DENSE_EXACT_MAX = env_int("CAIRN_DENSE_EXACT_MAX", 20_000, minimum=0, maximum=10**12)
