@@ -285,31 +285,35 @@ def model_switch(
     done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     unsaved: dict[int, tuple[DocumentVersion, np.ndarray, np.ndarray]] = {}
 
-    def embed_into(version: DocumentVersion) -> None:
-        ids, vectors, tokens = embed_version(version, embedder)
+    def add(pk: int, ids: np.ndarray, vectors: np.ndarray, tokens: list[list[str]]) -> None:
         snapshot.dense.add(ids, vectors)
         snapshot.lexical.add(ids, tokens)
-        done[version.pk] = (ids, vectors)
+        done[pk] = (ids, vectors)
+
+    def embed_into(version: DocumentVersion) -> None:
+        ids, vectors, tokens = embed_version(version, embedder)
+        add(version.pk, ids, vectors, tokens)
         unsaved[version.pk] = (version, ids, vectors)
 
     versions = _current_versions()
     total = sum(v.chunk_count for v in versions.values())
     for pk, (ids, vectors) in checkpoint.load(versions).items():
         _, texts = _version_texts(versions[pk])  # BM25 needs the tokens; re-tokenising is cheap
-        snapshot.dense.add(ids, vectors)
-        snapshot.lexical.add(ids, [tokenize(t) for t in texts])
-        done[pk] = (ids, vectors)
+        add(pk, ids, vectors, [tokenize(t) for t in texts])
     resumed = embedded = sum(len(ids) for ids, _ in done.values())
     if resumed:
         log.info("model switch to %s: resuming, %d of %d chunks already embedded", target.model_id, resumed, total)
+    since_checkpoint = 0
     for version in versions.values():
         if version.pk in done:
             continue
         embed_into(version)
         embedded += version.chunk_count
-        if sum(len(ids) for _, ids, _ in unsaved.values()) >= checkpoint_every:
+        since_checkpoint += version.chunk_count
+        if since_checkpoint >= checkpoint_every:
             checkpoint.save(unsaved)
             unsaved.clear()
+            since_checkpoint = 0
         if progress is not None:
             progress(embedded, total)
     checkpoint.save(unsaved)

@@ -43,9 +43,10 @@ class Document(models.Model):
     its new version is being processed.  Its chunk-id range is copied onto
     the document (``search_chunk_start`` / ``search_chunk_count``, set only
     by ``make_current``) so the ranges a search may read come from one
-    covering index of this table, without a join to the versions.  ``latest_version`` is the newest
-    upload, whatever its state.  Deletion is a tombstone (``deleted_at``):
-    gone from every read at once, purged from the index by compaction.
+    covering index of this table, without a join to the versions.
+    ``latest_version`` is the newest upload, whatever its state.  Deletion
+    is a tombstone (``deleted_at``): gone from every read at once, purged
+    from the index by compaction.
     """
 
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")

@@ -8,8 +8,9 @@ policy (the collection's and the platform's, compiled to a ``Q`` over
 answers starts from it: lists, ``document_get`` (which also checks the
 policies' Python predicates), ``searchable_ranges`` → the chunk-id mask both
 retrieval legs search inside, ``chunk_get``.  Nothing is cached across
-requests, so revocation applies to the next one.  tests/kb/test_chokepoint.py fails the build if a
-read of documents or chunks bypasses this module.
+requests, so revocation applies to the next one.
+tests/kb/test_chokepoint.py fails the build if a read of documents or
+chunks bypasses this module.
 """
 
 from __future__ import annotations
