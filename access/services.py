@@ -175,8 +175,16 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
         .first()
     )
     if key is not None:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # To the minute: a write per request would cost every API call a database write (each
+        # use is in the audit log anyway, with its time).
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
     return key
+
+
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
 # --- retention -------------------------------------------------------------------------

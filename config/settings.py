@@ -206,6 +206,8 @@ if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:
 CAIRN_RRF_K = env_int("CAIRN_RRF_K", 60, minimum=1, maximum=10_000)
 CAIRN_SEARCH_CANDIDATES = env_int("CAIRN_SEARCH_CANDIDATES", 100, minimum=10, maximum=10_000)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
+# Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
+CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)
 # Optional cross-encoder over the fused top-N (a local sentence-transformers CrossEncoder dir; empty = off).
 CAIRN_RERANKER = env_str("CAIRN_RERANKER") or None
 CAIRN_RERANK_TOP_N = env_int("CAIRN_RERANK_TOP_N", 50, minimum=1, maximum=1000)

@@ -43,7 +43,7 @@ def embedding_model_id() -> str:
 def embed_query(text: str) -> np.ndarray:
     from ingestion.model_switch import active_embedder
 
-    return active_embedder().encode([text])[0]
+    return active_embedder().encode_query(text)
 
 
 def dense_config() -> DenseConfig:

@@ -124,6 +124,7 @@ class SentenceTransformerEmbedder:
         self.dim = int(dimension() or 0)
         self.tokenizer = self._model.tokenizer
         self.max_tokens = int(self._model.max_seq_length or 256)
+        self._model.eval()
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
@@ -143,6 +144,25 @@ class SentenceTransformerEmbedder:
         # Re-normalise in float32: under bf16 the library's normalisation is itself rounded.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One text embedded as ``encode([text])[0]`` would, minus its batching machinery.
+
+        The search hot path: ``encode`` sorts by length, batches, and
+        re-resolves the device and the mode on every call, ~1.5 ms of a
+        ~8 ms single-query embedding on 2 cores.  Here: the model's own
+        preprocessing (with its default prompt, as ``encode`` applies) and
+        forward pass, in inference mode.
+        """
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        model = self._model
+        prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+        with self._lock, torch.inference_mode():
+            features = batch_to_device(model.preprocess([text], prompt=prompt), model.device)
+            vector = model(features)["sentence_embedding"][0].float().cpu().numpy()
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 _cache: dict[tuple[str | None, str | None, str], SentenceTransformerEmbedder] = {}

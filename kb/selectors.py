@@ -7,8 +7,10 @@ policy (the collection's and the platform's, compiled to a ``Q`` over
 ``Document.attributes``).  Every path that returns documents, chunks or
 answers starts from it: lists, ``document_get`` (which also checks the
 policies' Python predicates), ``searchable_ranges`` → the chunk-id mask both
-retrieval legs search inside, ``chunk_get``.  Nothing is cached across
-requests, so revocation applies to the next one.
+retrieval legs search inside, ``chunk_get``.  The decision is made on
+every request, so revocation applies to the next one (on SQLite the
+ranges it selects are kept while the documents table is unchanged —
+``kb/range_cache.py`` — and a document change invalidates them at once).
 tests/kb/test_chokepoint.py fails the build if a read of documents or
 chunks bypasses this module.
 """
@@ -38,6 +40,7 @@ from access.selectors import policies_for
 from ingestion import api as ingestion_api
 from kb.exceptions import Forbidden, NotFound
 from kb.models import Chunk, Collection, Document, DocumentVersion
+from kb.range_cache import RangeCache
 from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
 from kb.retrieval.index_store import IndexReader, IndexStore
 from kb.retrieval.lexical import tokenize
@@ -350,10 +353,25 @@ def searchable_ranges(
         sql, params = ranges.query.sql_with_params()
     except EmptyResultSet:  # nothing readable, or a policy no document can pass
         return np.zeros((0, 2), dtype=np.int64)
-    with connections[ranges.db].cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+    connection = connections[ranges.db]
+
+    def fetch() -> np.ndarray:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+
+    cache = _range_cache()
+    used = {ranges.query.alias_map[alias].table_name for alias, refs in ranges.query.alias_refcount.items() if refs}
+    if cache is None or used != {Document._meta.db_table}:  # off, or a query that reads other tables too
+        return fetch()
+    return cache.get(connection, sql, tuple(params), fetch)
+
+
+@functools.cache
+def _range_cache() -> RangeCache | None:
+    size = settings.CAIRN_RANGE_CACHE_MB << 20
+    return RangeCache(size) if size else None
 
 
 def _scope_for(user: User | None, scope: ReadScope | None, collection_ids: Sequence[int] | None) -> ReadScope:

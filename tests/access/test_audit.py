@@ -64,3 +64,26 @@ def test_api_keys_store_only_a_hash_and_log_only_the_prefix():
     assert api_key_authenticate(secret + "x") is None
     logged = AuditEvent.objects.get(action="api_key.create")
     assert logged.target_id == key.prefix and secret not in str(logged.detail)
+
+
+def test_api_key_last_use_is_kept_to_the_minute_without_a_write_per_request():
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from access.models import ApiKey
+
+    key, secret = api_key_create(user=User.objects.create_user("carol"), name="ci", actor=SYSTEM)
+    assert key.last_used_at is None
+    api_key_authenticate(secret)
+    first = ApiKey.objects.get(pk=key.pk).last_used_at
+    assert first is not None and timezone.now() - first < dt.timedelta(seconds=5)
+    with CaptureQueriesContext(connection) as queries:
+        api_key_authenticate(secret)
+    assert not [q for q in queries if q["sql"].startswith("UPDATE")]
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == first
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=first - dt.timedelta(minutes=2))
+    api_key_authenticate(secret)
+    assert ApiKey.objects.get(pk=key.pk).last_used_at > first - dt.timedelta(seconds=1)

@@ -43,3 +43,24 @@ def test_the_setting_drives_the_default(settings):
     assert get_embedder(None, "cpu").dtype == "float32"
     settings.CAIRN_EMBED_DTYPE = "bfloat16"
     assert get_embedder(None, "cpu").dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_single_query_embeds_as_the_batch_path_does(dtype, tmp_path):
+    """The search hot path (``encode_query``) == ``encode`` — also for a model with a default prompt."""
+    from ingestion.embedding import SentenceTransformerEmbedder
+    from tests.kb.tiny_embedder import build_tiny_embedder
+
+    real = get_embedder(None, "cpu", dtype)
+    for text in TEXTS:
+        one = real.encode_query(text)
+        assert one.dtype == np.float32 and abs(float(np.linalg.norm(one)) - 1) < 1e-5
+        assert float(one @ real.encode([text])[0]) > 0.9999
+
+    tiny = SentenceTransformerEmbedder("tiny", build_tiny_embedder(tmp_path), device="cpu", dtype=dtype)
+    tiny._model.prompts = {"query": "query: "}
+    tiny._model.default_prompt_name = "query"
+    prompted, batch = tiny.encode_query(TEXTS[0]), tiny.encode([TEXTS[0]])[0]
+    assert float(prompted @ batch) > 0.9999
+    tiny._model.default_prompt_name = None
+    assert float(prompted @ tiny.encode_query(TEXTS[0])) < 0.9999  # the prompt did change it
