@@ -9,7 +9,9 @@ the files and updating the database is repaired by the next pass.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from django.db import transaction
@@ -81,7 +83,7 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
         if not batch and not to_purge:
             return IndexPassResult([], [], store.current_version())
         # The dense base is read only if this pass must merge: appending costs the delta, not the index.
-        snapshot = store.load(lazy_dense=True) or store.empty(_dimension())
+        snapshot = _take_kept(store) or store.load(lazy_dense=True) or store.empty(_dimension())
         for job in batch:
             if job.embedding_model and job.embedding_model != store.model_id:
                 _reembed(job.version)
@@ -94,10 +96,41 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
         if dense.needs_merge() or (compact and (dense.delta.ntotal or len(dense.deleted))):
             dense.merge()
         index_version = store.write(snapshot)
+        _keep(store, snapshot)
         indexed = _mark_indexed(batch)
         purged = _mark_purged(to_purge)
     log.info("index v%s: +%d versions, -%d purged", index_version, len(indexed), len(purged))
     return IndexPassResult(indexed, purged, index_version)
+
+
+# The writer's own copy of the index as it last wrote it, by index directory (CAIRN_INDEX_WRITER_KEEP).
+_kept: dict[Path, IndexSnapshot] = {}
+_kept_lock = threading.Lock()
+
+
+def _take_kept(store: IndexStore) -> IndexSnapshot | None:
+    """The kept copy, if it is still the current version of this store; it leaves the cache either way.
+
+    Taken, not borrowed: a pass that fails half-way has mutated it, and
+    the next pass then reads the files again.  Any other writer (a model
+    switch, a repair tool) writes a new version, which this check notices.
+    """
+    with _kept_lock:
+        snapshot = _kept.pop(store.dir, None)
+    if snapshot is None or snapshot.model_id != store.model_id or snapshot.version != store.current_version():
+        return None
+    return snapshot
+
+
+def _keep(store: IndexStore, snapshot: IndexSnapshot) -> None:
+    from django.conf import settings
+
+    if not settings.CAIRN_INDEX_WRITER_KEEP:
+        return
+    snapshot.dense.release_base()
+    snapshot.lexical.release_weights()
+    with _kept_lock:
+        _kept[store.dir] = snapshot
 
 
 def _no_work() -> bool:

@@ -498,6 +498,22 @@ class DenseIndex:
         """``save_dir``'s directory was renamed to ``directory``: link the base from there next time."""
         self._base_path = Path(directory) / f"dense-base-{self.base_id}.faiss"
 
+    def release_base(self) -> None:
+        """Drop the in-memory base once it is on disk; it is read again only if needed (a merge).
+
+        What the index writer keeps between passes: it only appends to the
+        delta, so holding a ~1 GB base at 1M chunks would be memory for nothing.
+        """
+        with self._lock:
+            if self._base is None or self._base_path is None or not self._base_path.exists():
+                return
+            self._stored_kind = self.kind
+            self._base = None
+            self._base_shared = False
+            self._order_cache = None
+            self._rows_cache = None
+            self._live_cache = None
+
     _stored_kind = "flat"
     _base_shared = False
 

@@ -101,7 +101,8 @@ class IndexStore:
 
         ``reuse``: a snapshot this process holds; an unchanged dense base is
         shared with it instead of read again.  ``lazy_dense``: the writer,
-        which only appends, reads the dense base only if it has to merge.
+        which only appends, reads the dense base only if it has to merge
+        (and skips the BM25 weights, which only searches use).
         """
         version = self.current_version() if version is None else version
         if version == 0:
@@ -113,7 +114,7 @@ class IndexStore:
         dense = DenseIndex.load_dir(
             path, config=self.dense_config, reuse=reuse.dense if reuse is not None else None, lazy=lazy_dense
         )
-        lexical = BM25Index.load(path / "lexical.npz")
+        lexical = BM25Index.load(path / "lexical.npz", weights=not lazy_dense)
         return IndexSnapshot(version=version, model_id=self.model_id, dense=dense, lexical=lexical)
 
     def empty(self, dim: int) -> IndexSnapshot:
@@ -196,11 +197,22 @@ class IndexReader:
         self._lock = threading.Lock()
 
     def snapshot(self) -> IndexSnapshot | None:
+        """The current version; while another thread is loading a newer one, the one held.
+
+        The search that first sees a new version loads it (so a search
+        right after an index pass sees that pass: read-your-writes in one
+        thread); searches arriving meanwhile are answered from the held
+        snapshot instead of queueing behind a load of seconds at 1M chunks.
+        """
         version = self.store.current_version()
         held = self._snapshot
         if held is not None and held.version == version:
             return held
-        with self._lock:
+        if held is not None and not self._lock.acquire(blocking=False):
+            return held
+        if held is None:
+            self._lock.acquire()
+        try:
             if self._snapshot is not None and self._snapshot.version == self.store.current_version():
                 return self._snapshot
             for _ in range(3):
@@ -211,3 +223,5 @@ class IndexReader:
                     # The writer pruned the version between our read of CURRENT and the load.
                     time.sleep(0.05)
             return self._snapshot
+        finally:
+            self._lock.release()

@@ -98,6 +98,37 @@ def test_index_versions_are_atomic_and_readers_pick_up_new_versions(tmp_path):
     assert not list(tmp_path.glob("model-a/.tmp-*"))
 
 
+def test_searches_during_a_reload_are_answered_from_the_held_version(tmp_path):
+    """One search loads a new version; the others meanwhile get the held one instead of queueing."""
+    import threading
+
+    store = IndexStore(tmp_path, "model-a")
+    reader = IndexReader(store)
+    with store.writer_lock():
+        first = store.write(_snapshot_with(store, [1, 2], ["red apples", "green pears"]))
+    assert reader.snapshot().version == first
+    with store.writer_lock():
+        second = store.write(_snapshot_with(store, [3], ["blue plums"]))
+
+    started, release = threading.Event(), threading.Event()
+    real_load = store.load
+
+    def slow_load(*args, **kwargs):
+        started.set()
+        assert release.wait(10)
+        return real_load(*args, **kwargs)
+
+    store.load = slow_load
+    loaded = []
+    loader = threading.Thread(target=lambda: loaded.append(reader.snapshot()))
+    loader.start()
+    assert started.wait(10)
+    assert reader.snapshot().version == first  # not blocked behind the load
+    release.set()
+    loader.join(10)
+    assert loaded[0].version == second and reader.snapshot().version == second
+
+
 def test_old_versions_are_pruned_but_the_current_one_stays(tmp_path):
     store = IndexStore(tmp_path, "m")
     for i in range(6):
