@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--busy", type=int, default=0,
+                        help="processes that spin on the CPU while the server is measured (a busy host)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -204,12 +206,14 @@ def main() -> None:
     secret = built.pop("secret")
 
     port = free_port()
+    # A reproducible busy host: spinners competing with the server (and this client) for the cores.
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     server = subprocess.Popen(
         [sys.executable, "manage.py", "cairn_serve", "--port", str(port), "--no-migrate", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
-    report: dict[str, Any] = {"n": args.n, **built, "load_avg_start": os.getloadavg()}
+    report: dict[str, Any] = {"n": args.n, **built, "busy": args.busy, "load_avg_start": os.getloadavg()}
     try:
         t = time.perf_counter()
         while True:
@@ -265,14 +269,17 @@ def main() -> None:
         report["add_1000_warm"] = add_and_wait(base, secret, args, built["collection"])
         report["server_rss_after_add_mb"] = proc_stat(server.pid)[0]
     finally:
+        for spinner in spinners:
+            spinner.kill()
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
     report["load_avg_end"] = os.getloadavg()
+    busy = f", {args.busy} spinning process(es) competing" if args.busy else ""
     print_table(f"Search API end to end, {report['chunks']:,} chunks, user reads 1 of 10 collections (team mode, "
-                f"API key, SQLite)", [
+                f"API key, SQLite{busy})", [
         {"measure": "latency p50 / p95 (client, HTTP)", "value": f"{report['p50_ms']:.0f} / {report['p95_ms']:.0f} ms"},
         {"measure": "server CPU per query", "value": f"{report['server_cpu_ms_per_query']:.1f} ms"},
         {"measure": "serving process RSS", "value": f"{report['server_rss_mb']:.0f} MiB"},
