@@ -132,19 +132,29 @@ class RangeCache:
         self.misses += 1
         ranges = fetch()  # read after the generation: at least as new as it
         ranges.flags.writeable = False
-        if ranges.nbytes <= self.max_bytes:
+        cost = _cost(key, ranges)
+        if cost <= self.max_bytes:
             with self._lock:
                 old = self._entries.pop(key, None)
                 if old is not None:
-                    self._bytes -= old[1].nbytes
+                    self._bytes -= _cost(key, old[1])
                 self._entries[key] = (current, ranges)
-                self._bytes += ranges.nbytes
+                self._bytes += cost
                 while self._bytes > self.max_bytes:
-                    _, (_, dropped) = self._entries.popitem(last=False)
-                    self._bytes -= dropped.nbytes
+                    dropped_key, (_, dropped) = self._entries.popitem(last=False)
+                    self._bytes -= _cost(dropped_key, dropped)
         return ranges
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+
+def _cost(key: tuple[Any, ...], ranges: np.ndarray) -> int:
+    """What an entry holds: the array, and the key's SQL and parameters (many small entries add up)."""
+    return ranges.nbytes + len(key[2]) + 32 * len(key[3]) + 256

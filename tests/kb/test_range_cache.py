@@ -213,7 +213,8 @@ def test_a_table_emptied_and_refilled_gets_a_new_token(cache, world):
 
 
 def test_the_byte_budget_evicts_the_least_recently_used(monkeypatch):
-    small = range_cache.RangeCache(max_bytes=3 * 16 * 10)  # three entries of ten ranges
+    entry = 16 * 10 + len("q") + 32 + 256  # ten ranges, the key's SQL and one parameter, overhead
+    small = range_cache.RangeCache(max_bytes=3 * entry)  # three entries
 
     class FakeConnection:  # only what RangeCache reads from a connection besides the generation
         alias = "default"
@@ -234,7 +235,7 @@ def test_the_byte_budget_evicts_the_least_recently_used(monkeypatch):
         small.get(FakeConnection(), "q", (i,), fetch(i))
     small.get(FakeConnection(), "q", (3,), fetch(3))  # hit
     small.get(FakeConnection(), "q", (0,), fetch(0))  # evicted: fetched again
-    assert fetched == [0, 1, 2, 3, 0]
+    assert fetched == [0, 1, 2, 3, 0] and small.bytes == 3 * entry
     too_big = range_cache.RangeCache(max_bytes=16)
     too_big.get(FakeConnection(), "q", (9,), fetch(9))
     too_big.get(FakeConnection(), "q", (9,), fetch(9))
