@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,9 @@ from django.db import transaction
 
 from ingestion import embedding
 from kb.models import Chunk, DocumentVersion
-from kb.retrieval.dense import DenseConfig
-from kb.retrieval.index_store import IndexStore
-from kb.retrieval.lexical import tokenize
+from kb.retrieval.dense import DenseConfig, DenseIndex
+from kb.retrieval.index_store import IndexSnapshot, IndexStore
+from kb.retrieval.lexical import BM25Index, tokenize
 
 log = logging.getLogger(__name__)
 ACTIVE_FILE = "ACTIVE_MODEL"
@@ -189,14 +189,21 @@ class SwitchCheckpoint:
         return sorted(self.dir.glob("part-*.npz")) if self.dir.is_dir() else []
 
     def load(self, versions: dict[int, DocumentVersion]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{version pk: (ids, vectors)}`` of every checkpointed version still as it is in ``versions``."""
+        return {pk: (ids, vectors) for pk, ids, vectors in self.entries(versions)}
+
+    def entries(self, versions: dict[int, DocumentVersion]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(version pk, ids, vectors)`` part by part, so only one part is in memory at a time.
+
+        A version checkpointed twice yields twice, the later part last.
+        """
         meta = self.dir / "checkpoint.json"
         try:
             header = json.loads(meta.read_text())
         except (OSError, ValueError):
-            return {}
+            return
         if header.get("model_id") != self.model_id or header.get("dim") != self.dim:
-            return {}
-        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            return
         for part in self._parts():
             try:
                 with np.load(part) as data:
@@ -211,9 +218,8 @@ class SwitchCheckpoint:
             for pk, start, count in zip(pks.tolist(), starts.tolist(), counts.tolist(), strict=True):
                 version = versions.get(pk)
                 if version is not None and (version.chunk_id_start, version.chunk_count) == (start, count):
-                    found[pk] = (ids[at:at + count], vectors[at:at + count])
+                    yield pk, ids[at:at + count], vectors[at:at + count]
                 at += count
-        return found
 
     def save(self, embedded: dict[int, tuple[DocumentVersion, np.ndarray, np.ndarray]]) -> None:
         """Append one part: ``{version pk: (version, ids, vectors)}`` embedded since the last one."""
@@ -268,7 +274,10 @@ def model_switch(
     index, so no index pass runs) embeds what was indexed in the meantime,
     drops what was removed, writes the new index version and the new
     vectors to the database, then flips ``ACTIVE_MODEL`` and deletes the
-    checkpoint.
+    checkpoint.  The vectors stay on disk in the checkpoint until the end,
+    where the dense index is built from it and the database rows are
+    written from it one part at a time: memory holds the BM25 index and
+    the new dense index, not every vector (1.5 GB at 1M chunks) besides.
     """
     target = ActiveModel(embedding.model_id(target_path), target_path or None) if target_path is not None \
         else configured_model()
@@ -278,36 +287,36 @@ def model_switch(
                             switched=False)
     embedder = embedder_for(target)
     store = store_for(target.model_id)
-    snapshot = store.empty(embedder.dim)
+    lexical = BM25Index()
     checkpoint = SwitchCheckpoint(store.dir / CHECKPOINT_DIR, target.model_id, embedder.dim)
     if restart:
         checkpoint.clear()
-    done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # Vectors are not held here: phase 1's are on disk in the checkpoint, read back part by part
+    # for the dense index and the database at the end; only phase 2's catch-up stays in memory.
+    done: dict[int, np.ndarray] = {}  # version pk -> chunk ids embedded with the target model
     unsaved: dict[int, tuple[DocumentVersion, np.ndarray, np.ndarray]] = {}
+    caught_up: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def add(pk: int, ids: np.ndarray, vectors: np.ndarray, tokens: list[list[str]]) -> None:
-        snapshot.dense.add(ids, vectors)
-        snapshot.lexical.add(ids, tokens)
-        done[pk] = (ids, vectors)
-
-    def embed_into(version: DocumentVersion) -> None:
-        ids, vectors, tokens = embed_version(version, embedder)
-        add(version.pk, ids, vectors, tokens)
-        unsaved[version.pk] = (version, ids, vectors)
+    def add(pk: int, ids: np.ndarray, tokens: list[list[str]]) -> None:
+        lexical.add(ids, tokens)
+        done[pk] = ids
 
     versions = _current_versions()
     total = sum(v.chunk_count for v in versions.values())
-    for pk, (ids, vectors) in checkpoint.load(versions).items():
-        _, texts = _version_texts(versions[pk])  # BM25 needs the tokens; re-tokenising is cheap
-        add(pk, ids, vectors, [tokenize(t) for t in texts])
-    resumed = embedded = sum(len(ids) for ids, _ in done.values())
+    for pk, ids, _ in checkpoint.entries(versions):
+        if pk not in done:
+            _, texts = _version_texts(versions[pk])  # BM25 needs the tokens; re-tokenising is cheap
+            add(pk, ids, [tokenize(t) for t in texts])
+    resumed = embedded = sum(len(ids) for ids in done.values())
     if resumed:
         log.info("model switch to %s: resuming, %d of %d chunks already embedded", target.model_id, resumed, total)
     since_checkpoint = 0
     for version in versions.values():
         if version.pk in done:
             continue
-        embed_into(version)
+        ids, vectors, tokens = embed_version(version, embedder)
+        add(version.pk, ids, tokens)
+        unsaved[version.pk] = (version, ids, vectors)
         embedded += version.chunk_count
         since_checkpoint += version.chunk_count
         if since_checkpoint >= checkpoint_every:
@@ -323,22 +332,31 @@ def model_switch(
     with active_store.writer_lock():
         latest = _current_versions()
         for pk in [pk for pk in done if pk not in latest]:
-            ids, _ = done.pop(pk)
-            snapshot.dense.remove(ids)
-            snapshot.lexical.remove(ids)
+            lexical.remove(done.pop(pk))
         for pk, version in latest.items():
             if pk not in done:
-                embed_into(version)
-        if snapshot.dense.needs_merge():
-            snapshot.dense.merge()
+                ids, vectors, tokens = embed_version(version, embedder)
+                add(pk, ids, tokens)
+                caught_up[pk] = (ids, vectors)
+
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            """Every embedded vector once: the checkpoint's (one part at a time), then the catch-up."""
+            seen: set[int] = set()
+            for pk, ids, vectors in checkpoint.entries(latest):
+                if pk in done and pk not in caught_up and pk not in seen:
+                    seen.add(pk)
+                    yield ids, vectors
+            yield from caught_up.values()
+
+        chunks = sum(len(ids) for ids in done.values())
+        dense = DenseIndex.build_batches(embedder.dim, batches, chunks, config=store.dense_config)
         with store.writer_lock():
-            index_version = store.write(snapshot)
-        for ids, vectors in done.values():
+            index_version = store.write(IndexSnapshot(0, target.model_id, dense, lexical))
+        for ids, vectors in batches():
             _write_vectors(ids, vectors)
         if before_flip is not None:
             before_flip()
         set_active(target)
     checkpoint.clear()
     log.info("embedding model switched: %s -> %s (%d chunks)", current.model_id, target.model_id, total)
-    return SwitchResult(current.model_id, target.model_id, sum(len(i) for i, _ in done.values()), index_version,
-                        switched=True, resumed=resumed)
+    return SwitchResult(current.model_id, target.model_id, chunks, index_version, switched=True, resumed=resumed)

@@ -46,6 +46,7 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,21 +241,23 @@ class DenseIndex:
         self._invalidate()
 
     def _build(self, ids: np.ndarray, vectors: np.ndarray, *, approximate: bool) -> faiss.IndexIDMap2:
-        if not approximate:
-            index = _flat(self.dim)
-        else:
-            inner = faiss.index_factory(self.dim, self.config.approx_spec, faiss.METRIC_INNER_PRODUCT)
-            hnsw = getattr(faiss.downcast_index(inner), "hnsw", None)
-            if hnsw is not None:
-                hnsw.efConstruction = self.config.ef_construction
-                hnsw.efSearch = self.config.ef_search
-            if not inner.is_trained:
-                sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:100_000]]
-                inner.train(sample)
-            index = faiss.IndexIDMap2(inner)
+        index = self._empty_base(approximate, lambda: vectors[_training_picks(len(vectors))])
         if len(ids):
             index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
         return index
+
+    def _empty_base(self, approximate: bool, sample: Callable[[], np.ndarray]) -> faiss.IndexIDMap2:
+        """A flat base, or the configured approximate one trained on ``sample()`` (asked only if it needs it)."""
+        if not approximate:
+            return _flat(self.dim)
+        inner = faiss.index_factory(self.dim, self.config.approx_spec, faiss.METRIC_INNER_PRODUCT)
+        hnsw = getattr(faiss.downcast_index(inner), "hnsw", None)
+        if hnsw is not None:
+            hnsw.efConstruction = self.config.ef_construction
+            hnsw.efSearch = self.config.ef_search
+        if not inner.is_trained:
+            inner.train(np.ascontiguousarray(sample(), np.float32))
+        return faiss.IndexIDMap2(inner)
 
     def _live_base_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         base = self._loaded_base()
@@ -266,6 +269,51 @@ class DenseIndex:
             keep = ~np.isin(ids, self.deleted)
             ids, vectors = ids[keep], vectors[keep]
         return ids, vectors
+
+    @classmethod
+    def build_batches(
+        cls, dim: int, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], total: int, *,
+        config: DenseConfig | None = None,
+    ) -> DenseIndex:
+        """``build`` over ``total`` vectors that ``batches()`` yields as ``(ids, vectors)`` pieces.
+
+        Holds one piece at a time besides the index (a model switch at 1M
+        chunks would otherwise hold 1.5 GB of float32 vectors, twice).  An
+        approximate index reads the pieces twice: once for its training
+        sample — the same rows ``build`` samples from the concatenation —
+        and once to add them.
+        """
+        index = cls(dim, config=config)
+        if total <= 0:
+            return index
+
+        def sample() -> np.ndarray:
+            wanted = _training_picks(total)
+            order = np.argsort(wanted)  # rows are met in position order, and placed in sample order
+            picks = wanted[order]
+            rows = np.empty((len(picks), dim), np.float32)
+            offset = 0
+            for _, vectors in batches():
+                lo, hi = np.searchsorted(picks, [offset, offset + len(vectors)])
+                rows[order[lo:hi]] = vectors[picks[lo:hi] - offset]
+                offset += len(vectors)
+            if offset != total:
+                raise ValueError(f"the batches hold {offset} vectors, not {total}")
+            return rows
+
+        base = index._empty_base(total >= index.config.approx_above, sample)
+        added = 0
+        for ids, vectors in batches():
+            if len(ids):
+                base.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+                added += len(ids)
+        if added != total:
+            raise ValueError(f"the batches hold {added} vectors, not {total}")
+        index._base = base
+        index._base_ids = index._read_base_ids()
+        if len(np.unique(index._base_ids)) != len(index._base_ids):
+            raise ValueError("the batches repeat chunk ids")
+        return index
 
     @classmethod
     def build(
@@ -562,6 +610,11 @@ class DenseIndex:
     def load(cls, path: str | os.PathLike[str], *, config: DenseConfig | None = None) -> DenseIndex:
         index = _read_idmap(Path(path))
         return cls(index.d, index, config=config)
+
+
+def _training_picks(n: int) -> np.ndarray:
+    """Which of ``n`` vectors train an approximate index (a fixed-seed sample of at most 100k)."""
+    return np.random.default_rng(0).permutation(n)[:100_000]
 
 
 def _read_idmap(path: Path) -> faiss.IndexIDMap2:

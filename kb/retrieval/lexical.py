@@ -13,10 +13,10 @@ Layout (``BM25Index``)
   BM25 contribution ``idf(t) · tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl))``, so a
   query is a scatter-add of a few slices into a dense score vector followed
   by a partial sort: no per-document Python anywhere.
-* Adds append the new documents as a small CSR block of their own
-  (``_pending``); removals only clear the row's ``_live`` flag.  Both set
-  ``_dirty``.  The next search (or save) rebuilds once for the whole batch:
-  pending blocks are stitched onto the matrix by scipy's C++ ``csr_hstack``,
+* Adds append the new documents' (term, row) pairs (``_pending``, O(tokens));
+  removals only clear the row's ``_live`` flag.  Both set ``_dirty``.  The
+  next search (or save) rebuilds once for the whole batch: the pending
+  pairs become one CSR block, stitched onto the matrix by scipy's C++ ``csr_hstack``,
   N, avgdl and document frequencies are recomputed over live rows, and the
   weights are recomputed with whole-array numpy expressions (O(nnz); N and
   avgdl change every weight, so nothing cheaper is exact).
@@ -90,7 +90,8 @@ class BM25Index:
         self._indptr = np.zeros(1, dtype=np.int64)
         self._rows = np.zeros(0, dtype=np.int32)
         self._tf = np.zeros(0, dtype=np.float32)
-        self._pending: list[sp.csr_matrix] = []
+        # Added documents not yet in the matrix: (term ids, rows within the batch, batch size) per add.
+        self._pending: list[tuple[np.ndarray, np.ndarray, int]] = []
         self._row_ids = np.zeros(0, dtype=np.int64)
         self._doc_len = np.zeros(0, dtype=np.int64)
         self._live = np.zeros(0, dtype=bool)
@@ -136,7 +137,7 @@ class BM25Index:
             self._indptr, self._rows, self._tf, self._row_ids, self._doc_len, self._live,
             self._sorted_ids, self._sorted_rows, self._weights, self._df,
         ]
-        pending = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in self._pending)
+        pending = sum(terms.nbytes + rows.nbytes for terms, rows, _ in self._pending)
         return int(sum(a.nbytes for a in arrays) + pending)
 
     # -------------------------------------------------------------- mutation
@@ -164,15 +165,9 @@ class BM25Index:
         lengths = np.fromiter(map(len, docs), dtype=np.int64, count=n)
         term_ids = self._term_ids(list(chain.from_iterable(docs)))
         local_rows = np.repeat(np.arange(n, dtype=np.int32), lengths)
-        # COO → CSR sums duplicate (term, row) pairs into term frequencies and,
-        # being a stable counting sort over doc-ordered input, leaves each
-        # term's rows ascending.
-        block = sp.csr_matrix(
-            (np.ones(len(term_ids), dtype=np.float32), (term_ids, local_rows)),
-            shape=(len(self._terms), n),
-        )
-        block.sum_duplicates()
-        self._pending.append(block)
+        # Kept as (term, row) pairs, O(tokens): a CSR block per add would carry a pointer per
+        # vocabulary term (~1 MB at 200k terms), per add — GBs over an index pass of many versions.
+        self._pending.append((term_ids, local_rows, n))
 
         first_row = len(self._row_ids)
         new_rows = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -271,18 +266,24 @@ class BM25Index:
         self._dirty = False
 
     def _consolidate(self) -> None:
-        """Append the pending blocks' postings to the term-major matrix."""
+        """Append the pending documents' postings to the term-major matrix."""
         if not self._pending:
             return
         n_terms = len(self._terms)
-        base_rows = len(self._row_ids) - sum(block.shape[1] for block in self._pending)
+        sizes = [n for _, _, n in self._pending]
+        added = sum(sizes)
+        base_rows = len(self._row_ids) - added
+        first = np.cumsum([0, *sizes[:-1]])
+        terms = np.concatenate([t for t, _, _ in self._pending])
+        rows = np.concatenate([r + np.int32(f) for (_, r, _), f in zip(self._pending, first.tolist(), strict=True)])
+        # COO → CSR sums duplicate (term, row) pairs into term frequencies and,
+        # being a stable counting sort over row-ordered input, leaves each
+        # term's rows ascending.
+        block = sp.csr_matrix((np.ones(len(terms), dtype=np.float32), (terms, rows)), shape=(n_terms, added))
+        block.sum_duplicates()
         indptr = np.concatenate([self._indptr, np.full(n_terms + 1 - len(self._indptr), self._indptr[-1])])
-        blocks = [sp.csr_matrix((self._tf, self._rows, indptr), shape=(n_terms, base_rows))]
-        for block in self._pending:
-            if block.shape[0] < n_terms:
-                block.resize((n_terms, block.shape[1]))
-            blocks.append(block)
-        merged = sp.hstack(blocks, format="csr", dtype=np.float32)
+        main = sp.csr_matrix((self._tf, self._rows, indptr), shape=(n_terms, base_rows))
+        merged = sp.hstack([main, block], format="csr", dtype=np.float32)
         self._indptr = merged.indptr.astype(np.int64, copy=False)
         self._rows = merged.indices.astype(np.int32, copy=False)
         self._tf = merged.data

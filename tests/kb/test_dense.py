@@ -60,6 +60,31 @@ def test_small_index_stays_exact_and_large_one_becomes_approximate(corpus, appro
     assert recall(large, ids, vectors, unit(20, seed=1), 10) >= 0.95
 
 
+@pytest.mark.parametrize("n", [400, 3000])  # flat and approximate
+def test_a_build_from_batches_is_the_same_index_as_a_build_from_one_array(corpus, approx, n):
+    """What a model switch does: pieces read one at a time (twice when training) == ``build``."""
+    ids, vectors = corpus[0][:n], corpus[1][:n]
+    reads = []
+
+    def batches():
+        reads.append(1)
+        for at in range(0, n, 170):
+            yield ids[at:at + 170], vectors[at:at + 170]
+
+    streamed = DenseIndex.build_batches(DIM, batches, n, config=approx)
+    whole = DenseIndex.build(DIM, ids, vectors, config=approx)
+    assert streamed.kind == whole.kind == ("approximate" if n >= 500 else "flat")
+    assert len(reads) == (2 if n >= 500 else 1)
+    for query in unit(10, seed=3):
+        got, scores = streamed.search(query, 10)
+        want, want_scores = whole.search(query, 10)
+        assert got.tolist() == want.tolist() and np.allclose(scores, want_scores)
+    with pytest.raises(ValueError, match="not"):
+        DenseIndex.build_batches(DIM, batches, n + 1, config=approx)
+    with pytest.raises(ValueError, match="repeat"):
+        DenseIndex.build_batches(DIM, lambda: [(ids[:5], vectors[:5]), (ids[:5], vectors[:5])], 10, config=approx)
+
+
 def test_adds_past_the_threshold_switch_to_approximate_on_merge(corpus, approx):
     ids, vectors = corpus
     index = DenseIndex(DIM, config=DenseConfig(**{**approx.__dict__, "delta_max": 10_000}))

@@ -222,6 +222,19 @@ def test_upsert_remove_then_search() -> None:
             assert got[chunk_id] == pytest.approx(score, rel=1e-5)
 
 
+def test_many_small_adds_hold_memory_in_proportion_to_their_tokens() -> None:
+    """An index pass adds version by version: pending adds must not carry a vocabulary-sized array each."""
+    index = BM25Index()
+    index.add(np.arange(50_000), [[f"w{i}"] for i in range(50_000)])  # a 50k-term vocabulary
+    index.search(["w1"], 1)  # consolidated
+    before = index.memory_bytes()
+    for n in range(300):
+        index.add([100_000 + n], [["w1", "w2", f"new{n}"]])
+    assert index.memory_bytes() - before < 300 * 200  # ~3 tokens each, not 300 x 50k pointers
+    assert index.search(["new7"], 5)[0].tolist() == [100_007]
+    assert len(index) == 50_300
+
+
 def test_duplicate_ids_in_one_batch_keep_the_last_document() -> None:
     index = BM25Index()
     index.add([5, 6, 5], [["old"], ["other"], ["new"]])
