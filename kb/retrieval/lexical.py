@@ -273,9 +273,9 @@ class BM25Index:
         sizes = [n for _, _, n in self._pending]
         added = sum(sizes)
         base_rows = len(self._row_ids) - added
-        first = np.cumsum([0, *sizes[:-1]])
+        first = np.cumsum([0, *sizes[:-1]]).tolist()
         terms = np.concatenate([t for t, _, _ in self._pending])
-        rows = np.concatenate([r + np.int32(f) for (_, r, _), f in zip(self._pending, first.tolist(), strict=True)])
+        rows = np.concatenate([r + np.int32(f) for (_, r, _), f in zip(self._pending, first, strict=True)])
         # COO → CSR sums duplicate (term, row) pairs into term frequencies and,
         # being a stable counting sort over row-ordered input, leaves each
         # term's rows ascending.
