@@ -77,6 +77,32 @@ def test_switching_the_embedding_model_keeps_search_working_and_ends_on_the_new_
     assert "already the active model" in capsys.readouterr().out
 
 
+def test_a_document_deleted_during_the_switch_is_left_out_of_the_new_index(api, collection_id, settings, tiny_model):
+    from kb.selectors import index_reader
+
+    ids = [upload(api, collection_id, f"{name}.md", f"# {name}\n\n{text}\n".encode()).json()["id"]
+           for name, text in [("boiler", "The boiler is descaled every spring."),
+                              ("leave", "Parental leave lasts twenty weeks."),
+                              ("fire", "Fire drills happen every March.")]]
+    gone = set(Chunk.objects.filter(document_id=ids[1]).values_list("id", flat=True))
+    settings.CAIRN_EMBEDDING_MODEL = tiny_model
+    deleted = []
+
+    def progress(done: int, total: int) -> None:
+        if not deleted:  # after the first version is embedded and checkpointed
+            deleted.append(api.delete(f"/api/v1/documents/{ids[1]}").status_code)
+
+    result = model_switch(progress=progress, checkpoint_every=1)
+
+    assert deleted == [204] and result.switched and result.chunks == 2
+    snapshot = index_reader().snapshot()
+    assert snapshot.model_id == result.active and snapshot.size == 2
+    assert not any(c in snapshot.lexical for c in gone)
+    assert not set(snapshot.dense.search(np.ones(32, np.float32) / np.sqrt(32), 10)[0].tolist()) & gone
+    assert search(api, collection_id, "fire drills March")[0]["title"].startswith("fire")
+    assert not [r for r in search(api, collection_id, "parental leave") if r["document_id"] == ids[1]]
+
+
 def test_a_job_embedded_with_the_previous_model_is_re_embedded_by_the_index_writer(
     api, collection_id, settings, tiny_model
 ):
