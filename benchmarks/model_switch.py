@@ -17,6 +17,7 @@ another run (it then switches back and forth between the two models).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -27,15 +28,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import search_api  # noqa: E402
 from _setup import ROOT, django_setup, print_table, write_json  # noqa: E402
 
 
 def rss_mib() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return search_api.proc_stat(os.getpid())[0]
 
 
 class PeakRss:
@@ -60,17 +58,10 @@ class PeakRss:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=200_000, help="chunks")
-    parser.add_argument("--chunks-per-doc", type=int, default=10)
-    parser.add_argument("--doc-tokens", type=float, default=60.0)
-    parser.add_argument("--vocab", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
+    search_api.corpus_arguments(parser, n=200_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.dim = 384
-
-    import search_api
 
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="cairn-switch-bench-"))
     reuse = (data_dir / "cairn.sqlite3").exists()

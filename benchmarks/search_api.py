@@ -182,17 +182,22 @@ def get(url: str, secret: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1_000_000, help="chunks")
+def corpus_arguments(parser: argparse.ArgumentParser, *, n: int) -> None:
+    """The options ``build_corpus`` reads (also used by ``model_switch.py``)."""
+    parser.add_argument("--n", type=int, default=n, help="chunks")
     parser.add_argument("--chunks-per-doc", type=int, default=10)
     parser.add_argument("--doc-tokens", type=float, default=60.0)
     parser.add_argument("--vocab", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="keep the knowledge base here; a later run reuses it")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    corpus_arguments(parser, n=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--busy", type=int, default=0,
                         help="processes that spin on the CPU while the server is measured (a busy host)")
     parser.add_argument("--json", type=Path)

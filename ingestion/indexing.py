@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -123,8 +124,6 @@ def _take_kept(store: IndexStore) -> IndexSnapshot | None:
 
 
 def _keep(store: IndexStore, snapshot: IndexSnapshot) -> None:
-    from django.conf import settings
-
     if not settings.CAIRN_INDEX_WRITER_KEEP:
         return
     snapshot.dense.release_base()

@@ -173,7 +173,7 @@ class SwitchCheckpoint:
 
     One ``part-NNNNNN.npz`` per checkpoint (written to a temporary name,
     fsynced, renamed): the versions it covers with their chunk-id ranges,
-    and their chunk ids and vectors.  ``load`` returns only versions whose
+    and their chunk ids and vectors.  ``entries`` yields only versions whose
     range still matches the database (a version's chunks never change, so
     a matching range means the same chunks); anything else is embedded
     again.  A file that cannot be read (a crash mid-write leaves only a
@@ -187,10 +187,6 @@ class SwitchCheckpoint:
 
     def _parts(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.npz")) if self.dir.is_dir() else []
-
-    def load(self, versions: dict[int, DocumentVersion]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``{version pk: (ids, vectors)}`` of every checkpointed version still as it is in ``versions``."""
-        return {pk: (ids, vectors) for pk, ids, vectors in self.entries(versions)}
 
     def entries(self, versions: dict[int, DocumentVersion]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(version pk, ids, vectors)`` part by part, so only one part is in memory at a time.

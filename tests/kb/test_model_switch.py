@@ -175,6 +175,11 @@ def test_an_interrupted_switch_resumes_from_its_checkpoint_and_ends_like_a_clean
     assert f"golden set of collection {collection_id}" in out
 
 
+def loaded_from(checkpoint, versions) -> dict:
+    """``{version pk: (ids, vectors)}`` of what the checkpoint yields for these versions."""
+    return {pk: (ids, vectors) for pk, ids, vectors in checkpoint.entries(versions)}
+
+
 def test_a_checkpoint_keeps_only_versions_whose_chunks_are_unchanged_and_skips_damaged_parts(tmp_path):
     from types import SimpleNamespace
 
@@ -192,14 +197,14 @@ def test_a_checkpoint_keeps_only_versions_whose_chunks_are_unchanged_and_skips_d
     for part in parts:
         checkpoint.save(part)
 
-    loaded = checkpoint.load({1: first, 2: second, 3: third})
+    loaded = loaded_from(checkpoint, {1: first, 2: second, 3: third})
     assert sorted(loaded) == [1, 2, 3]
     assert np.array_equal(loaded[2][1], parts[0][2][2]) and loaded[2][0].tolist() == [20, 21, 22]
     # Version 2 was re-chunked since (another range): it must be embedded again.
-    assert sorted(checkpoint.load({1: first, 2: version(2, 40, 3), 3: third})) == [1, 3]
+    assert sorted(loaded_from(checkpoint, {1: first, 2: version(2, 40, 3), 3: third})) == [1, 3]
     # Another model, or a damaged part file, is never trusted.
-    assert SwitchCheckpoint(tmp_path / "cp", "model-b", 4).load({1: first}) == {}
+    assert loaded_from(SwitchCheckpoint(tmp_path / "cp", "model-b", 4), {1: first}) == {}
     (tmp_path / "cp" / "part-000002.npz").write_bytes(b"not a numpy file")
-    assert sorted(checkpoint.load({1: first, 2: second, 3: third})) == [1, 2]
+    assert sorted(loaded_from(checkpoint, {1: first, 2: second, 3: third})) == [1, 2]
     checkpoint.clear()
-    assert checkpoint.load({1: first}) == {}
+    assert loaded_from(checkpoint, {1: first}) == {}
