@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest
 
 from access.models import ApiKey, AuditEvent, User
 
 
 @admin.register(User)
 class CairnUserAdmin(UserAdmin):
-    fieldsets = (*UserAdmin.fieldsets, ("Cairn", {"fields": ("role", "attributes")}))
+    # UserAdmin always sets fieldsets; the stubs type the attribute as optional, as it is on ModelAdmin.
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Cairn", {"fields": ("role", "attributes")}))
     list_display = ("username", "email", "role", "is_active")
 
 
@@ -21,11 +23,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("id", "at", "actor_label", "action", "target_type", "target_id", "outcome")
     list_filter = ("action", "outcome")
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

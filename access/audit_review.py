@@ -222,12 +222,12 @@ _csv = csv.writer(_Line())
 
 
 def csv_header() -> str:
-    return _csv.writerow(EXPORT_FIELDS)  # type: ignore[no-any-return]
+    return _csv.writerow(EXPORT_FIELDS)
 
 
 def csv_line(row: Mapping[str, Any]) -> str:
     data = event_out(row)
-    return _csv.writerow([csv_safe(data[name]) for name in EXPORT_FIELDS])  # type: ignore[no-any-return]
+    return _csv.writerow([csv_safe(data[name]) for name in EXPORT_FIELDS])
 
 
 def jsonl_line(row: Mapping[str, Any]) -> str:

@@ -21,9 +21,11 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
-        request.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)  # type: ignore[attr-defined]
+        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        # Read back with getattr(request, "request_id", "") by the audit log and the API's errors.
+        request.request_id = request_id  # type: ignore[attr-defined]  # HttpRequest's stubs declare no added attributes
         response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
+        response["X-Request-ID"] = request_id
         return response
 
 

@@ -39,11 +39,12 @@ Semantics — deny by default:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import BooleanField, Expression, F, Q
+from django.db.models.expressions import Combinable
 
 LEVELS = ("public", "internal", "confidential", "secret")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
@@ -458,13 +459,15 @@ class _AttributeTest(Expression):
         self.op = op
         self.values = values
 
-    def get_source_expressions(self) -> list[Any]:
+    def get_source_expressions(self) -> list[Combinable | Expression]:
         return [self.column]
 
-    def set_source_expressions(self, exprs: list[Any]) -> None:
+    def set_source_expressions(self, exprs: Sequence[Combinable | Expression]) -> None:
         (self.column,) = exprs
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    # django-stubs types params as a tuple of str/int; Django 5.2 takes any sequence (its own
+    # expressions return lists), and a JSON number compared here may be a float.
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
         col, col_params = compiler.compile(self.column)
         if connection.vendor == "postgresql":
             sql, params = self._postgresql(col)

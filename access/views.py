@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import logout
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -16,13 +17,13 @@ class CairnLoginView(LoginView):
     template_name = "access/login.html"
     redirect_authenticated_user = True
 
-    def form_valid(self, form):  # type: ignore[no-untyped-def]
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         response = super().form_valid(form)
         audit_record(actor=actor_from_request(self.request), action="auth.login", target_type="user",
                      target_id=self.request.user.pk)
         return response
 
-    def form_invalid(self, form):  # type: ignore[no-untyped-def]
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         username = str(self.request.POST.get("username", ""))[:150]
         audit_record(
             actor=Actor(user=None, ip=self.request.META.get("REMOTE_ADDR"),

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from ingestion.embedding import SentenceTransformerEmbedder, bundled_model_path, cpu_has_bf16
+    from kb.retrieval.embedding import SentenceTransformerEmbedder, bundled_model_path, cpu_has_bf16
 
     corpus = [json.loads(line) for line in (args.scifact / "corpus.jsonl").open()]
     queries = {q["_id"]: q["text"] for q in map(json.loads, (args.scifact / "queries.jsonl").open())}

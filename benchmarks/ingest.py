@@ -75,9 +75,9 @@ def chunk_texts(corpus: list[tuple[str, bytes]]) -> list[str]:
     from django.conf import settings
 
     from ingestion.chunking import chunk_document
-    from ingestion.embedding import get_embedder
     from ingestion.parsers import parse
-    from ingestion.services import index_text
+    from kb.index import get_embedder
+    from kb.retrieval.passages import index_text
 
     tokenizer = get_embedder(None).tokenizer
     texts: list[str] = []
@@ -93,7 +93,7 @@ def chunk_texts(corpus: list[tuple[str, bytes]]) -> list[str]:
 def bare_encode(texts: list[str], batch: int) -> float:
     from sentence_transformers import SentenceTransformer
 
-    from ingestion.embedding import bundled_model_path
+    from kb.retrieval.embedding import bundled_model_path
 
     model = SentenceTransformer(str(bundled_model_path()), local_files_only=True)
     model.encode(texts[:64], batch_size=batch)  # warm up

@@ -15,7 +15,7 @@ Zipf-distributed pseudo-words for BM25.  Users:
   SQL).  The owner has ``all = 1``, so the same policies are constant-true for it.
 
 Each query runs, interleaved across the users (so machine noise hits all
-alike), through ``kb.selectors.chunk_search`` — the path the API takes:
+alike), through ``kb.search.chunk_search`` — the path the API takes:
 permission query → id-range mask → both legs inside the mask → fusion →
 rows.  The query embedding is computed by the real embedder on one thread;
 ``--engine-only`` also times ``hybrid_search`` alone with a precomputed
@@ -64,9 +64,8 @@ def build(n_docs: int, n_chunks: int, seed: int) -> dict[str, Any]:
     from access.administration import policy_set
     from access.models import Policy, User
     from access.services import SYSTEM
-    from ingestion.api import embedding_model_id
-    from ingestion.embedding import get_embedder
     from kb import services
+    from kb.index import embedding_model_id, get_embedder
     from kb.models import Chunk, Collection, Document, DocumentVersion, IdBlock
     from kb.retrieval.index_store import IndexStore
     from kb.retrieval.lexical import tokenize
@@ -192,7 +191,7 @@ def run(args: argparse.Namespace, **env: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from kb import selectors
+    from kb import index, search, selectors
 
     world = build(args.docs, args.chunks, args.seed)
     users = {name: world[name] for name in ("owner", "rbac", "abac")}
@@ -202,14 +201,14 @@ def run(args: argparse.Namespace, **env: str) -> None:
     # Warm-up: load the index and the embedder, fill caches.
     for user in users.values():
         for query in queries[:3]:
-            selectors.chunk_search(user, query, k=args.k, rerank=False)
+            search.chunk_search(user, query, k=args.k, rerank=False)
 
     samples: dict[str, list[float]] = {name: [] for name in users}
     permission_samples: dict[str, list[float]] = {name: [] for name in users}
     for query in queries:
         for name, user in users.items():
             started = time.perf_counter()
-            results = selectors.chunk_search(user, query, k=args.k, rerank=False)
+            results = search.chunk_search(user, query, k=args.k, rerank=False)
             samples[name].append(time.perf_counter() - started)
             started = time.perf_counter()
             selectors.searchable_ranges(user)
@@ -219,11 +218,11 @@ def run(args: argparse.Namespace, **env: str) -> None:
                 assert allowed <= set(selectors.readable_documents(user).values_list("pk", flat=True))
 
     # The engine alone: one precomputed query vector, full mask vs the rbac user's mask.
-    from ingestion.api import embed_query
+    from kb.index import embed_query
     from kb.retrieval.hybrid import allowed_mask, hybrid_search
     from kb.retrieval.lexical import tokenize
 
-    snapshot = selectors.index_reader().snapshot()
+    snapshot = index.index_reader().snapshot()
     masks = {name: allowed_mask(selectors.searchable_ranges(user)) for name, user in users.items()}
     engine: dict[str, list[float]] = {name: [] for name in users}
     for query in queries:
@@ -252,7 +251,7 @@ def run(args: argparse.Namespace, **env: str) -> None:
     print(f"\n{connection.vendor}: {world['chunks']} chunks in {world['documents']} documents, dim {world['dim']}; "
           f"DB rows {world['db_seconds']:.1f}s, index {world['index_seconds']:.1f}s; "
           f"{len(queries)} queries, k={args.k}, hybrid, one thread")
-    print_table("hybrid search through kb.selectors.chunk_search (ratio vs owner, who may read everything)", rows)
+    print_table("hybrid search through kb.search.chunk_search (ratio vs owner, who may read everything)", rows)
     write_json(args.json, {"args": vars(args), "database": connection.vendor, "chunks": world["chunks"],
                            "documents": world["documents"],
                            "dim": world["dim"], "rows": rows})

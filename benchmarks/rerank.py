@@ -38,7 +38,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from ingestion.embedding import bundled_model_path
+    from kb.retrieval.embedding import bundled_model_path
     from kb.retrieval.rerank import CrossEncoderReranker
 
     if args.threads:

@@ -48,9 +48,9 @@ def main() -> None:
     from django.conf import settings
 
     from access.services import personal_user
-    from ingestion.api import embedding_model_id
-    from kb.evaluation import evaluate, ingest_corpus, load_beir
-    from kb.management.commands.cairn_eval import run_jobs_here
+    from ingestion.api import corpus_ingest, jobs_run_here
+    from kb.evaluation import evaluate, load_beir
+    from kb.index import embedding_model_id
 
     if args.threads:
         import torch
@@ -60,7 +60,8 @@ def main() -> None:
     dataset = load_beir(Path(args.data))
     user = personal_user()
     started = time.perf_counter()
-    collection = ingest_corpus(dataset, user=user, collection_name="beir", run_jobs=run_jobs_here)
+    collection = corpus_ingest(dataset, user=user, collection_name="beir",
+                               run_jobs=lambda ids: jobs_run_here(ids, index_every=2000))
     ingest_seconds = time.perf_counter() - started
     rows = []
     fused = [m for m in modes if m in ("hybrid", "reranked")]

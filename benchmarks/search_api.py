@@ -64,7 +64,7 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
 
     from access.models import User
     from access.services import Actor, api_key_create
-    from ingestion.model_switch import active_model, pin_active_if_unset, store_for
+    from kb.index import active_model, pin_active_if_unset, store_for
     from kb.models import Collection, IdBlock
     from kb.retrieval.dense import DenseIndex
     from kb.retrieval.index_store import IndexSnapshot
@@ -305,8 +305,8 @@ def add_and_wait(base: str, secret: str, args: argparse.Namespace, collection_id
 
     from access.models import User
     from ingestion.indexing import index_pass
-    from ingestion.model_switch import active_model
     from ingestion.models import IngestionJob
+    from kb.index import active_model
     from kb.models import Chunk, Document, DocumentVersion
     from kb.services import chunk_ids_reserve
 

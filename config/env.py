@@ -4,7 +4,9 @@ Every knob Cairn has comes from an environment variable with a sane default.
 A malformed value stops the process with a message naming the variable, so a
 typo in a deployment file never turns into a confusing runtime error.  Any
 value can also be given as ``NAME_FILE`` pointing at a file (Docker/Kubernetes
-secrets), which wins over ``NAME``.
+secrets), which wins over ``NAME``.  A setting that was renamed keeps its old
+name as an alias (``aliases=``), read through the same function: the new name
+wins, and the two set to different values is an error rather than a guess.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class ConfigError(Exception):
     """A setting in the environment is missing or malformed."""
 
 
-def env_str(name: str, default: str | None = None) -> str | None:
+def _read(name: str) -> str | None:
+    """``NAME_FILE``'s content, else ``NAME``; None when neither is set (an empty value is unset)."""
     file_path = os.environ.get(f"{name}_FILE")
     if file_path:
         try:
@@ -26,9 +29,21 @@ def env_str(name: str, default: str | None = None) -> str | None:
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={file_path!r} cannot be read: {exc.strerror}") from exc
     value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value
+    return None if value is None or value == "" else value
+
+
+def env_str(name: str, default: str | None = None, *, aliases: tuple[str, ...] = ()) -> str | None:
+    """The value of ``name``, else of the first of its old names (``aliases``) that is set."""
+    value = _read(name)
+    for alias in aliases:
+        old = _read(alias)
+        if old is None:
+            continue
+        if value is not None and old != value:
+            raise ConfigError(f"{name} and its old name {alias} are set to different values; keep {name} only")
+        if value is None:
+            value = old
+    return default if value is None else value
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -75,8 +90,8 @@ def env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
 
 
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env_str(name, default) or default
+def env_choice(name: str, default: str, choices: tuple[str, ...], *, aliases: tuple[str, ...] = ()) -> str:
+    raw = env_str(name, default, aliases=aliases) or default
     value = raw.strip().lower()
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")

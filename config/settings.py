@@ -37,7 +37,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAIRN_DATA_DIR", str(BASE_DIR / "data")) or "").expanduser().resolve()
 _database_url = env_str("DATABASE_URL")
 CAIRN_MODE = env_choice("CAIRN_MODE", "team" if _database_url else "personal", ("personal", "team"))
-CAIRN_REDIS_URL = env_str("CAIRN_REDIS_URL") or env_str("REDIS_URL")
+CAIRN_REDIS_URL = env_str("CAIRN_REDIS_URL", aliases=("REDIS_URL",))
 CAIRN_TASKS = env_choice(
     "CAIRN_TASKS", "celery" if CAIRN_REDIS_URL else "local", ("celery", "local", "inline")
 )
@@ -64,7 +64,7 @@ CAIRN_INDEX_WRITER_KEEP = env_bool("CAIRN_INDEX_WRITER_KEEP", CAIRN_MODE == "tea
 
 
 def _secret_key() -> str:
-    key = env_str("CAIRN_SECRET_KEY") or env_str("DJANGO_SECRET_KEY")
+    key = env_str("CAIRN_SECRET_KEY", aliases=("DJANGO_SECRET_KEY",))
     if key:
         return key
     if CAIRN_MODE == "team":
@@ -222,15 +222,12 @@ if CAIRN_RERANKER and not (Path(CAIRN_RERANKER).expanduser() / "config.json").is
 # Golden sets (per-collection retrieval checks) are evaluated synchronously, so they are capped.
 CAIRN_GOLDEN_MAX_QUESTIONS = env_int("CAIRN_GOLDEN_MAX_QUESTIONS", 200, minimum=1, maximum=5000)
 
-# Generation backend; CAIRN_GENERATOR is the older name of the same setting.
-_llm_backends = ("extractive", "transformers", "vllm", "openai")
-CAIRN_GENERATOR = env_choice(
-    "CAIRN_LLM_BACKEND", env_choice("CAIRN_GENERATOR", "extractive", _llm_backends), _llm_backends
-)
-CAIRN_LLM_BACKEND = CAIRN_GENERATOR
+# Generation backend; CAIRN_GENERATOR is its old name, still read as an alias.
+CAIRN_LLM_BACKEND = env_choice("CAIRN_LLM_BACKEND", "extractive", ("extractive", "transformers", "vllm", "openai"),
+                               aliases=("CAIRN_GENERATOR",))
 CAIRN_LLM_PATH = env_str("CAIRN_LLM_PATH")  # model directory or .gguf file (openai: optional tokenizer dir)
-if CAIRN_GENERATOR in ("transformers", "vllm") and not CAIRN_LLM_PATH:
-    raise ConfigError(f"CAIRN_LLM_BACKEND={CAIRN_GENERATOR} needs CAIRN_LLM_PATH (a local model directory)")
+if CAIRN_LLM_BACKEND in ("transformers", "vllm") and not CAIRN_LLM_PATH:
+    raise ConfigError(f"CAIRN_LLM_BACKEND={CAIRN_LLM_BACKEND} needs CAIRN_LLM_PATH (a local model directory)")
 CAIRN_LLM_DTYPE = env_choice("CAIRN_LLM_DTYPE", "auto", ("auto", "bfloat16", "float16", "float32"))
 CAIRN_LLM_QUANTIZATION = env_choice("CAIRN_LLM_QUANTIZATION", "none", ("none", "8bit", "4bit"))
 CAIRN_LLM_DEVICE = env_str("CAIRN_LLM_DEVICE")  # "cuda:1", "cpu"; default: cuda:0 when available
@@ -245,7 +242,7 @@ CAIRN_OPENAI_BASE_URL = env_str("CAIRN_OPENAI_BASE_URL")  # e.g. http://vllm:800
 CAIRN_OPENAI_MODEL = env_str("CAIRN_OPENAI_MODEL")
 CAIRN_OPENAI_API_KEY = env_str("CAIRN_OPENAI_API_KEY")  # or CAIRN_OPENAI_API_KEY_FILE
 CAIRN_OPENAI_TIMEOUT = env_float("CAIRN_OPENAI_TIMEOUT", 120.0, minimum=1.0)
-if CAIRN_GENERATOR == "openai" and not (CAIRN_OPENAI_BASE_URL and CAIRN_OPENAI_MODEL):
+if CAIRN_LLM_BACKEND == "openai" and not (CAIRN_OPENAI_BASE_URL and CAIRN_OPENAI_MODEL):
     raise ConfigError("CAIRN_LLM_BACKEND=openai needs CAIRN_OPENAI_BASE_URL and CAIRN_OPENAI_MODEL")
 
 
@@ -253,19 +250,19 @@ def _llm_options() -> dict[str, object]:
     """Keyword options for ``inference.api.load_generator`` from the settings above (hashable values)."""
     window = CAIRN_LLM_CONTEXT_WINDOW or None
     quantization = None if CAIRN_LLM_QUANTIZATION == "none" else CAIRN_LLM_QUANTIZATION
-    if CAIRN_GENERATOR == "transformers":
+    if CAIRN_LLM_BACKEND == "transformers":
         return {
             "dtype": CAIRN_LLM_DTYPE, "quantization": quantization, "device": CAIRN_LLM_DEVICE,
             "device_map": CAIRN_LLM_DEVICE_MAP, "gguf_file": CAIRN_LLM_GGUF_FILE,
             "context_window": window, "manifest": CAIRN_LLM_MANIFEST,
         }
-    if CAIRN_GENERATOR == "vllm":
+    if CAIRN_LLM_BACKEND == "vllm":
         return {
             "dtype": CAIRN_LLM_DTYPE, "quantization": quantization, "context_window": window,
             "manifest": CAIRN_LLM_MANIFEST, "tensor_parallel_size": CAIRN_VLLM_TENSOR_PARALLEL,
             "gpu_memory_utilization": CAIRN_VLLM_GPU_MEMORY,
         }
-    if CAIRN_GENERATOR == "openai":
+    if CAIRN_LLM_BACKEND == "openai":
         return {
             "base_url": CAIRN_OPENAI_BASE_URL, "model": CAIRN_OPENAI_MODEL,
             "api_key": CAIRN_OPENAI_API_KEY, "timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
@@ -317,11 +314,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # longest hard time limit, or a slow but healthy task would run twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CAIRN_INGEST_HARD_LIMIT + 600}
 CELERY_RESULT_EXPIRES = 3600
-CELERY_BEAT_SCHEDULE = {
-    "reap-stuck-jobs": {"task": "cairn.index.reap", "schedule": float(CAIRN_REAPER_INTERVAL)},
-    "compact-index": {"task": "cairn.index.compact", "schedule": float(CAIRN_COMPACT_INTERVAL)},
-    "audit-retention": {"task": "cairn.index.audit_retention", "schedule": float(CAIRN_AUDIT_RETENTION_INTERVAL)},
-}
+# The beat schedule is built from ingestion.tasks' table (config/celery.py), where the personal worker reads it too.
 
 # --- REST framework --------------------------------------------------------------
 
@@ -352,6 +345,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("CAIRN_LOG_LEVEL", "INFO") or "INFO"},
     "loggers": {
         "django.request": {"level": "ERROR"},
+        # faiss' loader says at INFO, in every process, which CPU build it could not load.
+        "faiss.loader": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
     },

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the personal shape never imports redis
+    import redis
 
 
 class AdmissionRefused(Exception):
@@ -44,6 +47,16 @@ def _pool_refused(limit: int) -> AdmissionRefused:
     return AdmissionRefused(
         "pool", f"The answer service is at capacity ({limit} answers in progress); try again shortly.", retry_after=5
     )
+
+
+class Admission(Protocol):
+    """The contract both implementations keep; see the module docstring."""
+
+    def acquire(self, user: str, slot: str) -> None: ...
+
+    def release(self, user: str, slot: str) -> None: ...
+
+    def in_flight(self) -> int: ...
 
 
 class LocalAdmission:
@@ -85,7 +98,7 @@ return 0
 
 
 class RedisAdmission:
-    def __init__(self, client: Any, *, pool_limit: int, user_limit: int, lease: float,
+    def __init__(self, client: redis.Redis, *, pool_limit: int, user_limit: int, lease: float,
                  prefix: str = "cairn:admission") -> None:
         self.client = client
         self.pool_limit = pool_limit

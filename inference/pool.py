@@ -41,18 +41,85 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeGuard, cast
 
+from inference.backends import Generator
 from inference.citations import cited_numbers, normalize_markers
 from inference.metrics import Registry
 from inference.metrics import registry as default_registry
 from inference.reasoning import ReasoningSplitter
 from inference.types import GenerationRequest, StreamEvent
 
+if TYPE_CHECKING:  # heavy: imported for real only when a batching pool starts (``_BatchRunner``)
+    import torch
+    from transformers import (
+        Cache,
+        DynamicCache,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        TextStreamer,
+    )
+
 logger = logging.getLogger(__name__)
 
 FINAL_EVENTS = ("done", "error")
+
+ErrorCode = Literal["cancelled", "timeout", "pool_full", "prompt_too_long", "internal"]
+
+
+class GenerationMetrics(TypedDict):
+    """One request's numbers, attached to its final event by the pool."""
+
+    queue_wait_s: float
+    time_to_first_token_s: float
+    tokens: int
+    tokens_per_s: float
+    batch_size: int
+    total_s: float
+    gpu_memory_allocated_bytes: NotRequired[int]  # only when torch has CUDA
+
+
+class AnswerDict(TypedDict):
+    """The ``done`` event's answer: ``inference.types.Answer`` as ``inference.wire`` dicts it."""
+
+    answer: str
+    reasoning: str
+    cited_numbers: list[int]
+    backend: str
+    generated: bool
+    passages_used: int
+    passages_offered: int
+
+
+class TextEvent(TypedDict):
+    """A piece of the reasoning, or of the answer (``token``)."""
+
+    event: Literal["reasoning", "token"]
+    text: str
+
+
+class DoneEvent(TypedDict):
+    event: Literal["done"]
+    answer: AnswerDict
+    metrics: NotRequired[GenerationMetrics]  # added by the pool as it finishes the request
+
+
+class ErrorEvent(TypedDict):
+    event: Literal["error"]
+    code: ErrorCode
+    message: str
+    # Absent when no request ran (refused before a ticket existed, or a ticket that went silent).
+    metrics: NotRequired[GenerationMetrics]
+
+
+FinalEvent = DoneEvent | ErrorEvent
+PoolEvent = TextEvent | DoneEvent | ErrorEvent
+"""Every event a ticket (or its Redis stream) carries; see the module docstring."""
+
+
+def is_final(event: PoolEvent) -> TypeGuard[FinalEvent]:
+    return event["event"] in FINAL_EVENTS
 
 
 class PoolFull(Exception):
@@ -68,18 +135,18 @@ class Ticket:
         self.submitted_at = time.monotonic()
         self.deadline = deadline
         self._cancelled = threading.Event()
-        self._events: list[dict[str, Any]] = []
+        self._events: list[PoolEvent] = []
         self._cond = threading.Condition()
-        self._waker: Any = None
+        self._waker: Callable[[], None] | None = None
         self.finished = False
 
     # --- producer side (the pool) ---
-    def push(self, event: dict[str, Any]) -> None:
+    def push(self, event: PoolEvent) -> None:
         with self._cond:
             if self.finished:
                 return
             self._events.append(event)
-            if event["event"] in FINAL_EVENTS:
+            if is_final(event):
                 self.finished = True
             self._cond.notify_all()
             waker = self._waker
@@ -94,19 +161,19 @@ class Ticket:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def set_waker(self, waker: Any) -> None:
+    def set_waker(self, waker: Callable[[], None]) -> None:
         """``waker()`` is called (from the pool's thread) after each new event; for asyncio readers."""
         with self._cond:
             self._waker = waker
 
-    def events_since(self, index: int, timeout: float | None = 0.0) -> list[dict[str, Any]]:
+    def events_since(self, index: int, timeout: float | None = 0.0) -> list[PoolEvent]:
         """Events from position ``index`` on, waiting up to ``timeout`` seconds for at least one."""
         with self._cond:
             if len(self._events) <= index and timeout:
                 self._cond.wait_for(lambda: len(self._events) > index, timeout)
             return self._events[index:]
 
-    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    def events(self, timeout: float | None = None) -> Iterator[PoolEvent]:
         """Every event up to and including the final one; ``timeout`` bounds the silence between two."""
         index = 0
         while True:
@@ -118,7 +185,7 @@ class Ticket:
             index += len(batch)
             for event in batch:
                 yield event
-                if event["event"] in FINAL_EVENTS:
+                if is_final(event):
                     return
 
 
@@ -144,17 +211,17 @@ class _Output:
             if self.first_at is None:
                 self.first_at = time.monotonic()
             (self.reasoning if event.channel == "reasoning" else self.answer).append(event.text)
-            name = "reasoning" if event.channel == "reasoning" else "token"
+            name: Literal["reasoning", "token"] = "reasoning" if event.channel == "reasoning" else "token"
             self.ticket.push({"event": name, "text": event.text})
 
     def close(self) -> None:
         self._emit(self.splitter.close())
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> GenerationMetrics:
         now = time.monotonic()
         submitted = self.ticket.submitted_at
         run = max(now - self.started_at, 1e-9)
-        metrics: dict[str, Any] = {
+        metrics: GenerationMetrics = {
             "queue_wait_s": round(self.started_at - submitted, 6),
             "time_to_first_token_s": round((self.first_at or now) - submitted, 6),
             "tokens": self.tokens,
@@ -170,7 +237,7 @@ class _Output:
 
 def answer_dict(
     *, name: str, generated: bool, request: GenerationRequest, offered: int, reasoning: str, answer: str
-) -> dict[str, Any]:
+) -> AnswerDict:
     """The finished answer as ``inference.wire`` dicts it, by the rules of ``inference.api.generate``."""
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
@@ -186,13 +253,13 @@ def answer_dict(
     }
 
 
-def _pack(generator: Any, request: GenerationRequest) -> GenerationRequest:
+def _pack(generator: Generator, request: GenerationRequest) -> GenerationRequest:
     packer = getattr(generator, "pack", None)
     return packer(request) if packer is not None else request
 
 
-def _prompt_error(exc: Exception) -> dict[str, Any]:
-    code = "prompt_too_long" if type(exc).__name__ == "PromptTooLong" else "internal"
+def _prompt_error(exc: Exception) -> ErrorEvent:
+    code: ErrorCode = "prompt_too_long" if type(exc).__name__ == "PromptTooLong" else "internal"
     return {"event": "error", "code": code, "message": str(exc) if code != "internal" else
             "The generation failed; the worker's log has the details."}
 
@@ -202,7 +269,7 @@ class GenerationPool:
 
     def __init__(
         self,
-        generator: Any,
+        generator: Generator,
         *,
         max_batch: int = 8,
         max_wait: float = 0.01,
@@ -286,11 +353,11 @@ class GenerationPool:
     def _purge_cancelled(self) -> None:
         """Finish waiting requests that were cancelled or ran out of time, so they leave the queue at once."""
         with self._cond:
-            gone = [t for t in self._waiting if self._stop_reason(t) is not None]
-            for ticket in gone:
+            gone = [(t, stop) for t in self._waiting if (stop := self._stop_reason(t)) is not None]
+            for ticket, _ in gone:
                 self._waiting.remove(ticket)
-        for ticket in gone:
-            self._finish(_Output(ticket, expect_reasoning=False), self._stop_reason(ticket) or {})
+        for ticket, stop in gone:
+            self._finish(_Output(ticket, expect_reasoning=False), stop)
         if gone:
             self._publish_gauges()
 
@@ -308,7 +375,7 @@ class GenerationPool:
         self.batch_sizes[rows] += 1
         self.metrics.observe("cairn_generation_batch_size", rows)
 
-    def _finish(self, output: _Output, event: dict[str, Any]) -> None:
+    def _finish(self, output: _Output, event: FinalEvent) -> None:
         """Push the final event of a request and record its metrics."""
         metrics = output.metrics()
         outcome = "ok" if event["event"] == "done" else event.get("code", "error")
@@ -323,7 +390,7 @@ class GenerationPool:
         event["metrics"] = metrics
         output.ticket.push(event)
 
-    def _done_event(self, output: _Output, request: GenerationRequest, offered: int) -> dict[str, Any]:
+    def _done_event(self, output: _Output, request: GenerationRequest, offered: int) -> DoneEvent:
         output.close()
         answer = answer_dict(
             name=getattr(self.generator, "name", "?"), generated=bool(getattr(self.generator, "generated", True)),
@@ -332,7 +399,7 @@ class GenerationPool:
         return {"event": "done", "answer": answer}
 
     @staticmethod
-    def _stop_reason(ticket: Ticket) -> dict[str, Any] | None:
+    def _stop_reason(ticket: Ticket) -> ErrorEvent | None:
         if ticket.cancelled:
             return {"event": "error", "code": "cancelled", "message": "The request was cancelled."}
         if ticket.deadline is not None and time.monotonic() > ticket.deadline:
@@ -388,7 +455,7 @@ class _Row:
     """One request inside the running batch."""
 
     def __init__(self, ticket: Ticket, output: _Output, request: GenerationRequest, offered: int,
-                 streamer: Any) -> None:
+                 streamer: TextStreamer) -> None:
         self.ticket = ticket
         self.output = output
         self.request = request
@@ -398,32 +465,62 @@ class _Row:
         self.limit = max(1, request.max_new_tokens)
 
 
+class BatchingGenerator(Generator, Protocol):
+    """What the batching runner needs beyond ``Generator``: the transformers backend's model and tokenizer.
+
+    Optional knobs (``expect_reasoning``, ``do_sample``, ``temperature``,
+    ``top_p``) are read with defaults, so they are not part of the protocol.
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+
+    def encode(self, request: GenerationRequest) -> Mapping[str, torch.Tensor]: ...
+
+
+class _KVLayer(Protocol):
+    """A cache layer after prefill: its key and value tensors are set ([rows, heads, positions, dim])."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _kv_layers(cache: Cache) -> list[_KVLayer]:
+    # Only for caches ``_BatchRunner._joinable`` accepted: every layer a DynamicLayer the prefill filled,
+    # whereas transformers types a layer's tensors as optional and its layers as any layer kind.
+    return cast("list[_KVLayer]", cache.layers)
+
+
 class _BatchRunner:
     """The scheduler thread of a transformers pool: prefill, join, decode, prune. See the module docstring."""
 
-    def __init__(self, pool: GenerationPool) -> None:
-        import torch
+    # torch is imported inside the methods: this module must not import it unless a batching pool runs.
 
-        self.torch = torch
+    def __init__(self, pool: GenerationPool) -> None:
         self.pool = pool
-        self.generator = pool.generator
+        # GenerationPool batches only generators that hold a model (the transformers backend).
+        self.generator = cast(BatchingGenerator, pool.generator)
         self.model = self.generator.model
         self.tokenizer = self.generator.tokenizer
         config = self.model.generation_config
         eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
+        self.eos_ids: set[int] = set(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
         pad = config.pad_token_id if config.pad_token_id is not None else self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else next(iter(self.eos_ids), 0))
         self.device = self.generator.device
         self.rows: list[_Row] = []
-        self.cache: Any = None
-        self.mask: Any = None
-        self.next_tokens: Any = None  # [rows] tokens to feed at the next decode step
+        # The running batch's state; all three are set exactly while ``rows`` is not empty.
+        self.cache: Cache | None = None
+        self.mask: torch.Tensor | None = None  # [rows, positions] 1 for real tokens, 0 for left padding
+        self.next_tokens: torch.Tensor | None = None  # [rows] tokens to feed at the next decode step
         self.can_join = True
         self.admitting: list[_Row] = []
 
     def run(self) -> None:
-        with self.torch.inference_mode():
+        import torch
+
+        with torch.inference_mode():
             while True:
                 free = self.pool.max_batch - len(self.rows)
                 taken = self.pool._take(free, block=not self.rows) if free > 0 else []
@@ -452,10 +549,11 @@ class _BatchRunner:
 
     # --- prefill and join ---
     def _admit(self, tickets: list[Ticket]) -> None:
-        torch = self.torch
+        import torch
+
         pool = self.pool
         new_rows: list[_Row] = []
-        prompts: list[Any] = []
+        prompts: list[torch.Tensor] = []
         for ticket in tickets:
             output = _Output(ticket, expect_reasoning=bool(getattr(self.generator, "expect_reasoning", False)))
             stop = pool._stop_reason(ticket)
@@ -503,7 +601,7 @@ class _BatchRunner:
         self.admitting = []
         self._accept(first_rows=new_rows)
 
-    def _new_cache(self) -> Any:
+    def _new_cache(self) -> DynamicCache:
         from transformers import DynamicCache
 
         try:
@@ -511,28 +609,32 @@ class _BatchRunner:
         except TypeError:  # older transformers
             return DynamicCache()
 
-    def _joinable(self, cache: Any) -> bool:
+    def _joinable(self, cache: Cache) -> bool:
         try:
             from transformers.cache_utils import DynamicLayer
         except ImportError:
             return False
-        layers = getattr(cache, "layers", None)
-        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        layers: list[object] | None = getattr(cache, "layers", None)  # older caches keep per-layer lists instead
+        if not layers:
+            return False
+        return all(type(layer) is DynamicLayer for layer in layers)
 
-    def _merge(self, cache: Any, mask: Any, first: Any, new_rows: list[_Row]) -> None:
+    def _merge(self, cache: Cache, mask: torch.Tensor, first: torch.Tensor, new_rows: list[_Row]) -> None:
         """Append prefilled rows to the running batch, left-padding the shorter cache."""
-        torch = self.torch
+        import torch
+
+        assert self.cache is not None and self.mask is not None and self.next_tokens is not None  # a batch is running
         old_len, new_len = self.mask.shape[1], mask.shape[1]
         width = max(old_len, new_len)
 
-        def pad(t: Any, extra: int) -> Any:
+        def pad(t: torch.Tensor, extra: int) -> torch.Tensor:
             if extra == 0:
                 return t
             shape = list(t.shape)
             shape[-2] = extra
             return torch.cat([t.new_zeros(shape), t], dim=-2)
 
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+        for old, new in zip(_kv_layers(self.cache), _kv_layers(cache), strict=True):
             old.keys = torch.cat([pad(old.keys, width - old_len), pad(new.keys, width - new_len)], dim=0)
             old.values = torch.cat([pad(old.values, width - old_len), pad(new.values, width - new_len)], dim=0)
         zeros = self.mask.new_zeros
@@ -545,7 +647,9 @@ class _BatchRunner:
 
     # --- decode ---
     def _decode_step(self) -> None:
-        torch = self.torch
+        import torch
+
+        assert self.cache is not None and self.mask is not None and self.next_tokens is not None  # a batch is running
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
         positions = torch.tensor([[row.length] for row in self.rows], dtype=torch.long, device=self.device)
         self.pool._record_forward(len(self.rows))
@@ -557,9 +661,10 @@ class _BatchRunner:
         self.next_tokens = self._choose(out.logits[:, -1, :])
         self._accept(first_rows=None)
 
-    def _choose(self, logits: Any) -> Any:
+    def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy (the default, reproducible); with the generator's ``do_sample``, temperature + top-p."""
-        torch = self.torch
+        import torch
+
         if not getattr(self.generator, "do_sample", False):
             return logits.argmax(-1)
         probs = torch.softmax(logits.float() / max(float(getattr(self.generator, "temperature", 1.0)), 1e-5), -1)
@@ -573,6 +678,9 @@ class _BatchRunner:
 
     def _accept(self, first_rows: list[_Row] | None) -> None:
         """Hand each row its new token (``self.next_tokens``), finish rows that are done, prune them."""
+        import torch
+
+        assert self.next_tokens is not None  # set by the prefill or decode step that calls this
         tokens = self.next_tokens.tolist()
         size = len(self.rows)
         keep: list[int] = []
@@ -583,8 +691,8 @@ class _BatchRunner:
             output = row.output
             output.batch_size = max(output.batch_size, size)
             output.tokens += 1
-            row.streamer.put(self.torch.tensor([token]))
-            stop = self.pool._stop_reason(row.ticket)
+            row.streamer.put(torch.tensor([token]))
+            stop: FinalEvent | None = self.pool._stop_reason(row.ticket)
             if stop is None and (token in self.eos_ids or output.tokens >= row.limit):
                 row.streamer.end()
                 stop = self.pool._done_event(output, row.request, row.offered)
@@ -598,11 +706,13 @@ class _BatchRunner:
         self._prune(keep)
 
     def _prune(self, keep: list[int]) -> None:
-        torch = self.torch
+        import torch
+
         self.rows = [self.rows[i] for i in keep]
         if not self.rows:
             self.cache, self.mask, self.next_tokens = None, None, None
             return
+        assert self.cache is not None and self.mask is not None and self.next_tokens is not None  # a batch is running
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.cache.batch_select_indices(index)
         self.mask = self.mask[index]
@@ -612,18 +722,21 @@ class _BatchRunner:
             first = int(self.mask.any(dim=0).nonzero()[0])
             if first > 0:
                 self.mask = self.mask[:, first:]
-                for layer in self.cache.layers:
+                for layer in _kv_layers(self.cache):
                     layer.keys = layer.keys[..., first:, :]
                     layer.values = layer.values[..., first:, :]
 
 
-def _row_streamer_class() -> type:
+_StreamerFactory = Callable[["PreTrainedTokenizerBase", _Output], "TextStreamer"]
+
+
+def _row_streamer_class() -> _StreamerFactory:
     from transformers import TextStreamer
 
     class RowStreamer(TextStreamer):
         """transformers' own text streamer (as the one-at-a-time backend uses), writing into an ``_Output``."""
 
-        def __init__(self, tokenizer: Any, output: _Output) -> None:
+        def __init__(self, tokenizer: PreTrainedTokenizerBase, output: _Output) -> None:
             super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
             self.output = output
 
@@ -633,10 +746,10 @@ def _row_streamer_class() -> type:
     return RowStreamer
 
 
-_streamer_class: type | None = None
+_streamer_class: _StreamerFactory | None = None
 
 
-def _RowStreamer(tokenizer: Any, output: _Output) -> Any:  # noqa: N802 - a lazily defined class
+def _RowStreamer(tokenizer: PreTrainedTokenizerBase, output: _Output) -> TextStreamer:  # noqa: N802 - a lazily defined class
     global _streamer_class
     if _streamer_class is None:
         _streamer_class = _row_streamer_class()
@@ -645,7 +758,9 @@ def _RowStreamer(tokenizer: Any, output: _Output) -> Any:  # noqa: N802 - a lazi
 
 # --- the process's pools ------------------------------------------------------------
 
-_pools: dict[tuple[Any, ...], GenerationPool] = {}
+# (backend, model path, generator options): one pool per distinct generator.
+_PoolKey = tuple[str, str | None, tuple[tuple[str, Hashable], ...]]
+_pools: dict[_PoolKey, GenerationPool] = {}
 _pools_lock = threading.Lock()
 
 
@@ -659,7 +774,7 @@ def get_pool(backend: str, model_path: str | None, **options: Any) -> Generation
 
     pool_keys = ("max_batch", "max_wait", "max_queue", "timeout")
     pool_options = {k: options.pop(k) for k in pool_keys if k in options}
-    key = (backend, model_path, tuple(sorted(options.items())))
+    key: _PoolKey = (backend, model_path, tuple(sorted(options.items())))
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:

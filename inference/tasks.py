@@ -23,17 +23,21 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from inference.api import load_generator
+from inference.api import Generator, load_generator
 from inference.metrics import registry
 from inference.pool import GenerationPool, PoolFull, get_pool, record_gpu_memory
 from inference.transport import publish, relay, valid_generation_id
 from inference.wire import request_from_dict
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +46,36 @@ METRICS_KEY = "cairn:metrics:worker:"
 METRICS_TTL = 300
 
 
-def configured_generator():  # type: ignore[no-untyped-def]
+def configured_generator() -> Generator:
     return load_generator(
-        settings.CAIRN_GENERATOR, settings.CAIRN_LLM_PATH, **getattr(settings, "CAIRN_LLM_OPTIONS", {})
+        settings.CAIRN_LLM_BACKEND, settings.CAIRN_LLM_PATH, **getattr(settings, "CAIRN_LLM_OPTIONS", {})
     )
 
 
 def configured_pool() -> GenerationPool:
     """This process's generation pool for the configured backend, loading the model on first use."""
     return get_pool(
-        settings.CAIRN_GENERATOR, settings.CAIRN_LLM_PATH,
+        settings.CAIRN_LLM_BACKEND, settings.CAIRN_LLM_PATH,
         max_batch=settings.CAIRN_GEN_MAX_BATCH, max_wait=settings.CAIRN_GEN_BATCH_WAIT_MS / 1000,
         max_queue=settings.CAIRN_GEN_QUEUE_SIZE, timeout=settings.CAIRN_GEN_TIMEOUT,
         **getattr(settings, "CAIRN_LLM_OPTIONS", {}),
     )
 
 
-_redis: Any = None
+_redis: redis.Redis | None = None
 _redis_lock = threading.Lock()
 
 
-def _client() -> Any:
+def _client() -> redis.Redis:
     global _redis
     with _redis_lock:
         if _redis is None:
             import redis
 
-            _redis = redis.Redis.from_url(settings.CAIRN_REDIS_URL)
+            url = settings.CAIRN_REDIS_URL
+            if url is None:  # settings refuse CAIRN_TASKS=celery without it; a worker started otherwise ends here
+                raise ImproperlyConfigured("The inference worker needs CAIRN_REDIS_URL (redis://host:6379/0).")
+            _redis = redis.Redis.from_url(url)
         return _redis
 
 
@@ -93,6 +100,7 @@ def publish_metrics() -> None:
 @worker_ready.connect
 def _load_model_at_start(sender: Any = None, **kwargs: Any) -> None:
     """Load the model when an inference worker starts, not on its first request."""
+    # ``sender`` is Celery's worker consumer; Celery ships no types, and any sender without ``app`` is skipped.
     try:
         queues = set(sender.app.amqp.queues.consume_from or {})
     except AttributeError:
@@ -106,7 +114,7 @@ def _load_model_at_start(sender: Any = None, **kwargs: Any) -> None:
         logger.exception("could not load the generation model at worker start; tasks will retry the load")
         return
     logger.info("inference worker %s ready in %.1fs (backend %s, batching %s)", worker_name(),
-                time.monotonic() - started, settings.CAIRN_GENERATOR, pool.batching)
+                time.monotonic() - started, settings.CAIRN_LLM_BACKEND, pool.batching)
     publish_metrics()
     threading.Thread(target=_publish_periodically, name="cairn-metrics", daemon=True).start()
 

@@ -19,11 +19,21 @@ import asyncio
 import json
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, cast
 
-from inference.pool import FINAL_EVENTS, Ticket
+from inference.pool import FinalEvent, PoolEvent, Ticket, is_final
+
+if TYPE_CHECKING:  # redis is imported for real only by the team shape's sources (and the worker)
+    import redis
+    import redis.asyncio
+    from redis.typing import XReadResponse
 
 STREAM_TTL = 900  # seconds a finished (or abandoned) event stream stays in Redis
+
+# XREAD's reply as redis-py returns it under RESP2, its default protocol (RESP3 would give a dict):
+# [stream key, [(entry id, {field: value}), ...]] per stream; empty or None when the block timed out.
+_StreamEntry = tuple[bytes | str, dict[bytes | str, bytes | str]]
+_XReadReply = list[tuple[bytes | str, list[_StreamEntry]]] | None
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -42,7 +52,7 @@ def cancel_key(generation_id: str) -> str:
 # --- worker side ---------------------------------------------------------------------
 
 
-def relay(ticket: Ticket, client: Any, generation_id: str, *, poll: float = 0.1) -> dict[str, Any]:
+def relay(ticket: Ticket, client: redis.Redis, generation_id: str, *, poll: float = 0.1) -> FinalEvent:
     """Copy ``ticket``'s events into its Redis stream until the final one; returns the final event.
 
     Between events (at least every ``poll`` seconds) the cancel key is checked,
@@ -62,7 +72,7 @@ def relay(ticket: Ticket, client: Any, generation_id: str, *, poll: float = 0.1)
             pipe.expire(key, STREAM_TTL)
             pipe.execute()
             final = events[-1]
-            if final["event"] in FINAL_EVENTS:
+            if is_final(final):
                 return final
         now = time.monotonic()
         if now - last_check >= poll:
@@ -71,7 +81,7 @@ def relay(ticket: Ticket, client: Any, generation_id: str, *, poll: float = 0.1)
                 ticket.cancel()
 
 
-def publish(client: Any, generation_id: str, event: dict[str, Any]) -> None:
+def publish(client: redis.Redis, generation_id: str, event: PoolEvent) -> None:
     """One event (an error raised before a ticket existed) straight into the stream."""
     key = stream_key(generation_id)
     client.xadd(key, {"data": json.dumps(event)})
@@ -79,6 +89,21 @@ def publish(client: Any, generation_id: str, event: dict[str, Any]) -> None:
 
 
 # --- web side --------------------------------------------------------------------------
+
+
+class EventSource(Protocol):
+    """Where the web process reads a generation's events; ``TicketSource`` or ``RedisSource``.
+
+    ``read``/``aread`` return the events that arrived since the last read
+    (waiting up to ``timeout`` seconds for one; empty when none came).
+    ``RedisSource`` also has ``close``/``aclose`` for its connections.
+    """
+
+    def read(self, timeout: float) -> list[PoolEvent]: ...
+
+    async def aread(self, timeout: float) -> list[PoolEvent]: ...
+
+    def cancel(self) -> None: ...
 
 
 class TicketSource:
@@ -89,16 +114,20 @@ class TicketSource:
         self._index = 0
         self._wake: asyncio.Event | None = None
 
-    def read(self, timeout: float) -> list[dict[str, Any]]:
+    def read(self, timeout: float) -> list[PoolEvent]:
         events = self.ticket.events_since(self._index, timeout)
         self._index += len(events)
         return events
 
-    async def aread(self, timeout: float) -> list[dict[str, Any]]:
+    async def aread(self, timeout: float) -> list[PoolEvent]:
         if self._wake is None:
             loop = asyncio.get_running_loop()
             wake = self._wake = asyncio.Event()
-            self.ticket.set_waker(lambda: loop.call_soon_threadsafe(wake.set))
+
+            def waker() -> None:  # called from the pool's thread
+                loop.call_soon_threadsafe(wake.set)
+
+            self.ticket.set_waker(waker)
         self._wake.clear()
         events = self.read(0)
         if not events:
@@ -121,29 +150,30 @@ class RedisSource:
         self.generation_id = generation_id
         self.key = stream_key(generation_id)
         self._last = "0-0"
-        self._sync: Any = None
-        self._async: Any = None
+        self._sync: redis.Redis | None = None
+        self._async: redis.asyncio.Redis | None = None
 
-    def _client(self) -> Any:
+    def _client(self) -> redis.Redis:
         if self._sync is None:
             import redis
 
             self._sync = redis.Redis.from_url(self.redis_url)
         return self._sync
 
-    def _decode(self, reply: Any) -> list[dict[str, Any]]:
-        events = []
-        for _key, entries in reply or []:
+    def _decode(self, reply: XReadResponse | None) -> list[PoolEvent]:
+        events: list[PoolEvent] = []
+        for _key, entries in cast(_XReadReply, reply) or []:
             for entry_id, fields in entries:
                 self._last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                events.append(json.loads(fields[b"data"] if b"data" in fields else fields["data"]))
+                # What ``relay``/``publish`` wrote: a pool event as JSON.
+                events.append(cast("PoolEvent", json.loads(fields[b"data"] if b"data" in fields else fields["data"])))
         return events
 
-    def read(self, timeout: float) -> list[dict[str, Any]]:
+    def read(self, timeout: float) -> list[PoolEvent]:
         reply = self._client().xread({self.key: self._last}, block=max(1, int(timeout * 1000)), count=500)
         return self._decode(reply)
 
-    async def aread(self, timeout: float) -> list[dict[str, Any]]:
+    async def aread(self, timeout: float) -> list[PoolEvent]:
         if self._async is None:
             import redis.asyncio
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -26,7 +27,7 @@ def answer_to_dict(answer: Answer) -> dict[str, Any]:
     return asdict(answer)
 
 
-def answer_from_dict(data: dict[str, Any]) -> Answer:
+def answer_from_dict(data: Mapping[str, Any]) -> Answer:  # a ``done`` event's AnswerDict, too
     return Answer(
         answer=data["answer"],
         reasoning=data.get("reasoning", ""),

@@ -1,17 +1,19 @@
-"""The single index writer: adds embedded versions to the index files, purges tombstones.
+"""The single index writer's database side: what goes into the index, and the state it leaves.
 
 Runs on the ``index`` queue with concurrency 1 in the team shape and in the
-local worker in the personal shape; a file lock makes it single-writer in
-any case.  Idempotent: chunk ids are upserted, and a crash between writing
-the files and updating the database is repaired by the next pass.
+local worker in the personal shape; the store's file lock makes it
+single-writer in any case.  Under that lock a pass reads which versions are
+ready and which must leave, hands their chunks to the index layer's writer
+(``kb.retrieval.writer``), and marks them INDEXED or purged.  Idempotent:
+chunk ids are upserted, and a crash between writing the files and updating
+the database is repaired by the next pass.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -20,10 +22,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from ingestion.services import index_text
+from kb import index
 from kb.models import Chunk, Document, DocumentVersion
-from kb.retrieval.index_store import IndexSnapshot, IndexStore
-from kb.retrieval.lexical import tokenize
+from kb.retrieval.embedding import Embedder
+from kb.retrieval.index_store import IndexStore
+from kb.retrieval.writer import ChunkBatch, chunk_tokens
 from kb.storage import blob_delete
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ Status = IngestionJob.Status
 
 # Bound the memory one pass holds; the rest waits for the next pass.
 MAX_CHUNKS_PER_PASS = 50_000
+EMBED_SLICE = 512
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,60 @@ class IndexPassResult:
     index_version: int
 
 
-def index_store() -> IndexStore:
-    """The active embedding model's index (see ``ingestion.model_switch``)."""
-    from ingestion.model_switch import active_model, store_for
+def _chunk_rows(version: DocumentVersion) -> tuple[np.ndarray, list[tuple[str, str]], str]:
+    """(chunk ids, each chunk's (text, heading), the title) of a version, in id order."""
+    rows = list(Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading"))
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return ids, [(text, heading) for _, text, heading in rows], version.parsed_title or version.document.title
 
-    return store_for(active_model().model_id)
+
+def stored_batch(version: DocumentVersion) -> ChunkBatch:
+    """A version's chunks with the vectors stored in the database, as the index takes them."""
+    rows = list(
+        Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading", "embedding")
+    )
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype=np.float32).reshape(len(rows), -1)
+    title = version.parsed_title or version.document.title
+    return ChunkBatch(ids, vectors, chunk_tokens([(text, heading) for _, text, heading, _ in rows], title))
+
+
+def version_tokens(version: DocumentVersion) -> list[list[str]]:
+    """The BM25 terms of a version's chunks."""
+    _, rows, title = _chunk_rows(version)
+    return chunk_tokens(rows, title)
+
+
+def embed_version(version: DocumentVersion, embedder: Embedder) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """(ids, vectors, tokens) of a version's chunks, embedded the way ingestion embeds them."""
+    from kb.retrieval.passages import index_text
+
+    ids, rows, title = _chunk_rows(version)
+    texts = [index_text(text, heading, title) for text, heading in rows]
+    parts = [embedder.encode(texts[i:i + EMBED_SLICE], batch_size=settings.CAIRN_EMBED_BATCH)
+             for i in range(0, len(texts), EMBED_SLICE)]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+    return ids, vectors, chunk_tokens(rows, title)
+
+
+def vectors_write(ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Replace the stored vectors of these chunks."""
+    with transaction.atomic():
+        for start in range(0, len(ids), 1000):
+            batch = [Chunk(id=int(i), embedding=vectors[start + n].tobytes())
+                     for n, i in enumerate(ids[start:start + 1000].tolist())]
+            Chunk.objects.bulk_update(batch, ["embedding"], batch_size=1000)
+
+
+def _reembed(version: DocumentVersion) -> None:
+    """Chunks embedded with a model that is no longer active (a switch flipped mid-job): embed them again."""
+    ids, vectors, _ = embed_version(version, index.active_embedder())
+    vectors_write(ids, vectors)
+
+
+def index_due() -> bool:
+    """Whether the active index was made by another tokenizer than this code's (a rebuild is due)."""
+    return index.index_store().tokenizer_stale()
 
 
 def _purgeable() -> list[DocumentVersion]:
@@ -57,17 +110,20 @@ def _purgeable() -> list[DocumentVersion]:
 
 
 def index_pass(*, compact: bool = False) -> IndexPassResult:
-    """Index every version that is ready; with ``compact``, also purge tombstoned ones."""
-    from ingestion.model_switch import active_model, pin_active_if_unset
+    """Index every version that is ready; with ``compact``, also purge tombstoned ones.
 
-    pin_active_if_unset()
-    store = index_store()
-    indexed: list[int] = []
-    purged: list[int] = []
+    An index whose BM25 terms come from another tokenizer version is
+    rebuilt from the database instead (``index_due``).
+    """
+    index.pin_active_if_unset()
+    store = index.index_store()
     with store.writer_lock():
-        if active_model().model_id != store.model_id:
+        if index.active_model().model_id != store.model_id:
             # A model switch flipped while we waited for the lock: index into the new model.
-            return IndexPassResult([], [], store.current_version()) if _no_work() else _rerun(compact)
+            return IndexPassResult([], [], store.current_version()) if _no_work() else index_pass(compact=compact)
+        if store.tokenizer_stale():
+            log.info("index of %s was made by another tokenizer version: rebuilding it", store.model_id)
+            return _rebuild(store)
         ready = list(
             IngestionJob.objects.filter(status=Status.EMBEDDING, ready_to_index=True)
             .select_related("version__document")
@@ -83,87 +139,23 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
         to_purge = _purgeable() if compact else []
         if not batch and not to_purge:
             return IndexPassResult([], [], store.current_version())
-        # The dense base is read only if this pass must merge: appending costs the delta, not the index.
-        snapshot = _take_kept(store) or store.load(lazy_dense=True) or store.empty(_dimension())
-        for job in batch:
-            if job.embedding_model and job.embedding_model != store.model_id:
-                _reembed(job.version)
-            _add_version(snapshot, job.version)
-        for version in to_purge:
-            ids = np.arange(version.chunk_id_start, version.chunk_id_start + version.chunk_count, dtype=np.int64)
-            snapshot.dense.remove(ids)
-            snapshot.lexical.remove(ids)
-        dense = snapshot.dense
-        if dense.needs_merge() or (compact and (dense.delta.ntotal or len(dense.deleted))):
-            dense.merge()
-        index_version = store.write(snapshot)
-        _keep(store, snapshot)
+
+        def adds() -> Iterator[ChunkBatch]:
+            for job in batch:
+                if job.embedding_model and job.embedding_model != store.model_id:
+                    _reembed(job.version)
+                yield stored_batch(job.version)
+
+        removes = (np.arange(v.chunk_id_start, v.chunk_id_start + v.chunk_count, dtype=np.int64) for v in to_purge)
+        index_version = index.writer_for(store).apply(adds(), removes, compact=compact)
         indexed = _mark_indexed(batch)
         purged = _mark_purged(to_purge)
     log.info("index v%s: +%d versions, -%d purged", index_version, len(indexed), len(purged))
     return IndexPassResult(indexed, purged, index_version)
 
 
-# The writer's own copy of the index as it last wrote it, by index directory (CAIRN_INDEX_WRITER_KEEP).
-_kept: dict[Path, IndexSnapshot] = {}
-_kept_lock = threading.Lock()
-
-
-def _take_kept(store: IndexStore) -> IndexSnapshot | None:
-    """The kept copy, if it is still the current version of this store; it leaves the cache either way.
-
-    Taken, not borrowed: a pass that fails half-way has mutated it, and
-    the next pass then reads the files again.  Any other writer (a model
-    switch, a repair tool) writes a new version, which this check notices.
-    """
-    with _kept_lock:
-        snapshot = _kept.pop(store.dir, None)
-    if snapshot is None or snapshot.model_id != store.model_id or snapshot.version != store.current_version():
-        return None
-    return snapshot
-
-
-def _keep(store: IndexStore, snapshot: IndexSnapshot) -> None:
-    if not settings.CAIRN_INDEX_WRITER_KEEP:
-        return
-    snapshot.dense.release_base()
-    snapshot.lexical.release_weights()
-    with _kept_lock:
-        _kept[store.dir] = snapshot
-
-
 def _no_work() -> bool:
     return not IngestionJob.objects.filter(status=Status.EMBEDDING, ready_to_index=True).exists()
-
-
-def _rerun(compact: bool) -> IndexPassResult:
-    return index_pass(compact=compact)
-
-
-def _reembed(version: DocumentVersion) -> None:
-    """Chunks embedded with a model that is no longer active (a switch flipped mid-job)."""
-    from ingestion.model_switch import active_embedder, reembed_chunks
-
-    reembed_chunks(version, active_embedder())
-
-
-def _dimension() -> int:
-    from ingestion.model_switch import active_embedder
-
-    return active_embedder().dim
-
-
-def _add_version(snapshot: IndexSnapshot, version: DocumentVersion) -> None:
-    rows = list(
-        Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading", "embedding")
-    )
-    if not rows:
-        return
-    title = version.parsed_title or version.document.title
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype=np.float32).reshape(len(rows), -1)
-    snapshot.dense.add(ids, vectors)
-    snapshot.lexical.add(ids, [tokenize(index_text(text, heading, title)) for _, text, heading, _ in rows])
 
 
 def _mark_indexed(jobs: list[IngestionJob]) -> list[int]:
@@ -207,22 +199,21 @@ def _mark_purged(versions: list[DocumentVersion]) -> list[int]:
     return done
 
 
+def _current_versions() -> Iterator[DocumentVersion]:
+    return DocumentVersion.objects.filter(
+        current_for__isnull=False, document__deleted_at__isnull=True, chunk_id_start__isnull=False
+    ).select_related("document").iterator()
+
+
+def _rebuild(store: IndexStore) -> IndexPassResult:
+    """With the writer lock held: a new version from every current version's chunks in the database."""
+    index_version = index.writer_for(store).rebuild(stored_batch(v) for v in _current_versions())
+    return IndexPassResult([], [], index_version)
+
+
 def index_rebuild() -> IndexPassResult:
     """Rebuild the index files from the database (e.g. after losing the index directory)."""
-    from ingestion.model_switch import pin_active_if_unset
-
-    pin_active_if_unset()
-    store = index_store()
+    index.pin_active_if_unset()
+    store = index.index_store()
     with store.writer_lock():
-        snapshot = store.empty(_dimension())
-        versions = DocumentVersion.objects.filter(
-            current_for__isnull=False, document__deleted_at__isnull=True, chunk_id_start__isnull=False
-        ).select_related("document")
-        count = 0
-        for version in versions.iterator():
-            _add_version(snapshot, version)
-            count += 1
-        if snapshot.dense.needs_merge():
-            snapshot.dense.merge()
-        index_version = store.write(snapshot)
-    return IndexPassResult([], [], index_version)
+        return _rebuild(store)

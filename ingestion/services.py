@@ -1,256 +1,138 @@
-"""The ingestion state machine: claim, parse, chunk, embed, hand over to the index writer.
+"""Writes that start or stop work in the pipeline: uploads, re-processing, deletion.
 
-Idempotent and safe under ``acks_late``: every transition is a conditional
-update on ``(status, attempts)``; a worker whose claim was taken over finds
-its next update refused (``LostClaim``) and stops without writing.
+The web layer (``kb.api``, the pages) and the commands call these through
+``ingestion.api``.  Each does its knowledge-base write through
+``kb.services`` (audited there) and, in the same transaction, creates or
+re-queues the ingestion job, or schedules compaction; the task is sent
+after commit (``ingestion.tasks``).  The parsers never run here: an upload's
+type is sniffed from its first bytes, the parsing is the workers' job.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingestion.chunking import ChunkDraft, chunk_document, full_text
+from access.models import User
+from access.services import Actor, audit_record
 from ingestion.models import IngestionJob
-from ingestion.parsers import ParseError, parse
-from kb.models import Chunk, DocumentVersion
-from kb.services import chunk_ids_reserve
-from kb.storage import blob_read
+from ingestion.parsers import ParseError, sniff
+from ingestion.tasks import deferred, enqueue_index, enqueue_ingest
+from kb import services as kb_services
+from kb.evaluation import Dataset, as_markdown
+from kb.exceptions import InvalidInput, UnsupportedType
+from kb.models import Collection, Document, DocumentVersion
+from kb.selectors import readable_collections, readable_documents
+from kb.services import UploadResult, blob_discard, display_name
+from kb.storage import blob_read, blob_store
 
-log = logging.getLogger(__name__)
 Status = IngestionJob.Status
-WORKER_NAME = f"{socket.gethostname()}"
-
-ProgressCallback = Callable[[str, int, int], None]
-
-
-class LostClaim(Exception):
-    """Another worker (or the reaper) took this job over; stop without writing."""
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    job_id: int
-    status: str
-    error: str = ""
-    retry_in: float | None = None
 
 
 def job_create(version: DocumentVersion) -> IngestionJob:
-    return IngestionJob.objects.create(version=version, max_attempts=settings.CAIRN_JOB_MAX_ATTEMPTS)
+    """The job of a new version, queued after commit."""
+    job = IngestionJob.objects.create(version=version, max_attempts=settings.CAIRN_JOB_MAX_ATTEMPTS)
+    enqueue_ingest(job.pk)
+    return job
 
 
-def job_claim(job_id: int) -> int | None:
-    """PENDING → PARSING; returns the attempt number that now owns the job, or None."""
-    job = IngestionJob.objects.filter(pk=job_id, status=Status.PENDING).values("attempts", "max_attempts").first()
-    if job is None:
-        return None
-    attempt = job["attempts"] + 1
-    now = timezone.now()
-    if attempt > job["max_attempts"]:
-        IngestionJob.objects.filter(pk=job_id, status=Status.PENDING, attempts=job["attempts"]).update(
-            status=Status.FAILED, finished_at=now, updated_at=now, detail="",
-            error=f"Gave up after {job['max_attempts']} attempts.",
-        )
-        return None
-    claimed = IngestionJob.objects.filter(pk=job_id, status=Status.PENDING, attempts=job["attempts"]).update(
-        status=Status.PARSING, attempts=attempt, worker=WORKER_NAME[:200], started_at=now, updated_at=now,
-        error="", detail="Reading the file", progress=0.0, ready_to_index=False,
-    )
-    return attempt if claimed else None
+def document_upload(
+    *, actor: Actor, collection: Collection, filename: str, chunks: Iterable[bytes],
+    replace: Document | None = None,
+) -> UploadResult:
+    """Store an upload and queue it for ingestion (see ``kb.services.version_add`` for what it becomes).
 
-
-def _advance(job_id: int, attempt: int, expected: str, **fields: object) -> None:
-    fields.setdefault("updated_at", timezone.now())
-    updated = IngestionJob.objects.filter(pk=job_id, status=expected, attempts=attempt).update(**fields)
-    if not updated:
-        raise LostClaim(job_id)
-
-
-def _fail(job_id: int, attempt: int, message: str) -> None:
-    now = timezone.now()
-    IngestionJob.objects.filter(pk=job_id, attempts=attempt, status__in=IngestionJob.ACTIVE).update(
-        status=Status.FAILED, error=message[:2000], detail="", finished_at=now, updated_at=now,
-        ready_to_index=False,
-    )
-
-
-def index_text(draft_text: str, heading: str, title: str) -> str:
-    """What gets embedded and keyword-indexed: the passage with its context.
-
-    The document title and heading path travel with each chunk, so a
-    passage that never names its subject can still be found by it.
+    The bytes are stored content-addressed while they stream in (refused
+    past ``CAIRN_MAX_UPLOAD_BYTES``); an empty file or one whose content is
+    not a document type Cairn reads is refused and its bytes dropped.
     """
-    return "\n".join(part for part in (title, heading, draft_text) if part)
-
-
-def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> JobOutcome:
-    """Process one job end to end up to "ready for the index writer".
-
-    Parse errors are permanent (FAILED at once, with the parser's message);
-    anything else is treated as transient and retried until the attempt
-    budget is spent.
-    """
-    attempt = job_claim(job_id)
-    if attempt is None:
-        status = IngestionJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        return JobOutcome(job_id, status or "MISSING")
+    if actor.user is None:
+        raise InvalidInput("An upload needs a user.")
+    title = display_name(filename)
+    blob = blob_store(chunks, limit=settings.CAIRN_MAX_UPLOAD_BYTES)
+    if blob.size == 0:
+        blob_discard(blob.sha256)
+        raise InvalidInput("The file is empty.")
     try:
-        job = IngestionJob.objects.select_related("version__document").get(pk=job_id)
-        version = job.version
-        data = blob_read(version.sha256)
-        parsed = parse(data)
-        text = full_text(parsed)
-        _advance(job_id, attempt, Status.PARSING, status=Status.CHUNKING, detail="Splitting into passages")
-        DocumentVersion.objects.filter(pk=version.pk).update(
-            kind=parsed.kind, text=text, parsed_title=parsed.title[:500], page_count=parsed.page_count
-        )
-        from ingestion.model_switch import active_embedder
-
-        embedder = active_embedder()
-        drafts = chunk_document(
-            parsed, embedder.tokenizer,
-            size_tokens=settings.CAIRN_CHUNK_TOKENS, overlap_tokens=settings.CAIRN_CHUNK_OVERLAP,
-        )
-        if not drafts:
-            raise ParseError("The document contains no text to index.")
-        total = len(drafts)
-        _advance(job_id, attempt, Status.CHUNKING, status=Status.EMBEDDING,
-                 detail=f"Embedding 0 of {total} passages", progress=0.0)
-        vectors = _embed(job_id, attempt, drafts, version, embedder, progress)
-        _store_chunks(job_id, attempt, version, drafts, vectors, embedder.model_id)
-    except LostClaim:
-        log.info("job %s: claim lost, another worker owns it now", job_id)
-        return JobOutcome(job_id, "LOST")
+        kind = sniff(blob_read(blob.sha256))
     except ParseError as exc:
-        _fail(job_id, attempt, str(exc))
-        return JobOutcome(job_id, Status.FAILED, str(exc))
-    except Exception as exc:
-        log.exception("job %s: attempt %s failed", job_id, attempt)
-        return _retry_or_fail(job_id, attempt, exc)
-    return JobOutcome(job_id, Status.EMBEDDING)
-
-
-def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: DocumentVersion, embedder, progress):  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    title = version.document.title if not version.parsed_title else version.parsed_title
-    texts = [index_text(d.text, d.heading, title) for d in drafts]
-    batch = settings.CAIRN_EMBED_BATCH
-    # Larger slices than the model batch keep the per-slice DB heartbeat cheap.
-    step = max(batch * 4, 256)
-    parts = []
-    total = len(texts)
-    for start in range(0, total, step):
-        parts.append(embedder.encode(texts[start:start + step], batch_size=batch))
-        done = min(start + step, total)
-        _advance(job_id, attempt, Status.EMBEDDING, progress=done / total,
-                 detail=f"Embedding {done} of {total} passages")
-        if progress is not None:
-            progress("embedding", done, total)
-    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
-
-
-def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: list[ChunkDraft], vectors,  # type: ignore[no-untyped-def]
-                  model_id: str = "") -> None:
+        blob_discard(blob.sha256)
+        raise UnsupportedType(str(exc)) from exc
     with transaction.atomic():
-        # Chunks of an earlier, interrupted attempt are replaced, never duplicated.
-        Chunk.objects.filter(version=version).delete()
-        start = chunk_ids_reserve(len(drafts))
-        Chunk.objects.bulk_create(
-            [
-                Chunk(
-                    id=start + i,
-                    version_id=version.pk,
-                    document_id=version.document_id,
-                    ordinal=draft.ordinal,
-                    text=draft.text,
-                    page=draft.page,
-                    heading=draft.heading[:500],
-                    char_start=draft.char_start,
-                    char_end=draft.char_end,
-                    token_count=draft.token_count,
-                    embedding=vectors[i].tobytes(),
-                )
-                for i, draft in enumerate(drafts)
-            ],
-            batch_size=500,
-        )
-        DocumentVersion.objects.filter(pk=version.pk).update(chunk_id_start=start, chunk_count=len(drafts))
-        _advance(job_id, attempt, Status.EMBEDDING, ready_to_index=True, progress=1.0,
-                 detail="Waiting for the index writer", embedding_model=model_id)
-
-
-def _retry_or_fail(job_id: int, attempt: int, exc: Exception) -> JobOutcome:
-    max_attempts = IngestionJob.objects.filter(pk=job_id).values_list("max_attempts", flat=True).first() or 1
-    message = f"{type(exc).__name__}: {exc}"[:500]
-    if attempt >= max_attempts:
-        error = f"Processing failed after {attempt} attempts. Last error: {message}"
-        _fail(job_id, attempt, error)
-        return JobOutcome(job_id, Status.FAILED, error)
-    now = timezone.now()
-    IngestionJob.objects.filter(pk=job_id, attempts=attempt, status__in=IngestionJob.ACTIVE).update(
-        status=Status.PENDING, error=f"Attempt {attempt} failed, will retry: {message}",
-        detail="Waiting to retry", updated_at=now, ready_to_index=False,
-    )
-    return JobOutcome(job_id, Status.PENDING, message, retry_in=float(min(300, 5 * 2 ** attempt)))
+        result = kb_services.version_add(actor=actor, collection=collection, title=title, blob=blob, kind=kind,
+                                         replace=replace)
+        if not result.duplicate:
+            job_create(result.version)
+    return result
 
 
 def job_reprocess(job: IngestionJob) -> bool:
-    """A FAILED job goes back to PENDING with a fresh attempt budget."""
-    return bool(
-        IngestionJob.objects.filter(pk=job.pk, status=Status.FAILED).update(
-            status=Status.PENDING, attempts=0, error="", detail="Queued again", progress=0.0,
-            updated_at=timezone.now(), finished_at=None,
-        )
+    """A FAILED job goes back to PENDING with a fresh attempt budget, queued after commit."""
+    queued = IngestionJob.objects.filter(pk=job.pk, status=Status.FAILED).update(
+        status=Status.PENDING, attempts=0, error="", detail="Queued again", progress=0.0,
+        updated_at=timezone.now(), finished_at=None,
     )
+    if queued:
+        enqueue_ingest(job.pk)
+    return bool(queued)
 
 
-@dataclass(frozen=True)
-class ReapResult:
-    requeued: list[int]
-    failed: list[int]
-    pending: list[int]
-    index_needed: bool
+def document_reprocess(*, actor: Actor, document: Document) -> bool:
+    """Queue a FAILED latest version again with a fresh attempt budget; False when it did not fail."""
+    version = document.latest_version
+    job = IngestionJob.objects.filter(version_id=version.pk).first() if version is not None else None
+    if job is None:
+        return False
+    with transaction.atomic():
+        queued = job_reprocess(job)
+        if queued:
+            audit_record(actor=actor, action="document.reprocess", target_type="document", target_id=document.pk,
+                         detail={"version": version.number if version else None})
+    return queued
 
 
-def jobs_reap(*, stuck_after: float | None = None) -> ReapResult:
-    """Find jobs whose worker died or whose message was lost, and set them going again.
+def document_delete(*, actor: Actor, document: Document) -> None:
+    """Delete a document now (``kb.services.document_delete``) and purge it from the index soon."""
+    with transaction.atomic():
+        if kb_services.document_delete(actor=actor, document=document):
+            enqueue_index(compact=True)
 
-    A stuck job goes back to PENDING while it has attempts left, else ends
-    FAILED — so a poison document that kills its worker ends FAILED, not in a loop.
+
+def collection_delete(*, actor: Actor, collection: Collection) -> None:
+    """Delete a collection and its documents now and purge them from the index soon."""
+    with transaction.atomic():
+        kb_services.collection_delete(actor=actor, collection=collection)
+        enqueue_index(compact=True)
+
+
+def corpus_ingest(
+    dataset: Dataset, *, user: User, collection_name: str,
+    run_jobs: Callable[[list[int]], None], progress: Callable[[int, int], None] | None = None,
+) -> Collection:
+    """Upload every entry of a BEIR corpus as a Markdown document and process the jobs with ``run_jobs``.
+
+    Idempotent: running it again finds the duplicates, and processes the jobs
+    an interrupted earlier run left unfinished, so it never evaluates a
+    partial index.
     """
-    seconds = settings.CAIRN_JOB_STUCK_SECONDS if stuck_after is None else stuck_after
-    cutoff = timezone.now() - timezone.timedelta(seconds=seconds)
-    requeued: list[int] = []
-    failed: list[int] = []
-    stuck = IngestionJob.objects.filter(status__in=IngestionJob.ACTIVE, ready_to_index=False, updated_at__lte=cutoff)
-    for job in stuck.values("id", "status", "attempts", "max_attempts"):
-        now = timezone.now()
-        same = IngestionJob.objects.filter(pk=job["id"], status=job["status"], attempts=job["attempts"])
-        if job["attempts"] >= job["max_attempts"]:
-            if same.update(status=Status.FAILED, finished_at=now, updated_at=now, detail="", error=(
-                f"Processing did not finish after {job['attempts']} attempts "
-                "(the worker was lost or ran out of time)."
-            )):
-                failed.append(job["id"])
-        elif same.update(status=Status.PENDING, updated_at=now, detail="Re-queued after a lost worker",
-                         error="The previous attempt did not finish; retrying."):
-            requeued.append(job["id"])
-    pending = list(
-        IngestionJob.objects.filter(status=Status.PENDING, updated_at__lte=cutoff).values_list("id", flat=True)
-    )
-    index_needed = IngestionJob.objects.filter(status=Status.EMBEDDING, ready_to_index=True).exists()
-    return ReapResult(requeued=requeued, failed=failed, pending=pending, index_needed=index_needed)
-
-
-def touch(job_id: int) -> None:
-    IngestionJob.objects.filter(pk=job_id).update(updated_at=timezone.now())
-
-
+    actor = Actor(user=user)
+    collection = readable_collections(user).filter(name=collection_name).first()
+    if collection is None:
+        collection = kb_services.collection_create(actor=actor, owner=user, name=collection_name)
+    with deferred():
+        for i, (doc_id, (title, text)) in enumerate(dataset.corpus.items()):
+            document_upload(actor=actor, collection=collection, filename=f"{doc_id}.md",
+                            chunks=[as_markdown(title, text)])
+            if progress is not None and i % 500 == 0:
+                progress(i, len(dataset.corpus))
+    pending = [
+        document.latest_version.job.pk
+        for document in readable_documents(user, collection=collection)
+        if document.latest_version is not None and getattr(document.latest_version, "job", None) is not None
+        and document.latest_version.job.status not in (Status.INDEXED, Status.FAILED)
+    ]
+    run_jobs(sorted(pending))
+    return collection

@@ -1,58 +1,86 @@
-"""Celery tasks of the team shape — thin wrappers around ``ingestion.services``.
+"""The background tasks of ingestion, in one table that Celery and the personal worker both run.
 
-Every task here is idempotent (conditional claims, upserts keyed by chunk
-id), which is what makes ``acks_late`` + ``reject_on_worker_lost`` safe: a
-task whose worker died is delivered again and either finishes the work or
-finds it already done.
+Where a task runs is a setting (``CAIRN_TASKS``):
+
+* ``celery`` — team shape: ``dispatch`` sends the task's name to Redis;
+  workers on the ``ingest`` and ``index`` queues run it (the table below is
+  registered with Celery when a worker imports this module), and beat runs
+  the periodic ones (``config/celery.py`` reads ``periodic_intervals``);
+* ``local``  — personal shape: the in-process background thread
+  (``ingestion.local_worker``) runs the same table, with the same intervals;
+* ``inline`` — run at once in the calling thread (the command line, tests).
+
+``enqueue_*`` dispatch after the surrounding transaction commits, so a
+worker never looks for a job that is not visible yet.  Every task is thin
+(it calls the pipeline, the index writer or the reaper) and idempotent
+(conditional claims, upserts keyed by chunk id), which is what makes
+``acks_late`` + ``reject_on_worker_lost`` safe: a task whose worker died is
+delivered again and either finishes the work or finds it already done.
+The pipeline modules are imported inside the tasks, so the web process,
+which only enqueues, never loads the parsers.
 """
 
 from __future__ import annotations
 
-from celery import shared_task
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import current_app, shared_task
 from django.conf import settings
+from django.db import transaction
 
-from ingestion import api
-from ingestion.indexing import index_pass
-from ingestion.services import jobs_reap, run_ingest_job
+from ingestion.local_worker import LocalWorker
+
+TASK_INGEST = "cairn.ingest.process"
+TASK_INDEX = "cairn.index.apply"
+TASK_COMPACT = "cairn.index.compact"
+TASK_REAP = "cairn.index.reap"
+TASK_AUDIT_RETENTION = "cairn.index.audit_retention"
 
 
-@shared_task(
-    name=api.TASK_INGEST,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.CAIRN_INGEST_SOFT_LIMIT,
-    time_limit=settings.CAIRN_INGEST_HARD_LIMIT,
-)
+# --- the tasks ------------------------------------------------------------------------------
+
+
 def ingest_process(job_id: int) -> str:
+    """Parse, chunk and embed one job; then hand it to the index writer, or retry it later."""
+    from ingestion.pipeline import run_ingest_job
+
     outcome = run_ingest_job(int(job_id))
     if outcome.status == "EMBEDDING":
-        api.dispatch(api.TASK_INDEX, None, 0)
+        dispatch(TASK_INDEX)
     elif outcome.retry_in is not None:
-        api.dispatch(api.TASK_INGEST, int(job_id), outcome.retry_in)
+        dispatch(TASK_INGEST, int(job_id), countdown=outcome.retry_in if settings.CAIRN_TASKS != "inline" else 0)
     return outcome.status
 
 
-@shared_task(name=api.TASK_INDEX, acks_late=True, reject_on_worker_lost=True)
 def index_apply() -> list[int]:
+    from ingestion.indexing import index_pass
+
     return index_pass().indexed_versions
 
 
-@shared_task(name=api.TASK_COMPACT, acks_late=True, reject_on_worker_lost=True)
 def index_compact() -> list[int]:
+    from ingestion.indexing import index_pass
+
     return index_pass(compact=True).purged_versions
 
 
-@shared_task(name=api.TASK_REAP)
 def jobs_reaper() -> dict[str, list[int]]:
+    """Re-queue jobs whose worker or message was lost; start an index pass that is due."""
+    from ingestion.indexing import index_due
+    from ingestion.pipeline import jobs_reap
+
     result = jobs_reap()
     for job_id in result.requeued + result.pending:
-        api.dispatch(api.TASK_INGEST, job_id, 0)
-    if result.index_needed:
-        api.dispatch(api.TASK_INDEX, None, 0)
+        dispatch(TASK_INGEST, job_id)
+    if result.index_needed or index_due():
+        dispatch(TASK_INDEX)
     return {"requeued": result.requeued, "failed": result.failed, "pending": result.pending}
 
 
-@shared_task(name=api.TASK_AUDIT_RETENTION)
 def audit_retention() -> dict[str, object]:
     """Remove audit events past ``CAIRN_AUDIT_RETENTION_YEARS``; writes an ``audit.retention`` event.
 
@@ -62,3 +90,124 @@ def audit_retention() -> dict[str, object]:
 
     result = audit_retention_purge()
     return {"removed": result.removed, "through_id": result.through_id}
+
+
+@dataclass(frozen=True)
+class Task:
+    run: Callable[..., object]
+    takes_id: bool = False
+    # Celery options: acks_late + reject_on_worker_lost only where the task is idempotent.
+    celery: dict[str, Any] = field(default_factory=dict)
+    every: str | None = None  # periodic: the setting that holds its interval in seconds
+
+
+_REDELIVERED = {"acks_late": True, "reject_on_worker_lost": True}
+
+TASKS: dict[str, Task] = {
+    TASK_INGEST: Task(ingest_process, takes_id=True, celery={
+        **_REDELIVERED, "soft_time_limit": settings.CAIRN_INGEST_SOFT_LIMIT,
+        "time_limit": settings.CAIRN_INGEST_HARD_LIMIT,
+    }),
+    TASK_INDEX: Task(index_apply, celery=_REDELIVERED),
+    TASK_COMPACT: Task(index_compact, celery=_REDELIVERED, every="CAIRN_COMPACT_INTERVAL"),
+    TASK_REAP: Task(jobs_reaper, every="CAIRN_REAPER_INTERVAL"),
+    TASK_AUDIT_RETENTION: Task(audit_retention, every="CAIRN_AUDIT_RETENTION_INTERVAL"),
+}
+
+# Beat's entry names (kept stable: a beat schedule file remembers them).
+PERIODIC_NAMES = {TASK_REAP: "reap-stuck-jobs", TASK_COMPACT: "compact-index",
+                  TASK_AUDIT_RETENTION: "audit-retention"}
+
+for _name, _task in TASKS.items():
+    shared_task(name=_name, **_task.celery)(_task.run)
+
+
+def periodic_intervals() -> dict[str, float]:
+    """``{task name: seconds between runs}`` of the periodic tasks, from the settings."""
+    return {name: float(getattr(settings, task.every)) for name, task in TASKS.items() if task.every}
+
+
+def run(task: str, arg: int | None = None) -> object:
+    """Run one task by name in this thread (the personal worker, the ``inline`` mode)."""
+    spec = TASKS.get(task)
+    if spec is None:
+        raise ValueError(f"unknown task {task!r}")
+    if spec.takes_id:
+        if arg is None:
+            raise ValueError(f"task {task} needs a job id")
+        return spec.run(arg)
+    return spec.run()
+
+
+# --- dispatch -------------------------------------------------------------------------------
+
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[list[tuple[str, int | None]]]:
+    """Collect this thread's dispatches instead of sending them (the command line runs them itself)."""
+    collected: list[tuple[str, int | None]] = []
+    _deferred.collected = collected
+    try:
+        yield collected
+    finally:
+        _deferred.collected = None
+
+
+def dispatch(task: str, arg: int | None = None, *, countdown: float = 0) -> None:
+    """Send ``task`` where ``CAIRN_TASKS`` says tasks run (now: call ``enqueue_*`` inside transactions)."""
+    collected = getattr(_deferred, "collected", None)
+    if collected is not None:
+        collected.append((task, arg))
+        return
+    mode = settings.CAIRN_TASKS
+    if mode == "celery":
+        # The configured app is the process's default (config/celery.py), in every thread.
+        current_app.send_task(task, args=[arg] if arg is not None else [], countdown=countdown or None)
+    elif mode == "local":
+        local_worker().submit(task, arg, delay=countdown)
+    else:
+        run(task, arg)
+
+
+def enqueue_ingest(job_id: int) -> None:
+    transaction.on_commit(lambda: dispatch(TASK_INGEST, job_id))
+
+
+def enqueue_index(*, compact: bool = False) -> None:
+    transaction.on_commit(lambda: dispatch(TASK_COMPACT if compact else TASK_INDEX))
+
+
+# --- the personal shape's worker ------------------------------------------------------------
+
+
+def _recover(worker: LocalWorker) -> None:
+    """Whatever a previous process left half-done is re-queued now; the periodic tasks start."""
+    from ingestion.models import IngestionJob
+    from ingestion.pipeline import jobs_reap
+
+    # One process owns a personal installation: anything "in progress" at
+    # start-up belonged to a process that is gone.
+    if IngestionJob.objects.filter(status__in=IngestionJob.ACTIVE, ready_to_index=False).exists():
+        jobs_reap(stuck_after=0)
+    for job_id in IngestionJob.objects.filter(status=IngestionJob.Status.PENDING).values_list("id", flat=True):
+        worker.submit(TASK_INGEST, job_id)
+    worker.submit(TASK_INDEX, None)
+    intervals = periodic_intervals()
+    for task, seconds in intervals.items():
+        # Retention first runs a minute after start, then on its own interval.
+        worker.submit(task, None, delay=60 if task == TASK_AUDIT_RETENTION else seconds, every=seconds)
+
+
+_worker: LocalWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def local_worker() -> LocalWorker:
+    """The personal shape's background worker (started, and its leftovers recovered, on first use)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = LocalWorker(run, on_start=_recover)
+        return _worker

@@ -23,7 +23,8 @@ from access.models import User
 from access.services import Actor, audit_record
 from inference.pool import FINAL_EVENTS
 from inference.types import Answer, GenerationRequest, Passage
-from kb.selectors import ReadScope, SearchResult, chunk_search, read_scope
+from kb.search import SearchResult, chunk_search
+from kb.selectors import ReadScope, read_scope
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def local_pool() -> Any:
     from inference.pool import get_pool
 
     return get_pool(
-        settings.CAIRN_GENERATOR, settings.CAIRN_LLM_PATH,
+        settings.CAIRN_LLM_BACKEND, settings.CAIRN_LLM_PATH,
         max_batch=settings.CAIRN_GEN_MAX_BATCH, max_wait=settings.CAIRN_GEN_BATCH_WAIT_MS / 1000,
         max_queue=settings.CAIRN_GEN_QUEUE_SIZE, timeout=settings.CAIRN_GEN_TIMEOUT,
         **getattr(settings, "CAIRN_LLM_OPTIONS", {}),
@@ -153,43 +154,53 @@ class Generation:
                 break
         return out
 
-    def _time_left(self) -> float:
-        return self.deadline - time.monotonic()
+    def _next_wait(self) -> float | None:
+        """How long the next read may wait; None once the final event came or the deadline passed."""
+        left = self.deadline - time.monotonic()
+        return None if self.finished or left <= 0 else min(left, 1.0)
+
+    def _close_source(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
     def events(self, heartbeat: float = 15.0) -> Iterator[dict[str, Any]]:
         self._quiet_since = time.monotonic()
         try:
-            while not self.finished:
-                left = self._time_left()
-                if left <= 0:
-                    yield self._timeout_event()
-                    return
-                yield from self._after_read(self.source.read(min(left, 1.0)), heartbeat)
+            while (wait := self._next_wait()) is not None:
+                yield from self._after_read(self.source.read(wait), heartbeat)
+            if not self.finished:
+                yield self._timeout_event()
         finally:
             self._end()
-            close = getattr(self.source, "close", None)
-            if close is not None:
-                close()
+            self._close_source()
 
     async def aevents(self, heartbeat: float = 15.0) -> AsyncIterator[dict[str, Any]]:
         self._quiet_since = time.monotonic()
         try:
-            while not self.finished:
-                left = self._time_left()
-                if left <= 0:
-                    yield self._timeout_event()
-                    return
-                for event in self._after_read(await self.source.aread(min(left, 1.0)), heartbeat):
+            while (wait := self._next_wait()) is not None:
+                for event in self._after_read(await self.source.aread(wait), heartbeat):
                     yield event
+            if not self.finished:
+                yield self._timeout_event()
         finally:
             # Runs when the ASGI server cancels the response because the client disconnected.
             self._end()
             aclose = getattr(self.source, "aclose", None)
             if aclose is not None:
                 await aclose()
-            close = getattr(self.source, "close", None)
-            if close is not None:
-                close()
+            self._close_source()
+
+    def result(self) -> Answer:
+        """Run to completion; raises ``GenerationFailed`` when it ends without an answer."""
+        from inference.wire import answer_from_dict
+
+        for event in self.events():
+            if event["event"] == "done":
+                return answer_from_dict(event["answer"])
+            if event["event"] == "error":
+                raise GenerationFailed(event.get("code", "internal"), event.get("message", "The generation failed."))
+        raise GenerationFailed("internal", "The generation ended without an answer.")
 
 
 def generation_start(request: GenerationRequest, *, user: User) -> Generation:
@@ -211,12 +222,13 @@ def generation_start(request: GenerationRequest, *, user: User) -> Generation:
 
     try:
         if settings.CAIRN_TASKS == "celery":
-            from config.celery import app
+            from celery import current_app
+
             from inference.tasks import TASK_GENERATE
             from inference.transport import RedisSource
             from inference.wire import request_to_dict
 
-            app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
+            current_app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
             source: Any = RedisSource(settings.CAIRN_REDIS_URL, generation_id)
         else:
             from inference.transport import TicketSource
@@ -272,45 +284,51 @@ def cited_passages(answer: Answer, passages: Sequence[Passage]) -> tuple[Passage
     return tuple(by_number[n] for n in answer.cited_numbers if n in by_number)
 
 
-def generate(request: GenerationRequest, *, user: User) -> Answer:
-    """Run ``request`` to completion through the pool; raises ``GenerationFailed`` or ``AdmissionRefused``."""
-    from inference.wire import answer_from_dict
+@dataclass(frozen=True)
+class Asking:
+    """A question whose read scope is decided, whose passages are retrieved and whose generation runs."""
 
-    for event in generation_start(request, user=user).events():
-        if event["event"] == "done":
-            return answer_from_dict(event["answer"])
-        if event["event"] == "error":
-            raise GenerationFailed(event.get("code", "internal"), event.get("message", "The generation failed."))
-    raise GenerationFailed("internal", "The generation ended without an answer.")
+    scope: ReadScope
+    passages: tuple[Passage, ...]
+    generation: Generation
+
+
+def ask_start(
+    *, user: User, question: str, collection_ids: Sequence[int] | None = None,
+    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
+) -> Asking:
+    """Decide the scope, retrieve inside it and start generating: the first half of every ask.
+
+    Raises ``AdmissionRefused`` or ``GenerationFailed`` before anything is queued.
+    """
+    scope = read_scope(user, collection_ids=collection_ids)
+    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
+                                 document_ids=document_ids, scope=scope)
+    generation = generation_start(ask_request(question, passages, max_new_tokens), user=user)
+    return Asking(scope=scope, passages=passages, generation=generation)
+
+
+def ask_stream(
+    *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
+    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
+) -> Asking:
+    """An ask whose answer is streamed: audited now, with what was served (the answer does not exist yet)."""
+    asking = ask_start(user=user, question=question, collection_ids=collection_ids,
+                       max_new_tokens=max_new_tokens, document_ids=document_ids)
+    ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=asking.scope,
+              passages=asking.passages, cited=None, backend=settings.CAIRN_LLM_BACKEND)
+    return asking
 
 
 def answer_question(
     *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
     max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
 ) -> AskResult:
-    scope = read_scope(user, collection_ids=collection_ids)
-    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
-                                 document_ids=document_ids, scope=scope)
-    answer = generate(ask_request(question, passages, max_new_tokens), user=user)
-    cited = cited_passages(answer, passages)
-    ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=scope, passages=passages,
-              cited=cited, backend=answer.backend)
-    return AskResult(answer=answer, passages=passages, cited=cited)
-
-
-def search(
-    *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
-    mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
-) -> list[SearchResult]:
-    """A permission-scoped search, recorded in the audit log with the chunk ids served."""
-    scope = read_scope(user, collection_ids=collection_ids)
-    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
-                           document_ids=document_ids, scope=scope)
-    audit_record(
-        actor=actor, action="kb.search", target_type="collection",
-        target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
-        rule=scope.rule,
-        detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
-                "reranked": any(r.rerank_score is not None for r in results)},
-    )
-    return results
+    """An ask run to completion, audited with the passages the answer cites."""
+    asking = ask_start(user=user, question=question, collection_ids=collection_ids,
+                       max_new_tokens=max_new_tokens, document_ids=document_ids)
+    answer = asking.generation.result()
+    cited = cited_passages(answer, asking.passages)
+    ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=asking.scope,
+              passages=asking.passages, cited=cited, backend=answer.backend)
+    return AskResult(answer=answer, passages=asking.passages, cited=cited)

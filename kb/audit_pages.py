@@ -21,7 +21,7 @@ from django.shortcuts import render
 from access import audit_review
 from access.models import AuditEvent
 from access.services import access_denied_record, actor_from_request, audit_record
-from kb import selectors
+from kb.audit_review import audited_chunks
 
 EVENTS_PER_PAGE = 50
 Line = Callable[[Mapping[str, Any]], str]
@@ -62,7 +62,7 @@ def audit_event(request: HttpRequest, event_id: int) -> HttpResponse:
     if event is None:
         raise Http404("No such event")
     chunk_ids = audit_review.chunk_ids_served(event)
-    chunks = selectors.audited_chunks(request.user, chunk_ids) if chunk_ids else []
+    chunks = audited_chunks(request.user, chunk_ids) if chunk_ids else []
     cited = set(event.detail.get("chunks_cited") or []) if isinstance(event.detail, dict) else set()
     # Opening an event shows passage text: that read is on the record too.
     audit_record(actor=actor_from_request(request), action="audit.view", target_type="audit_event",

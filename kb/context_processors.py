@@ -9,6 +9,6 @@ def cairn(request: HttpRequest) -> dict[str, Any]:
 
     return {
         "cairn_mode": settings.CAIRN_MODE,
-        "cairn_generator": settings.CAIRN_GENERATOR,
+        "cairn_generator": settings.CAIRN_LLM_BACKEND,
         "cairn_audit_reviewer": can_review_audit(getattr(request, "user", None)),
     }

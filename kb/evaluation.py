@@ -18,15 +18,14 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from access.models import User
-from access.services import Actor
 from kb.models import Collection
-from kb.selectors import chunk_search, readable_collections, readable_documents
-from kb.services import collection_create, document_upload
+from kb.search import chunk_search
+from kb.selectors import readable_documents
 
 MODES = ("lexical", "dense", "hybrid", "reranked")
 
@@ -101,35 +100,6 @@ def load_beir(path: Path, split: str = "test") -> Dataset:
 
 def as_markdown(title: str, text: str) -> bytes:
     return (f"# {title}\n\n{text}\n" if title else f"{text}\n").encode("utf-8")
-
-
-def ingest_corpus(
-    dataset: Dataset, *, user: User, collection_name: str,
-    run_jobs: Callable[[list[int]], None], progress: Callable[[int, int], None] | None = None,
-) -> Collection:
-    """Upload every corpus entry (idempotent: re-running finds the duplicates) and process them."""
-    from ingestion import api
-
-    actor = Actor(user=user)
-    collection = readable_collections(user).filter(name=collection_name).first()
-    if collection is None:
-        collection = collection_create(actor=actor, owner=user, name=collection_name)
-    with api.deferred():
-        for i, (doc_id, (title, text)) in enumerate(dataset.corpus.items()):
-            document_upload(actor=actor, collection=collection, filename=f"{doc_id}.md",
-                            chunks=[as_markdown(title, text)])
-            if progress is not None and i % 500 == 0:
-                progress(i, len(dataset.corpus))
-    # Every job not finished yet, including those an interrupted earlier run left
-    # behind, so a second run resumes instead of evaluating a partial index.
-    pending = [
-        document.latest_version.job.pk
-        for document in readable_documents(user, collection=collection)
-        if document.latest_version is not None and getattr(document.latest_version, "job", None) is not None
-        and document.latest_version.job.status not in ("INDEXED", "FAILED")
-    ]
-    run_jobs(sorted(pending))
-    return collection
 
 
 def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:

@@ -24,11 +24,12 @@ from django.db.models import QuerySet
 
 from access.models import User
 from access.services import Actor, audit_record
-from ingestion import api as ingestion_api
+from kb import index
 from kb.evaluation import mrr_at, ndcg_at, recall_at
 from kb.exceptions import InvalidInput, NotFound
 from kb.models import Collection, Document, EvaluationRun, GoldenQuestion
-from kb.selectors import active_reranker, chunk_search, index_reader, readable_documents
+from kb.search import chunk_search
+from kb.selectors import readable_documents
 
 # Chunks fetched per question; several chunks of one document fold into one rank.
 SEARCH_DEPTH = 50
@@ -103,8 +104,8 @@ def golden_evaluate(
         return None
     owner = collection.owner
     started = time.perf_counter()
-    snapshot = index_reader().snapshot()
-    reranker = active_reranker()
+    snapshot = index.index_reader().snapshot()
+    reranker = index.active_reranker()
     details: list[dict[str, object]] = []
     totals = {"ndcg10": 0.0, "recall10": 0.0, "mrr10": 0.0}
     for golden in questions:
@@ -126,7 +127,7 @@ def golden_evaluate(
     n = len(questions)
     run = EvaluationRun.objects.create(
         collection=collection, trigger=trigger, started_by=actor.user if actor is not None else None,
-        embedding_model=ingestion_api.embedding_model_id(),
+        embedding_model=index.embedding_model_id(),
         reranker=reranker.model_id if reranker is not None else "",
         index_version=snapshot.version if snapshot is not None else None,
         questions=n, ndcg10=totals["ndcg10"] / n, recall10=totals["recall10"] / n, mrr10=totals["mrr10"] / n,

@@ -17,10 +17,8 @@ chunks bypasses this module.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,14 +35,9 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from access.models import User
 from access.policy import Compiled, policy_and, policy_or
 from access.selectors import policies_for
-from ingestion import api as ingestion_api
 from kb.exceptions import Forbidden, NotFound
 from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.range_cache import RangeCache
-from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
-from kb.retrieval.index_store import IndexReader, IndexStore
-from kb.retrieval.lexical import tokenize
-from kb.retrieval.rerank import Reranker, load_reranker, rerank_order
 
 
 class Role(StrEnum):
@@ -396,181 +389,12 @@ def chunk_get(user: User | None, chunk_id: object) -> Chunk:
     return chunk
 
 
-@dataclass(frozen=True)
-class SearchResult:
-    chunk_id: int
-    document_id: int
-    collection_id: int
-    title: str
-    version: int
-    page: int | None
-    heading: str
-    text: str
-    char_start: int
-    char_end: int
-    score: float
-    dense_rank: int | None
-    lexical_rank: int | None
-    # ``score`` is always the fusion (RRF) score.  When the cross-encoder
-    # reranked the head of the list, results are ordered by ``rerank_score``
-    # there (None for results past CAIRN_RERANK_TOP_N or when reranking is off).
-    rerank_score: float | None = None
-
-
-def chunk_search(
-    user: User | None,
-    query: str,
-    *,
-    collection_ids: Sequence[int] | None = None,
-    k: int = 10,
-    mode: str = "hybrid",
-    rerank: bool = True,
-    document_ids: Sequence[int] | None = None,
-    scope: ReadScope | None = None,
-) -> list[SearchResult]:
-    """Hybrid search restricted, in both legs, to what ``user`` may read.
-
-    With a reranker configured (and ``rerank``), the fused top
-    ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
-    sees chunks the permission filter already let through.  ``scope``: the
-    caller's ``read_scope(user, collection_ids=…)``, when it audits it.
-    """
-    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
-    if not len(ranges) or not query.strip():
-        return []
-    snapshot = index_reader().snapshot()
-    if snapshot is None:
-        return []
-    mask = allowed_mask(ranges)
-    query_vector = ingestion_api.embed_query(query) if mode in ("hybrid", "dense") else None
-    reranker = active_reranker() if rerank else None
-    hits = hybrid_search(
-        snapshot,
-        query_vector=query_vector,
-        query_tokens=tokenize(query),
-        allowed=mask,
-        k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-        candidates=settings.CAIRN_SEARCH_CANDIDATES,
-        rrf_k=settings.CAIRN_RRF_K,
-        mode=mode,
-    )
-    results = _materialise(hits)
-    if reranker is not None:
-        results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
-    return results[:k]
-
-
-def active_reranker() -> Reranker | None:
-    """The configured cross-encoder (loaded once per process), or None when CAIRN_RERANKER is empty."""
-    return load_reranker(settings.CAIRN_RERANKER, device=settings.CAIRN_EMBED_DEVICE,
-                         batch_size=settings.CAIRN_RERANK_BATCH, dtype=settings.CAIRN_RERANK_DTYPE)
-
-
-def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:
-    head, tail = results[:top_n], results[top_n:]
-    passages = [r.text if not r.heading or r.text.startswith(r.heading) else f"{r.heading}\n{r.text}" for r in head]
-    scores = reranker.score(query, passages)
-    reranked = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in rerank_order(scores)]
-    return reranked + tail
-
-
-def _materialise(hits: list[Hit]) -> list[SearchResult]:
-    chunks = Chunk.objects.filter(pk__in=[hit.chunk_id for hit in hits]).select_related("document", "version")
-    by_id = {chunk.pk: chunk for chunk in chunks}
-    results: list[SearchResult] = []
-    for hit in hits:
-        chunk = by_id.get(hit.chunk_id)
-        if chunk is None:  # purged between the index read and this query
-            continue
-        results.append(
-            SearchResult(
-                chunk_id=chunk.pk,
-                document_id=chunk.document_id,
-                collection_id=chunk.document.collection_id,
-                title=chunk.document.title,
-                version=chunk.version.number,
-                page=chunk.page,
-                heading=chunk.heading,
-                text=chunk.text,
-                char_start=chunk.char_start,
-                char_end=chunk.char_end,
-                score=hit.score,
-                dense_rank=hit.dense_rank,
-                lexical_rank=hit.lexical_rank,
-            )
-        )
-    return results
-
-
-_reader_lock = threading.Lock()
-
-
-@functools.cache
-def _reader_for(model_id: str, index_dir: str) -> IndexReader:
-    from pathlib import Path
-
-    return IndexReader(IndexStore(Path(index_dir), model_id, dense_config=ingestion_api.dense_config()))
-
-
-def index_reader() -> IndexReader:
-    """This process's reader of the current embedding model's index."""
-    with _reader_lock:
-        return _reader_for(ingestion_api.embedding_model_id(), str(settings.CAIRN_INDEX_DIR))
-
-
 def _as_pk(value: object) -> int | None:
     try:
         pk = int(str(value))
     except (TypeError, ValueError):
         return None
     return pk if 0 < pk < 2**63 else None
-
-
-@dataclass(frozen=True)
-class AuditedChunk:
-    """What an audit reviewer sees of a chunk an audit event says was served."""
-
-    chunk_id: int
-    found: bool            # False: purged since (compaction removed the row)
-    document_id: int | None = None
-    title: str = ""
-    page: int | None = None
-    snippet: str = ""
-    document_deleted: bool = False
-
-
-AUDIT_SNIPPET_CHARS = 240
-
-
-def audited_chunks(reviewer: User | None, chunk_ids: Sequence[int]) -> list[AuditedChunk]:
-    """The chunks an audit event served, for an audit reviewer (admin/auditor) only.
-
-    Reviewers see what was served to someone else, so this is deliberately
-    not scoped by the reviewer's own grants; it is scoped by the reviewer's
-    role instead and shows only chunk id, document title, page and a short
-    snippet.  Chunks purged since are reported as such.
-    """
-    from access.audit_review import can_review_audit
-
-    if not can_review_audit(reviewer):
-        raise NotFound("audit event")
-    wanted = [int(c) for c in chunk_ids][:1000]
-    rows = Chunk.objects.filter(pk__in=wanted).select_related("document")
-    by_id = {chunk.pk: chunk for chunk in rows}
-    out: list[AuditedChunk] = []
-    for chunk_id in wanted:
-        chunk = by_id.get(chunk_id)
-        if chunk is None:
-            out.append(AuditedChunk(chunk_id=chunk_id, found=False))
-            continue
-        text = " ".join(chunk.text.split())
-        out.append(AuditedChunk(
-            chunk_id=chunk_id, found=True, document_id=chunk.document_id, title=chunk.document.title,
-            page=chunk.page,
-            snippet=text if len(text) <= AUDIT_SNIPPET_CHARS else text[:AUDIT_SNIPPET_CHARS].rstrip() + "…",
-            document_deleted=chunk.document.deleted_at is not None,
-        ))
-    return out
 
 
 def evaluable_collection_get(user: User | None, collection_id: object) -> Collection:

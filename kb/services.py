@@ -1,26 +1,26 @@
-"""Writes of the knowledge base: collections, uploads, new versions, deletion.
+"""Writes of the knowledge base: collections, document versions, deletion, sharing, attributes.
 
 Every service takes the acting user explicitly, checks it against the
-selectors' scopes, and writes an audit event.
+selectors' scopes, and writes an audit event.  What happens next in the
+pipeline (an ingestion job for a new version, compaction after a delete) is
+``ingestion.services``' part: it calls these inside its own transaction.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
 from access.models import User
 from access.services import Actor, audit_record
-from kb.exceptions import InvalidInput, InvalidPolicy, UnsupportedType
+from kb.exceptions import InvalidInput, InvalidPolicy
 from kb.models import Collection, Document, DocumentVersion, IdBlock
-from kb.storage import blob_delete, blob_read, blob_store
+from kb.storage import StoredBlob, blob_delete
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -53,18 +53,19 @@ def collection_create(*, actor: Actor, owner: User, name: str, description: str 
 
 
 def collection_delete(*, actor: Actor, collection: Collection) -> None:
-    """Tombstones every document of the collection, then removes the collection row."""
+    """Tombstones every document of the collection, then the collection itself.
+
+    Gone from every read at once; the documents' chunks and bytes are purged
+    by compaction.  The collection row itself stays, tombstoned: grants,
+    golden sets and evaluation runs keep pointing at it.
+    """
     now = timezone.now()
     with transaction.atomic():
         ids = list(collection.documents.live().values_list("id", flat=True))
         Document.objects.filter(pk__in=ids).update(deleted_at=now)
         audit_record(actor=actor, action="collection.delete", target_type="collection",
                      target_id=collection.pk, detail={"documents": len(ids)})
-        # A tombstone too: the row stays until compaction has purged its documents.
         Collection.objects.filter(pk=collection.pk).update(deleted_at=now)
-    from ingestion.api import enqueue_index
-
-    enqueue_index(compact=True)
 
 
 def chunk_ids_reserve(count: int) -> int:
@@ -91,36 +92,21 @@ class UploadResult:
     duplicate: bool    # the same bytes are already in this collection: nothing new was stored
 
 
-def document_upload(
-    *,
-    actor: Actor,
-    collection: Collection,
-    filename: str,
-    chunks: Iterable[bytes],
+def version_add(
+    *, actor: Actor, collection: Collection, title: str, blob: StoredBlob, kind: str,
     replace: Document | None = None,
 ) -> UploadResult:
-    """Store an upload and queue it for ingestion.
+    """Record stored bytes as a new document version (or find them already there), audited.
 
-    * Same bytes as a live document of the collection → that document (no new work).
-    * ``replace`` given, or a live document with the same name → a new version of it;
+    * Same bytes as a live document of the collection → that document (no new version).
+    * ``replace`` given, or a live document with the same title → a new version of it;
       the old version stays searchable until the new one is INDEXED.
     * Otherwise a new document.
-    """
-    from ingestion.api import UnsupportedFile, job_create, sniff_kind
 
+    Atomic; call it inside the transaction that also creates the new version's job.
+    """
     if actor.user is None:
         raise InvalidInput("An upload needs a user.")
-    title = display_name(filename)
-    blob = blob_store(chunks, limit=settings.CAIRN_MAX_UPLOAD_BYTES)
-    if blob.size == 0:
-        _discard(blob.sha256)
-        raise InvalidInput("The file is empty.")
-    try:
-        # Only the type is checked here (from the content); parsing is the workers' job.
-        kind = sniff_kind(blob_read(blob.sha256))
-    except UnsupportedFile as exc:
-        _discard(blob.sha256)
-        raise UnsupportedType(str(exc)) from exc
     with transaction.atomic():
         duplicate = (
             DocumentVersion.objects.filter(
@@ -147,7 +133,6 @@ def document_upload(
         )
         document.latest_version = version
         document.save(update_fields=["latest_version"])
-        job_create(version.pk)
         audit_record(
             actor=actor, action="document.upload" if created else "document.replace",
             target_type="document", target_id=document.pk,
@@ -156,37 +141,22 @@ def document_upload(
     return UploadResult(document, version, created=created, duplicate=False)
 
 
-def _discard(sha256: str) -> None:
-    """Drop bytes that were stored for an upload that was then refused."""
+def blob_discard(sha256: str) -> None:
+    """Drop bytes that were stored for an upload that was then refused (unless a version holds them)."""
     if not DocumentVersion.objects.filter(sha256=sha256).exists():
         blob_delete(sha256)
 
 
-def document_delete(*, actor: Actor, document: Document) -> None:
-    """Tombstone: gone from every read now; chunks and bytes are purged by compaction."""
-    from ingestion.api import enqueue_index
+def document_delete(*, actor: Actor, document: Document) -> bool:
+    """Tombstone: gone from every read now; chunks and bytes are purged by compaction.
 
+    Returns whether this call deleted it (False: it was deleted already).
+    """
     with transaction.atomic():
         updated = Document.objects.filter(pk=document.pk, deleted_at__isnull=True).update(deleted_at=timezone.now())
         if updated:
             audit_record(actor=actor, action="document.delete", target_type="document", target_id=document.pk)
-            enqueue_index(compact=True)
-
-
-def document_reprocess(*, actor: Actor, document: Document) -> bool:
-    """Queue a FAILED latest version again with a fresh attempt budget."""
-    from ingestion.api import job_for_version, job_reprocess
-
-    version = document.latest_version
-    job = job_for_version(version.pk) if version is not None else None
-    if job is None:
-        return False
-    with transaction.atomic():
-        queued = job_reprocess(job)
-        if queued:
-            audit_record(actor=actor, action="document.reprocess", target_type="document", target_id=document.pk,
-                         detail={"version": version.number if version else None})
-    return queued
+    return bool(updated)
 
 
 # --- sharing, policies and document attributes ------------------------------------------

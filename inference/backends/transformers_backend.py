@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import transformers
@@ -201,10 +201,11 @@ class _Cancelled(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full(
+    def __call__(self, input_ids: torch.LongTensor, scores: object, **kwargs: object) -> torch.BoolTensor:
+        # A bool tensor; torch's ops are typed as returning plain ``Tensor``, never the legacy ``BoolTensor``.
+        return cast(torch.BoolTensor, torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
-        )
+        ))
 
 
 class TransformersGenerator:
@@ -292,7 +293,7 @@ class TransformersGenerator:
             # Without accelerate, device_map is refused; load on the CPU and move.
             model = AutoModelForCausalLM.from_pretrained(self.model_dir, **options)
             if not (self.device_map or self._quantization_config is not None):
-                model.to(self.device)
+                model.to(self.device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) hides the bound self from mypy
         except Exception as exc:
             # Loading fails in many library-specific ways (OSError, ValueError,
             # safetensors' SafetensorError, CUDA out of memory); operators need

@@ -27,18 +27,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from inference.types import Passage
 from kb import answering
+from kb.api.answers import CITATION_KEYS, answer_out
 from kb.api.errors import error_body
 
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def citation_out(passage: Passage) -> dict[str, Any]:
-    return {
-        "number": passage.number, "chunk_id": passage.chunk_id, "document_id": passage.document_id,
-        "title": passage.title, "page": passage.page, "heading": passage.heading, "text": passage.text,
-    }
 
 
 class _Framer:
@@ -58,20 +52,9 @@ class _Framer:
         if kind == "done":
             from inference.wire import answer_from_dict
 
-            answer = answer_from_dict(event["answer"])
-            cited = answering.cited_passages(answer, self.passages)
-            used = self.passages[: answer.passages_used] if answer.passages_used else self.passages
-            citations = {
-                "citation_mode": "marked" if cited else "context",
-                "citations": [citation_out(p) for p in (cited or used)],
-                "passages": [citation_out(p) for p in self.passages],
-            }
-            done = {
-                "answer": answer.answer, "reasoning": answer.reasoning, "backend": answer.backend,
-                "generated": answer.generated, "passages_used": answer.passages_used,
-                "passages_offered": event["answer"].get("passages_offered", len(self.passages)),
-                "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {}),
-            }
+            body = answer_out(answer_from_dict(event["answer"]), self.passages)
+            citations = {key: body.pop(key) for key in CITATION_KEYS}
+            done = {**body, "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {})}
             return _frame("citations", citations) + _frame("done", done)
         return _frame("error", error_body(event.get("code", "internal"), event.get("message", "The generation failed.")))
 

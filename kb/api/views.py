@@ -12,8 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.services import actor_from_request
-from kb import answering, selectors, services
+from ingestion import api as ingestion
+from kb import answering, search, selectors, services
+from kb.api.answers import answer_out
 from kb.api.errors import error_body
+from kb.exceptions import InvalidInput
 from kb.models import Collection, Document
 from kb.storage import UploadTooLarge, blob_path
 
@@ -78,7 +81,7 @@ class CollectionView(APIView):
     def delete(self, request: Request, collection_id: str) -> Response:
         # Deleting the whole collection is the owner's call; editors delete documents.
         collection = selectors.collection_get(request.user, collection_id, for_owner=True)
-        services.collection_delete(actor=actor_from_request(request), collection=collection)
+        ingestion.collection_delete(actor=actor_from_request(request), collection=collection)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -88,7 +91,7 @@ def _upload_file(request: Request) -> Any:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     upload = request.FILES.get("file")
     if upload is None:
-        raise services.InvalidInput("Send the document as a multipart form field named 'file'.")
+        raise InvalidInput("Send the document as a multipart form field named 'file'.")
     if upload.size > settings.CAIRN_MAX_UPLOAD_BYTES:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     return upload
@@ -103,7 +106,7 @@ class CollectionDocumentsView(APIView):
     def post(self, request: Request, collection_id: str) -> Response:
         collection = selectors.collection_get(request.user, collection_id, for_edit=True)
         upload = _upload_file(request)
-        result = services.document_upload(
+        result = ingestion.document_upload(
             actor=actor_from_request(request), collection=collection,
             filename=upload.name or "untitled", chunks=upload.chunks(),
         )
@@ -119,7 +122,7 @@ class DocumentView(APIView):
 
     def delete(self, request: Request, document_id: str) -> Response:
         document = selectors.document_get(request.user, document_id, for_edit=True)
-        services.document_delete(actor=actor_from_request(request), document=document)
+        ingestion.document_delete(actor=actor_from_request(request), document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -129,7 +132,7 @@ class DocumentVersionsView(APIView):
     def post(self, request: Request, document_id: str) -> Response:
         document = selectors.document_get(request.user, document_id, for_edit=True)
         upload = _upload_file(request)
-        result = services.document_upload(
+        result = ingestion.document_upload(
             actor=actor_from_request(request), collection=document.collection,
             filename=upload.name or document.title, chunks=upload.chunks(), replace=document,
         )
@@ -141,7 +144,7 @@ class DocumentVersionsView(APIView):
 class DocumentReprocessView(APIView):
     def post(self, request: Request, document_id: str) -> Response:
         document = selectors.document_get(request.user, document_id, for_edit=True)
-        if not services.document_reprocess(actor=actor_from_request(request), document=document):
+        if not ingestion.document_reprocess(actor=actor_from_request(request), document=document):
             return Response(error_body("conflict", "Only a document whose processing FAILED can be re-processed."),
                             status=status.HTTP_409_CONFLICT)
         return Response(document_out(selectors.document_get_managed(request.user, document.pk)),
@@ -192,7 +195,7 @@ class SearchView(APIView):
         if "collection" in params:
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
         document_ids = attached_documents(request, params.get("document"))
-        results = answering.search(
+        results = search.search(
             user=request.user, actor=actor_from_request(request), query=params["q"],
             collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
             document_ids=document_ids,
@@ -217,13 +220,6 @@ def attached_documents(request: Request, ids: list[int] | None) -> list[int] | N
     if not ids:
         return None
     return [selectors.document_get(request.user, document_id).pk for document_id in dict.fromkeys(ids)]
-
-
-def citation_out(passage: Any) -> dict[str, Any]:
-    return {
-        "number": passage.number, "chunk_id": passage.chunk_id, "document_id": passage.document_id,
-        "title": passage.title, "page": passage.page, "heading": passage.heading, "text": passage.text,
-    }
 
 
 class AskView(APIView):
@@ -260,26 +256,16 @@ class AskView(APIView):
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
         document_ids = attached_documents(request, params.get("documents"))
         wants_stream = params["stream"] or "text/event-stream" in request.headers.get("Accept", "")
-        actor = actor_from_request(request)
+        actor, question, limit = actor_from_request(request), params["question"], params.get("max_new_tokens")
         try:
             if wants_stream:
-                scope = selectors.read_scope(request.user, collection_ids=collection_ids)
-                passages = answering.retrieve_passages(
-                    user=request.user, question=params["question"], collection_ids=collection_ids,
-                    document_ids=document_ids, scope=scope,
-                )
-                generation = answering.generation_start(
-                    answering.ask_request(params["question"], passages, params.get("max_new_tokens")),
-                    user=request.user,
-                )
-                answering.ask_audit(actor=actor, question=params["question"], collection_ids=collection_ids,
-                                    scope=scope, passages=passages, cited=None, backend=settings.CAIRN_GENERATOR)
-                return ask_stream.event_stream_response(request._request, generation, passages)
-            result = answering.answer_question(
-                user=request.user, actor=actor, question=params["question"],
-                collection_ids=collection_ids, max_new_tokens=params.get("max_new_tokens"),
-                document_ids=document_ids,
-            )
+                asking = answering.ask_stream(user=request.user, actor=actor, question=question,
+                                              collection_ids=collection_ids, max_new_tokens=limit,
+                                              document_ids=document_ids)
+                return ask_stream.event_stream_response(request._request, asking.generation, asking.passages)
+            result = answering.answer_question(user=request.user, actor=actor, question=question,
+                                               collection_ids=collection_ids, max_new_tokens=limit,
+                                               document_ids=document_ids)
         except AdmissionRefused as exc:
             from inference.metrics import registry
 
@@ -290,21 +276,7 @@ class AskView(APIView):
         except answering.GenerationFailed as exc:
             headers = {"Retry-After": "5"} if exc.status == 503 else None
             return Response(error_body(exc.code, exc.message), status=exc.status, headers=headers)
-        answer = result.answer
-        # A model that cited nothing still answered from these passages: list them, and say so.
-        cited = result.cited or result.passages
-        return Response({
-            "answer": answer.answer,
-            "reasoning": answer.reasoning,
-            "backend": answer.backend,
-            "generated": answer.generated,
-            "citation_mode": "marked" if result.cited else "context",
-            "citations": [citation_out(p) for p in cited],
-            "passages": [citation_out(p) for p in result.passages],
-            # Passages that fit the model's context window / passages retrieved.
-            "passages_used": answer.passages_used,
-            "passages_offered": answer.passages_offered or len(result.passages),
-        })
+        return Response(answer_out(result.answer, result.passages))
 
 
 class HealthView(APIView):

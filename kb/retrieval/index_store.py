@@ -34,6 +34,7 @@ from pathlib import Path
 
 from kb.retrieval.dense import DenseConfig, DenseIndex
 from kb.retrieval.lexical import BM25Index
+from kb.retrieval.tokenize import TOKENIZER_VERSION
 
 KEEP_VERSIONS = 3
 _VERSION_DIR = re.compile(r"^v(\d{8})$")
@@ -47,6 +48,8 @@ class IndexSnapshot:
     model_id: str
     dense: DenseIndex
     lexical: BM25Index
+    # The tokenizer that made the BM25 terms; another than ``TOKENIZER_VERSION`` means a rebuild is due.
+    tokenizer_version: int = TOKENIZER_VERSION
 
     @property
     def size(self) -> int:
@@ -94,6 +97,21 @@ class IndexStore:
     def version_dir(self, version: int) -> Path:
         return self.dir / f"v{version:08d}"
 
+    def tokenizer_stale(self) -> bool:
+        """Whether the current version's BM25 terms come from another tokenizer than this code's.
+
+        Versions written before the tokenizer version was recorded were made
+        by version 1.  No index yet is not stale.
+        """
+        version = self.current_version()
+        if version == 0:
+            return False
+        try:
+            meta = json.loads((self.version_dir(version) / "meta.json").read_text())
+        except FileNotFoundError:
+            return False
+        return int(meta.get("tokenizer_version", 1)) != TOKENIZER_VERSION
+
     def load(
         self, version: int | None = None, *, reuse: IndexSnapshot | None = None, lazy_dense: bool = False
     ) -> IndexSnapshot | None:
@@ -115,7 +133,8 @@ class IndexStore:
             path, config=self.dense_config, reuse=reuse.dense if reuse is not None else None, lazy=lazy_dense
         )
         lexical = BM25Index.load(path / "lexical.npz", weights=not lazy_dense)
-        return IndexSnapshot(version=version, model_id=self.model_id, dense=dense, lexical=lexical)
+        return IndexSnapshot(version=version, model_id=self.model_id, dense=dense, lexical=lexical,
+                             tokenizer_version=int(meta.get("tokenizer_version", 1)))
 
     def empty(self, dim: int) -> IndexSnapshot:
         return IndexSnapshot(
@@ -156,6 +175,7 @@ class IndexStore:
                 "dim": snapshot.dense.dim,
                 "chunks": len(snapshot.dense),
                 "dense_kind": snapshot.dense.kind,
+                "tokenizer_version": snapshot.tokenizer_version,
                 "written_at": time.time(),
             }))
             for path in [*written, tmp / "lexical.npz", tmp / "meta.json"]:

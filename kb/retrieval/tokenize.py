@@ -4,7 +4,10 @@ The same function must run on both sides: a term the index holds and a
 query cannot produce is a term nobody can find.  Changing anything here
 (the stopword list, stemming, the CJK rule) therefore changes the terms of
 every indexed chunk, and the lexical index has to be rebuilt from the chunks
-in the database; bump ``TOKENIZER_VERSION`` when you do.
+in the database: bump ``TOKENIZER_VERSION`` when you do.  Each index version
+records the tokenizer version that made it (``meta.json``); the index writer
+rebuilds an index made by another one at its next pass
+(``ingestion.indexing.index_pass``), and the reaper starts that pass.
 
 Rules, in order:
 

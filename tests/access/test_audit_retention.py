@@ -122,18 +122,18 @@ def test_the_orm_still_refuses_deletes_after_a_purge():
 
 
 def test_the_command_and_the_periodic_task_run_the_same_purge(settings):
-    from ingestion import api
-    from ingestion.local_worker import run_task
+    from config.celery import app
+    from ingestion import tasks
 
     settings.CAIRN_AUDIT_RETENTION_YEARS = 7
     events(2)
-    run_task(api.TASK_AUDIT_RETENTION, None)
+    tasks.run(tasks.TASK_AUDIT_RETENTION)
     call_command("cairn_audit_retention", "--years", "7")
 
     assert AuditEvent.objects.filter(action="audit.retention").count() == 2
     assert all(e.detail["removed"] == 0 for e in AuditEvent.objects.filter(action="audit.retention"))
-    assert "audit-retention" in settings.CELERY_BEAT_SCHEDULE
-    assert settings.CELERY_BEAT_SCHEDULE["audit-retention"]["task"] == api.TASK_AUDIT_RETENTION
+    assert "audit-retention" in app.conf.beat_schedule
+    assert app.conf.beat_schedule["audit-retention"]["task"] == tasks.TASK_AUDIT_RETENTION
 
 
 def test_the_cutoff_is_whole_calendar_years():

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
+from tests.e2e.processes import ROOT, Http, Process, child_env, free_port, manage, run_manage
+from tests.ingestion.sample_files import make_docx, make_pdf
 
 pytestmark = [pytest.mark.team, pytest.mark.slow]
 
 PG = "postgres://postgres@127.0.0.1:5432"
+WEB_GUARD = Path(__file__).resolve().parent / "web_guard"
 REDIS_DB = 11
 
 
@@ -70,11 +74,14 @@ def team(tmp_path_factory):
         processes.append(Process("worker-index", [*celery, "-Q", "index", "-c", "1", "-n", "index@%h"], env, root))
         processes.append(Process("worker-inference", [*celery, "-Q", "inference", "-c", "1", "-n", "inference@%h"], env, root))
         port = free_port()
-        web = Process("web", manage("cairn_web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"), env, root)
+        # The web process runs with an import guard: parsing, chunking or embedding documents there fails.
+        web_env = {**env, "PYTHONPATH": str(WEB_GUARD), "CAIRN_TEST_IMPORT_GUARD_LOG": str(root / "web-guard.log")}
+        web = Process("web", manage("cairn_web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+                      web_env, root)
         processes.append(web)
         http = Http(f"http://127.0.0.1:{port}", token=token)
         http.wait_until_up(web)
-        yield http, processes, env, name
+        yield http, processes, web_env, name
     finally:
         for process in processes:
             process.stop()
@@ -87,8 +94,8 @@ def _expected_chunks(files: list[tuple[str, bytes]]) -> int:
     from django.conf import settings
 
     from ingestion.chunking import chunk_document
-    from ingestion.embedding import get_embedder
     from ingestion.parsers import parse
+    from kb.index import get_embedder
 
     tokenizer = get_embedder(None).tokenizer
     return sum(
@@ -138,11 +145,31 @@ def test_twenty_concurrent_uploads_all_end_indexed_without_duplicate_chunks(team
 
 
 def test_the_web_process_never_parses_or_embeds_documents(team):
-    http, processes, *_ = team
-    web_log = next(p for p in processes if p.name == "web").log()
+    http, processes, web_env, _ = team
+    guard_log = Path(web_env["CAIRN_TEST_IMPORT_GUARD_LOG"])
+    # The guard itself works: in a process with the web's environment, a parse fails and is logged.
+    probe = subprocess.run([sys.executable, "-c", "from ingestion.parsers import parse; parse(b'# Title')"],
+                           cwd=ROOT, env=web_env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "must never parse documents" in probe.stderr, probe.stderr
+    assert guard_log.read_text().splitlines() == ["ingestion.parsers.parse"]
+    guard_log.unlink()
+
+    # A PDF and a DOCX go through the web process (which sniffs their type) and end INDEXED by the workers.
+    status, collection = http.post_json("/api/v1/collections", {"name": "Formats"})
+    assert status == 201, collection
+    uploads = [("minutes.pdf", make_pdf(["The quarry crew blasts at noon on Tuesdays."])),
+               ("rota.docx", make_docx([(1, "Rota"), "The tannery night shift starts at ten."]))]
+    for filename, data in uploads:
+        status, body = http.upload(f"/api/v1/collections/{collection['id']}/documents", filename, data)
+        assert status == 201, body
+        assert http.wait_for_document(body["id"], timeout=240)["status"] == "INDEXED"
+
+    web = next(p for p in processes if p.name == "web")
     ingest_log = next(p for p in processes if p.name == "worker-ingest").log()
+    assert web.alive(), web.log()
+    assert not guard_log.exists(), f"the web process imported {guard_log.read_text().split()}"
     assert "cairn.ingest.process" in ingest_log
-    assert "cairn.ingest.process" not in web_log
+    assert "cairn.ingest.process" not in web.log()
 
 
 def test_unauthenticated_and_bad_keys_are_refused(team):

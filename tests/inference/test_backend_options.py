@@ -21,7 +21,7 @@ def settings_with(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str
     """Import config.settings in a fresh interpreter with ``env`` and print the generator options."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_LLM", "CAIRN_OPENAI", "CAIRN_GENERATOR"))}
     clean.update(CAIRN_DATA_DIR=str(tmp_path), **env)
-    code = "import config.settings as s; print(s.CAIRN_GENERATOR, sorted(s.CAIRN_LLM_OPTIONS.items()))"
+    code = "import config.settings as s; print(s.CAIRN_LLM_BACKEND, sorted(s.CAIRN_LLM_OPTIONS.items()))"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
                           timeout=60)
 
@@ -51,6 +51,20 @@ def test_openai_backend_from_settings_with_a_key_file(tmp_path: Path) -> None:
 def test_bad_backend_settings_stop_start_up_naming_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
     result = settings_with(tmp_path, **env)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_the_old_name_is_an_alias_read_the_same_way_and_a_conflict_is_refused(tmp_path: Path) -> None:
+    both = settings_with(tmp_path, CAIRN_LLM_BACKEND="extractive", CAIRN_GENERATOR="extractive")
+    assert both.returncode == 0 and both.stdout.startswith("extractive "), both.stderr
+    conflict = settings_with(tmp_path, CAIRN_LLM_BACKEND="extractive", CAIRN_GENERATOR="transformers",
+                             CAIRN_LLM_PATH="/m")
+    assert conflict.returncode != 0
+    assert "CAIRN_LLM_BACKEND and its old name CAIRN_GENERATOR are set to different values" in conflict.stderr
+    code = "import config.settings as s; print(hasattr(s, 'CAIRN_GENERATOR'))"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_LLM", "CAIRN_GENERATOR"))}
+    one_name = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, "CAIRN_DATA_DIR": str(tmp_path)},
+                              capture_output=True, text=True, timeout=60)
+    assert one_name.stdout.strip() == "False", one_name.stderr  # one setting, one name in the code
 
 
 def test_transformers_options_from_settings(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingestion.embedding import cpu_has_bf16, get_embedder, resolve_dtype
+from kb.index import get_embedder
+from kb.retrieval.embedding import cpu_has_bf16, resolve_dtype
 
 TEXTS = [
     "The boiler is descaled every spring by the caretaker.",
@@ -48,7 +49,7 @@ def test_the_setting_drives_the_default(settings):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_single_query_embeds_as_the_batch_path_does(dtype, tmp_path):
     """The search hot path (``encode_query``) == ``encode`` — also for a model with a default prompt."""
-    from ingestion.embedding import SentenceTransformerEmbedder
+    from kb.retrieval.embedding import SentenceTransformerEmbedder
     from tests.kb.tiny_embedder import build_tiny_embedder
 
     real = get_embedder(None, "cpu", dtype)

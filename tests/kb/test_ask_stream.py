@@ -26,7 +26,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture
 def llm(settings, tiny_model):
-    settings.CAIRN_GENERATOR = "transformers"
+    settings.CAIRN_LLM_BACKEND = "transformers"
     settings.CAIRN_LLM_PATH = tiny_model
     settings.CAIRN_LLM_OPTIONS = {}
     settings.CAIRN_MAX_NEW_TOKENS = 2000

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANAGER = re.compile(r"\b(Document|DocumentVersion|Chunk|Collection)\.objects\b")
 ALLOWED = {
     "kb/selectors.py",      # the chokepoint itself
+    "kb/search.py",         # materialises hits that the scope's chunk-id mask let through
+    "kb/audit_review.py",   # what an auditor sees of served chunks: scoped by the reviewer's role
     "kb/services.py",       # writes, after a selector resolved the target
     "kb/models.py",
 }

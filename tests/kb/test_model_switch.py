@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ingestion.embedding import BUNDLED_MODEL_ID
-from ingestion.model_switch import active_model, model_switch
+from ingestion.model_switch import model_switch
 from ingestion.models import IngestionJob
+from kb.index import active_model
 from kb.models import Chunk
+from kb.retrieval.embedding import BUNDLED_MODEL_ID
 from tests.kb.conftest import upload
 from tests.kb.tiny_embedder import build_tiny_embedder
 
@@ -32,7 +33,7 @@ def search(api, collection_id, q: str) -> list[dict]:
 def test_switching_the_embedding_model_keeps_search_working_and_ends_on_the_new_model(
     api, collection_id, settings, tiny_model, capsys
 ):
-    from kb.selectors import index_reader
+    from kb.index import index_reader
 
     upload(api, collection_id, "boiler.md", b"# Boiler\n\nThe boiler is descaled every spring by the caretaker.\n")
     upload(api, collection_id, "leave.md", b"# Leave\n\nParental leave lasts twenty weeks at full pay.\n")
@@ -78,7 +79,7 @@ def test_switching_the_embedding_model_keeps_search_working_and_ends_on_the_new_
 
 
 def test_a_document_deleted_during_the_switch_is_left_out_of_the_new_index(api, collection_id, settings, tiny_model):
-    from kb.selectors import index_reader
+    from kb.index import index_reader
 
     ids = [upload(api, collection_id, f"{name}.md", f"# {name}\n\n{text}\n".encode()).json()["id"]
            for name, text in [("boiler", "The boiler is descaled every spring."),
@@ -106,9 +107,10 @@ def test_a_document_deleted_during_the_switch_is_left_out_of_the_new_index(api, 
 def test_a_job_embedded_with_the_previous_model_is_re_embedded_by_the_index_writer(
     api, collection_id, settings, tiny_model
 ):
-    from ingestion import embedding
     from ingestion.indexing import index_pass
-    from ingestion.model_switch import ActiveModel, set_active
+    from kb.index import set_active
+    from kb.retrieval import embedding
+    from kb.retrieval.active_model import ActiveModel
 
     upload(api, collection_id, "a.md", b"# A\n\nAlpha bravo charlie.\n")
     # The switch flips while a job that was embedded with the old model waits for the writer.
@@ -128,8 +130,8 @@ def test_an_interrupted_switch_resumes_from_its_checkpoint_and_ends_like_a_clean
 ):
     from access.services import Actor
     from ingestion import model_switch as switch
-    from ingestion.embedding import get_embedder
     from kb.golden import golden_question_create
+    from kb.index import get_embedder
     from kb.models import Collection, DocumentVersion, EvaluationRun
 
     ids = [upload(api, collection_id, f"{name}.md", f"# {name}\n\n{text}\n".encode()).json()["id"]

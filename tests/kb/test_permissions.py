@@ -24,7 +24,7 @@ from access.models import Policy as PolicyRow
 from access.models import User
 from access.policy import Policy, PolicyError
 from access.services import SYSTEM, Actor
-from kb import answering, selectors, services
+from kb import answering, search, selectors, services
 from kb.exceptions import NotFound
 from kb.models import Collection, Document
 from tests.access.test_policy import attributes, policies
@@ -169,7 +169,7 @@ def test_every_read_path_returns_exactly_what_the_oracle_allows(corpus):
                 listed = {doc_index[d.pk] for d in selectors.readable_documents(user)}
                 assert listed == expected, ("list", u, w)
                 found = {doc_index[r.document_id]
-                         for r in selectors.chunk_search(user, WORD, k=50, mode="hybrid", rerank=False)}
+                         for r in search.chunk_search(user, WORD, k=50, mode="hybrid", rerank=False)}
                 assert found == expected, ("search", u, w)
                 if u == len(w["grants"]) % N_USERS:  # ask (search + generation) for one user per world
                     asked = answering.answer_question(user=user, actor=Actor(user=user), question=WORD)
@@ -209,8 +209,8 @@ def test_a_read_scope_serves_only_the_user_and_collections_it_was_decided_for(co
     scope = selectors.read_scope(users[0])
     assert scope.rule == f"rbac: {N_COLLECTIONS} readable collection(s); abac: no policy; deny by default"
     with pytest.raises(ValueError):
-        selectors.chunk_search(users[1], WORD, scope=scope)
+        search.chunk_search(users[1], WORD, scope=scope)
     with pytest.raises(ValueError):
-        selectors.chunk_search(users[0], WORD, collection_ids=[collections[0].pk], scope=scope)
-    found = selectors.chunk_search(users[0], WORD, k=50, rerank=False, scope=scope)
+        search.chunk_search(users[0], WORD, collection_ids=[collections[0].pk], scope=scope)
+    found = search.chunk_search(users[0], WORD, k=50, rerank=False, scope=scope)
     assert {r.document_id for r in found} == {d.pk for d in documents}

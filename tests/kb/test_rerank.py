@@ -6,9 +6,10 @@ import pytest
 
 from access.models import User
 from access.services import Actor
-from kb import selectors
+from ingestion.services import document_upload
+from kb import index
 from kb.retrieval.rerank import CrossEncoderReranker, RerankerUnavailable, load_reranker
-from kb.services import collection_create, document_upload
+from kb.services import collection_create
 from tests.kb.conftest import upload
 from tests.kb.tiny_cross_encoder import build_tiny_cross_encoder, direct_scores
 
@@ -89,7 +90,7 @@ def test_forbidden_chunks_never_reach_the_reranker(api, indexed, settings, cross
     document_upload(actor=Actor(user=stranger), collection=theirs, filename="secret.txt",
                     chunks=[b"The secret boiler maintenance schedule of another team."])
     seen: list[str] = []
-    real = selectors.active_reranker()
+    real = index.active_reranker()
 
     class Recording:
         model_id = real.model_id
@@ -98,7 +99,7 @@ def test_forbidden_chunks_never_reach_the_reranker(api, indexed, settings, cross
             seen.extend(passages)
             return real.score(query, passages)
 
-    monkeypatch.setattr(selectors, "active_reranker", lambda: Recording())
+    monkeypatch.setattr(index, "active_reranker", lambda: Recording())
 
     results = api.get("/api/v1/search", {"q": QUERY, "k": 10}).json()["results"]  # every readable collection
 

@@ -16,7 +16,7 @@ def build_tiny_embedder(target: Path, *, dim: int = 32, seed: int = 0) -> Path:
     from sentence_transformers import SentenceTransformer, models
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from ingestion.embedding import bundled_model_path
+    from kb.retrieval.embedding import bundled_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=1,

@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import audit_retention_purge
 
@@ -7,10 +9,10 @@ class Command(BaseCommand):
     help = ("Remove audit events older than CAIRN_AUDIT_RETENTION_YEARS now (the periodic task does this "
             "daily); writes an audit.retention event.")
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--years", type=int, default=None, help="override CAIRN_AUDIT_RETENTION_YEARS")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         years = options["years"]
         if years is not None and years < 0:
             raise CommandError("--years must be 0 (keep forever) or more")

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="a model directory or .gguf file instead of CAIRN_LLM_PATH")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backend = settings.CAIRN_GENERATOR
+        backend = settings.CAIRN_LLM_BACKEND
         model_path = options["model"] or settings.CAIRN_LLM_PATH
         if options["model"] and backend not in ("transformers", "vllm"):
             backend = "transformers"  # asking about a model means asking whether it would load locally

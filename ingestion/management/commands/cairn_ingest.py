@@ -9,46 +9,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from access.models import User
-from access.services import Actor, personal_user
+from access.services import Actor
 from ingestion import api
-from ingestion.indexing import index_pass
 from ingestion.models import IngestionJob
-from ingestion.services import run_ingest_job
+from kb.cli import resolve_collection, resolve_user
 from kb.exceptions import InvalidInput, UnsupportedType
-from kb.models import Collection
-from kb.services import collection_create, document_upload
 from kb.storage import UploadTooLarge
 
 FINAL = {IngestionJob.Status.INDEXED, IngestionJob.Status.FAILED}
-
-
-def resolve_user(username: str | None) -> User:
-    if username:
-        user = User.objects.filter(username=username).first()
-        if user is None:
-            raise CommandError(f"No user named {username!r}")
-        return user
-    if settings.CAIRN_MODE == "personal":
-        return personal_user()
-    raise CommandError("--user is required in team mode")
-
-
-def resolve_collection(user: User, value: str, *, create: bool) -> Collection:
-    from kb.exceptions import NotFound
-    from kb.selectors import collection_get, readable_collections
-
-    if value.isdigit():
-        try:
-            return collection_get(user, value)
-        except NotFound:
-            raise CommandError(f"No collection {value} that {user} may read") from None
-    found = readable_collections(user).filter(name=value).first()
-    if found is None:
-        if not create:
-            raise CommandError(f"No collection named {value!r}")
-        found = collection_create(actor=Actor(user=user), owner=user, name=value)
-    return found
 
 
 class Command(BaseCommand):
@@ -76,7 +44,7 @@ class Command(BaseCommand):
             for path in tqdm(files, desc="upload", unit="file"):
                 try:
                     with open(path, "rb") as handle:
-                        result = document_upload(actor=actor, collection=collection, filename=path.name,
+                        result = api.document_upload(actor=actor, collection=collection, filename=path.name,
                                                  chunks=iter(lambda h=handle: h.read(1 << 20), b""))
                 except (InvalidInput, UnsupportedType, UploadTooLarge) as exc:
                     self.stderr.write(f"skipped {path}: {exc}")
@@ -85,7 +53,7 @@ class Command(BaseCommand):
                     job_ids.append(result.version.job.pk)
         if not run_here:
             for task, arg in queued:
-                api.dispatch(task, arg, 0)
+                api.dispatch(task, arg)
             if not options["no_wait"]:
                 self._wait(job_ids)
         else:
@@ -93,17 +61,8 @@ class Command(BaseCommand):
         self._report(job_ids)
 
     def _run(self, job_ids: list[int]) -> None:
-        bar = tqdm(total=len(job_ids), desc="ingest", unit="doc")
-        for job_id in job_ids:
-            run_ingest_job(job_id)
-            bar.update(1)
-            # Index in batches so a large folder is searchable as it goes,
-            # without rewriting the index once per file.
-            if bar.n % 50 == 0:
-                index_pass()
-        bar.close()
-        while index_pass().indexed_versions:
-            pass
+        with tqdm(total=len(job_ids), desc="ingest", unit="doc") as bar:
+            api.jobs_run_here(job_ids, index_every=50, progress=lambda done: bar.update(done - bar.n))
 
     def _wait(self, job_ids: list[int]) -> None:
         bar = tqdm(total=len(job_ids), desc="ingest", unit="doc")

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from ingestion.embedding import EmbedderUnavailable
-from ingestion.model_switch import active_model, configured_model, model_switch
+from ingestion.model_switch import model_switch
+from kb.index import active_model, configured_model
+from kb.retrieval.embedding import EmbedderUnavailable
 
 
 class Command(BaseCommand):

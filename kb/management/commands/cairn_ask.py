@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import Actor
 from inference.admission import AdmissionRefused
-from ingestion.management.commands.cairn_ingest import resolve_collection, resolve_user
 from kb.answering import GenerationFailed, answer_question
+from kb.cli import resolve_collection, resolve_user
 
 
 class Command(BaseCommand):

@@ -9,23 +9,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from ingestion.management.commands.cairn_ingest import resolve_user
-from kb.evaluation import MODES, DatasetError, evaluate, ingest_corpus, load_beir
+from ingestion import api
+from kb import index
+from kb.cli import resolve_user
+from kb.evaluation import MODES, DatasetError, evaluate, load_beir
 
 
 def run_jobs_here(job_ids: list[int]) -> None:
-    from ingestion.indexing import index_pass
-    from ingestion.services import jobs_reap, run_ingest_job
-
-    # What the periodic reaper does anyway: jobs an interrupted earlier run left
-    # mid-way (silent for CAIRN_JOB_STUCK_SECONDS) go back to PENDING, so they run now.
-    jobs_reap()
-    for i, job_id in enumerate(tqdm(job_ids, desc="ingest", unit="doc"), 1):
-        run_ingest_job(job_id)
-        if i % 2000 == 0:
-            index_pass()
-    while index_pass().indexed_versions:
-        pass
+    with tqdm(total=len(job_ids), desc="ingest", unit="doc") as bar:
+        api.jobs_run_here(job_ids, index_every=2000, progress=lambda done: bar.update(done - bar.n))
 
 
 class Command(BaseCommand):
@@ -60,7 +52,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         user = resolve_user(options["user"])  # type: ignore[arg-type]
         self.stderr.write(f"{path.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries")
-        collection = ingest_corpus(dataset, user=user, collection_name=str(options["collection"] or f"eval-{path.name}"),
+        collection = api.corpus_ingest(dataset, user=user, collection_name=str(options["collection"] or f"eval-{path.name}"),
                                    run_jobs=run_jobs_here)
         scores = evaluate(dataset, user=user, collection=collection, modes=modes)
         self.stdout.write(f"{'mode':<9} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7}")
@@ -69,13 +61,10 @@ class Command(BaseCommand):
                 f"{s.mode:<9} {s.ndcg10:8.4f} {s.recall10:7.4f} {s.recall100:7.4f} {s.mrr10:7.4f} {s.p50_ms:7.1f}"
             )
         if options["json"]:
-            from ingestion.api import embedding_model_id
-            from kb.selectors import active_reranker
-
-            reranker = active_reranker() if "reranked" in modes else None
+            reranker = index.active_reranker() if "reranked" in modes else None
             payload = {
                 "dataset": path.name, "split": options["split"], "documents": len(dataset.corpus),
-                "queries": len(dataset.queries), "embedding_model": embedding_model_id(),
+                "queries": len(dataset.queries), "embedding_model": index.embedding_model_id(),
                 "reranker": reranker.model_id if reranker is not None else None,
                 "results": [
                     {k: v for k, v in s.__dict__.items() if k != "per_query_ms"} | {"p50_ms": s.p50_ms}

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from ingestion.indexing import index_pass, index_rebuild
+from ingestion.api import index_pass, index_rebuild
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ import json
 from django.core.management.base import BaseCommand, CommandParser
 
 from access.services import Actor
-from ingestion.management.commands.cairn_ingest import resolve_collection, resolve_user
-from kb import answering
+from kb import search
+from kb.cli import resolve_collection, resolve_user
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         user = resolve_user(options["user"])  # type: ignore[arg-type]
         ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
-        results = answering.search(user=user, actor=Actor(user=user), query=str(options["query"]),
+        results = search.search(user=user, actor=Actor(user=user), query=str(options["query"]),
                                    collection_ids=ids, k=int(options["k"]), mode=str(options["mode"]))  # type: ignore[call-overload]
         if options["json"]:
             self.stdout.write(json.dumps([r.__dict__ for r in results], ensure_ascii=False, indent=2))

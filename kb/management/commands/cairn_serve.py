@@ -37,10 +37,10 @@ class Command(BaseCommand):
         if settings.CAIRN_MODE == "personal":
             personal_user()
         if settings.CAIRN_TASKS == "local":
-            from ingestion.local_worker import worker
+            from ingestion.api import local_worker
 
-            worker().start()
-        if settings.CAIRN_TASKS != "celery" and settings.CAIRN_GENERATOR != "extractive":
+            local_worker().start()
+        if settings.CAIRN_TASKS != "celery" and settings.CAIRN_LLM_BACKEND != "extractive":
             # Load the language model now, in the background, so the first question does not wait for it.
             import threading
 

@@ -16,9 +16,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,11 +36,19 @@ class EmbedderUnavailable(Exception):
 
 
 class Embedder(Protocol):
+    """What indexing and search ask of an embedding model: passages in batches, a query alone.
+
+    Both return normalised float32 vectors of ``dim`` values from the same
+    model, so a query and the passages it should find meet in one space.
+    """
+
     model_id: str
     dim: int
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase  # chunking measures passages in this model's tokens
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
 
 
 def bundled_model_path() -> Path:
@@ -170,16 +181,13 @@ _cache_lock = threading.Lock()
 
 
 def get_embedder(
-    configured: str | None, device: str | None = None, dtype: str | None = None
+    configured: str | None, device: str | None = None, dtype: str = "auto"
 ) -> SentenceTransformerEmbedder:
     """The process-wide embedder for this configuration (loaded on first use).
 
-    ``dtype`` defaults to ``CAIRN_EMBED_DTYPE`` (``auto``).
+    ``configured``: a model directory, None for the bundled model; ``dtype``
+    as ``resolve_dtype`` takes it (``kb.index`` passes ``CAIRN_EMBED_DTYPE``).
     """
-    if dtype is None:
-        from django.conf import settings
-
-        dtype = getattr(settings, "CAIRN_EMBED_DTYPE", "auto")
     resolved = resolve_dtype(dtype, device)
     key = (configured, device, resolved)
     with _cache_lock:

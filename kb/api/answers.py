@@ -1,0 +1,42 @@
+"""The JSON form of an answer and its citations: one function for the plain and the streamed answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from inference.types import Answer, Passage
+from kb.answering import cited_passages
+
+# Keys of ``answer_out`` that the stream sends in its ``citations`` event; the rest go in ``done``.
+CITATION_KEYS = ("citation_mode", "citations", "passages")
+
+
+def citation_out(passage: Passage) -> dict[str, Any]:
+    return {
+        "number": passage.number, "chunk_id": passage.chunk_id, "document_id": passage.document_id,
+        "title": passage.title, "page": passage.page, "heading": passage.heading, "text": passage.text,
+    }
+
+
+def answer_out(answer: Answer, passages: Sequence[Passage]) -> dict[str, Any]:
+    """An answer with its citations: the passages it cites, or — when it cites none — those it was given.
+
+    A model that cited nothing still answered from the passages that fit its
+    context window (``passages_used``); those are listed, and
+    ``citation_mode`` says so (``context`` instead of ``marked``).
+    """
+    cited = cited_passages(answer, passages)
+    used = passages[: answer.passages_used] if answer.passages_used else passages
+    return {
+        "answer": answer.answer,
+        "reasoning": answer.reasoning,
+        "backend": answer.backend,
+        "generated": answer.generated,
+        "citation_mode": "marked" if cited else "context",
+        "citations": [citation_out(p) for p in (cited or used)],
+        "passages": [citation_out(p) for p in passages],
+        # Passages that fit the model's context window / passages retrieved.
+        "passages_used": answer.passages_used,
+        "passages_offered": answer.passages_offered or len(passages),
+    }

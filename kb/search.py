@@ -1,0 +1,144 @@
+"""Search: a query → the passages of the user's read scope that answer it best.
+
+Both retrieval legs (FAISS vectors, BM25 terms) search only inside the
+chunk ids the read scope allows (``selectors.searchable_ranges``); their
+lists are fused, optionally reranked by a cross-encoder, and turned into
+``SearchResult`` rows.  ``search`` is the audited entry point views and
+commands call; ``chunk_search`` is the same search without the audit event
+(answering and golden sets record their own events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from access.models import User
+from access.services import Actor, audit_record
+from kb import index
+from kb.models import Chunk
+from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
+from kb.retrieval.rerank import Reranker, rerank_order
+from kb.retrieval.tokenize import tokenize
+from kb.selectors import ReadScope, read_scope, searchable_ranges
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    chunk_id: int
+    document_id: int
+    collection_id: int
+    title: str
+    version: int
+    page: int | None
+    heading: str
+    text: str
+    char_start: int
+    char_end: int
+    score: float
+    dense_rank: int | None
+    lexical_rank: int | None
+    # ``score`` is always the fusion (RRF) score.  When the cross-encoder
+    # reranked the head of the list, results are ordered by ``rerank_score``
+    # there (None for results past CAIRN_RERANK_TOP_N or when reranking is off).
+    rerank_score: float | None = None
+
+
+def chunk_search(
+    user: User | None,
+    query: str,
+    *,
+    collection_ids: Sequence[int] | None = None,
+    k: int = 10,
+    mode: str = "hybrid",
+    rerank: bool = True,
+    document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
+) -> list[SearchResult]:
+    """Hybrid search restricted, in both legs, to what ``user`` may read.
+
+    With a reranker configured (and ``rerank``), the fused top
+    ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
+    sees chunks the permission filter already let through.  ``scope``: the
+    caller's ``read_scope(user, collection_ids=…)``, when it audits it.
+    """
+    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
+    if not len(ranges) or not query.strip():
+        return []
+    snapshot = index.index_reader().snapshot()
+    if snapshot is None:
+        return []
+    mask = allowed_mask(ranges)
+    query_vector = index.embed_query(query) if mode in ("hybrid", "dense") else None
+    reranker = index.active_reranker() if rerank else None
+    hits = hybrid_search(
+        snapshot,
+        query_vector=query_vector,
+        query_tokens=tokenize(query),
+        allowed=mask,
+        k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
+        candidates=settings.CAIRN_SEARCH_CANDIDATES,
+        rrf_k=settings.CAIRN_RRF_K,
+        mode=mode,
+    )
+    results = _materialise(hits)
+    if reranker is not None:
+        results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
+    return results[:k]
+
+
+def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:
+    head, tail = results[:top_n], results[top_n:]
+    passages = [r.text if not r.heading or r.text.startswith(r.heading) else f"{r.heading}\n{r.text}" for r in head]
+    scores = reranker.score(query, passages)
+    reranked = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in rerank_order(scores)]
+    return reranked + tail
+
+
+def _materialise(hits: list[Hit]) -> list[SearchResult]:
+    chunks = Chunk.objects.filter(pk__in=[hit.chunk_id for hit in hits]).select_related("document", "version")
+    by_id = {chunk.pk: chunk for chunk in chunks}
+    results: list[SearchResult] = []
+    for hit in hits:
+        chunk = by_id.get(hit.chunk_id)
+        if chunk is None:  # purged between the index read and this query
+            continue
+        results.append(
+            SearchResult(
+                chunk_id=chunk.pk,
+                document_id=chunk.document_id,
+                collection_id=chunk.document.collection_id,
+                title=chunk.document.title,
+                version=chunk.version.number,
+                page=chunk.page,
+                heading=chunk.heading,
+                text=chunk.text,
+                char_start=chunk.char_start,
+                char_end=chunk.char_end,
+                score=hit.score,
+                dense_rank=hit.dense_rank,
+                lexical_rank=hit.lexical_rank,
+            )
+        )
+    return results
+
+
+def search(
+    *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
+    mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
+) -> list[SearchResult]:
+    """A permission-scoped search, recorded in the audit log with the chunk ids served."""
+    scope = read_scope(user, collection_ids=collection_ids)
+    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                           document_ids=document_ids, scope=scope)
+    audit_record(
+        actor=actor, action="kb.search", target_type="collection",
+        target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
+        rule=scope.rule,
+        detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
+                "reranked": any(r.rerank_score is not None for r in results)},
+    )
+    return results
