@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db import models
 from django.utils import timezone
 
@@ -27,6 +27,11 @@ class User(AbstractUser):
     @property
     def is_platform_admin(self) -> bool:
         return self.is_superuser or self.role == self.Role.ADMIN
+
+
+# Whoever a request or a caller acts as: a user, an anonymous visitor, or nobody.
+# Read decisions take any of them and deny all but an active user.
+AnyUser = User | AnonymousUser | None
 
 
 class ApiKey(models.Model):

@@ -57,9 +57,15 @@ def stored_batch(version: DocumentVersion) -> ChunkBatch:
         Chunk.objects.filter(version=version).order_by("id").values_list("id", "text", "heading", "embedding")
     )
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype=np.float32).reshape(len(rows), -1)
+    vectors = np.frombuffer(b"".join(_stored_vector(row[3]) for row in rows), dtype=np.float32).reshape(len(rows), -1)
     title = version.parsed_title or version.document.title
     return ChunkBatch(ids, vectors, chunk_tokens([(text, heading) for _, text, heading, _ in rows], title))
+
+
+def _stored_vector(value: bytes | memoryview | None) -> bytes:
+    if value is None:  # ingestion stores every chunk with its vector before the job is ready to index
+        raise ValueError("a chunk handed to the index writer has no stored vector")
+    return bytes(value)
 
 
 def version_tokens(version: DocumentVersion) -> list[list[str]]:
@@ -146,7 +152,8 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
                     _reembed(job.version)
                 yield stored_batch(job.version)
 
-        removes = (np.arange(v.chunk_id_start, v.chunk_id_start + v.chunk_count, dtype=np.int64) for v in to_purge)
+        removes = (np.arange(start, start + v.chunk_count, dtype=np.int64)
+                   for v in to_purge if (start := v.chunk_id_start) is not None)
         index_version = index.writer_for(store).apply(adds(), removes, compact=compact)
         indexed = _mark_indexed(batch)
         purged = _mark_purged(to_purge)

@@ -7,6 +7,7 @@ its next update refused (``LostClaim``) and stops without writing.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 from collections.abc import Callable
@@ -205,7 +206,7 @@ def jobs_reap(*, stuck_after: float | None = None) -> ReapResult:
     FAILED — so a poison document that kills its worker ends FAILED, not in a loop.
     """
     seconds = settings.CAIRN_JOB_STUCK_SECONDS if stuck_after is None else stuck_after
-    cutoff = timezone.now() - timezone.timedelta(seconds=seconds)
+    cutoff = timezone.now() - dt.timedelta(seconds=seconds)
     requeued: list[int] = []
     failed: list[int] = []
     stuck = IngestionJob.objects.filter(status__in=IngestionJob.ACTIVE, ready_to_index=False, updated_at__lte=cutoff)

@@ -13,18 +13,41 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from access.models import User
 from access.services import Actor, audit_record
-from inference.pool import FINAL_EVENTS
+from inference.pool import ErrorEvent, PoolEvent, is_final
 from inference.types import Answer, GenerationRequest, Passage
 from kb.search import SearchResult, chunk_search
 from kb.selectors import ReadScope, read_scope
+
+if TYPE_CHECKING:
+    from inference.admission import Admission
+    from inference.pool import GenerationPool
+    from inference.transport import EventSource
+
+
+class KeepaliveEvent(TypedDict):
+    """Seconds of silence from the generation: proxies should keep the connection."""
+
+    event: Literal["keepalive"]
+
+
+GenerationEvent = PoolEvent | KeepaliveEvent
+
+
+def redis_url() -> str:
+    """The team shape's Redis (settings refuse Celery tasks without one)."""
+    url = settings.CAIRN_REDIS_URL
+    if not url:
+        raise ImproperlyConfigured("CAIRN_REDIS_URL is not set")
+    return url
 
 
 @dataclass(frozen=True)
@@ -60,25 +83,26 @@ class GenerationFailed(Exception):
 
 
 _admission_lock = threading.Lock()
-_admission_instance: Any = None
+_admission_instance: Admission | None = None
 
 
-def admission() -> Any:
+def admission() -> Admission:
     """The process's admission control: Redis-shared in the team shape, in-process otherwise."""
     global _admission_instance
     with _admission_lock:
         if _admission_instance is None:
             from inference.admission import LocalAdmission, RedisAdmission
 
-            limits = {"pool_limit": settings.CAIRN_GEN_QUEUE_SIZE, "user_limit": settings.CAIRN_GEN_USER_CONCURRENCY}
+            pool_limit, user_limit = settings.CAIRN_GEN_QUEUE_SIZE, settings.CAIRN_GEN_USER_CONCURRENCY
             if settings.CAIRN_TASKS == "celery":
                 import redis
 
                 _admission_instance = RedisAdmission(
-                    redis.Redis.from_url(settings.CAIRN_REDIS_URL), lease=settings.CAIRN_ASK_TIMEOUT + 60, **limits
+                    redis.Redis.from_url(redis_url()), lease=settings.CAIRN_ASK_TIMEOUT + 60,
+                    pool_limit=pool_limit, user_limit=user_limit,
                 )
             else:
-                _admission_instance = LocalAdmission(**limits)
+                _admission_instance = LocalAdmission(pool_limit=pool_limit, user_limit=user_limit)
         return _admission_instance
 
 
@@ -89,7 +113,7 @@ def reset_admission() -> None:
         _admission_instance = None
 
 
-def local_pool() -> Any:
+def local_pool() -> GenerationPool:
     """The in-process generation pool (personal shape): one worker thread owning the model."""
     from inference.pool import get_pool
 
@@ -110,7 +134,7 @@ class Generation:
     The admission slot is released exactly once, when iteration ends.
     """
 
-    def __init__(self, *, generation_id: str, source: Any, release: Any) -> None:
+    def __init__(self, *, generation_id: str, source: EventSource, release: Callable[[], None]) -> None:
         self.generation_id = generation_id
         self.source = source
         self._release = release
@@ -120,7 +144,7 @@ class Generation:
         self.deadline = time.monotonic() + settings.CAIRN_ASK_TIMEOUT
         self._quiet_since = time.monotonic()
 
-    def _timeout_event(self) -> dict[str, Any]:
+    def _timeout_event(self) -> ErrorEvent:
         return {"event": "error", "code": "timeout",
                 "message": f"No answer within {settings.CAIRN_ASK_TIMEOUT:g} seconds (CAIRN_ASK_TIMEOUT)."}
 
@@ -137,7 +161,7 @@ class Generation:
         """Cancel (unless finished) and release; idempotent. For a response that is never iterated."""
         self._end()
 
-    def _after_read(self, batch: list[dict[str, Any]] | None, heartbeat: float) -> list[dict[str, Any]]:
+    def _after_read(self, batch: list[PoolEvent] | None, heartbeat: float) -> list[GenerationEvent]:
         """What to pass on after one read: the batch up to its final event, or a keepalive after silence."""
         now = time.monotonic()
         if not batch:
@@ -146,10 +170,10 @@ class Generation:
                 return [{"event": "keepalive"}]
             return []
         self._quiet_since = now
-        out: list[dict[str, Any]] = []
+        out: list[GenerationEvent] = []
         for event in batch:
             out.append(event)
-            if event["event"] in FINAL_EVENTS:
+            if is_final(event):
                 self.finished = True
                 break
         return out
@@ -164,7 +188,7 @@ class Generation:
         if close is not None:
             close()
 
-    def events(self, heartbeat: float = 15.0) -> Iterator[dict[str, Any]]:
+    def events(self, heartbeat: float = 15.0) -> Iterator[GenerationEvent]:
         self._quiet_since = time.monotonic()
         try:
             while (wait := self._next_wait()) is not None:
@@ -175,7 +199,7 @@ class Generation:
             self._end()
             self._close_source()
 
-    async def aevents(self, heartbeat: float = 15.0) -> AsyncIterator[dict[str, Any]]:
+    async def aevents(self, heartbeat: float = 15.0) -> AsyncIterator[GenerationEvent]:
         self._quiet_since = time.monotonic()
         try:
             while (wait := self._next_wait()) is not None:
@@ -229,7 +253,7 @@ def generation_start(request: GenerationRequest, *, user: User) -> Generation:
             from inference.wire import request_to_dict
 
             current_app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
-            source: Any = RedisSource(settings.CAIRN_REDIS_URL, generation_id)
+            source: EventSource = RedisSource(redis_url(), generation_id)
         else:
             from inference.transport import TicketSource
 

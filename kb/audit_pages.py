@@ -74,7 +74,7 @@ def audit_event(request: HttpRequest, event_id: int) -> HttpResponse:
 
 
 @login_required
-def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
+def audit_export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttpResponse:
     _reviewer_or_404(request, f"export.{fmt}")
     if fmt not in EXPORT_FORMATS:
         raise Http404("No such export format")

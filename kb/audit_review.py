@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from access.audit_review import can_review_audit
-from access.models import User
+from access.models import AnyUser
 from kb.exceptions import NotFound
 from kb.models import Chunk
 
@@ -27,7 +27,7 @@ class AuditedChunk:
 AUDIT_SNIPPET_CHARS = 240
 
 
-def audited_chunks(reviewer: User | None, chunk_ids: Sequence[int]) -> list[AuditedChunk]:
+def audited_chunks(reviewer: AnyUser, chunk_ids: Sequence[int]) -> list[AuditedChunk]:
     """The chunks an audit event served, for an audit reviewer (admin/auditor) only.
 
     Reviewers see what was served to someone else, so this is deliberately

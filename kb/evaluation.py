@@ -146,7 +146,7 @@ def evaluate(
     doc_key = {pk: title.removesuffix(".md") for pk, title in titles.items()}
     scores: list[ModeScores] = []
     for mode in modes:
-        totals = defaultdict(float)
+        totals: defaultdict[str, float] = defaultdict(float)
         timings: list[float] = []
         started = time.perf_counter()
         for query_id, text in dataset.queries.items():

@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from access.services import actor_from_request
+from access.services import actor_from_request, signed_in_user
 from kb import golden, selectors
 from kb.exceptions import InvalidInput, NotFound
 
@@ -33,7 +33,7 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
                     if not value.isdigit():
                         raise InvalidInput("Choose expected documents from the list.")
                     ids.append(int(value))
-                golden.golden_question_create(actor=actor, user=request.user, collection=collection,
+                golden.golden_question_create(actor=actor, user=signed_in_user(request), collection=collection,
                                               question=request.POST.get("question", ""), expected_documents=ids)
                 messages.success(request, "Question added to the golden set.")
             elif action == "delete":
@@ -50,7 +50,7 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
         except (InvalidInput, NotFound) as exc:
             messages.error(request, str(exc) if isinstance(exc, InvalidInput) else "No such question.")
         return redirect("collection-evaluation", collection_id=collection.pk)
-    documents = golden.golden_documents(request.user, collection).order_by("title", "id")
+    documents = golden.golden_documents(signed_in_user(request), collection).order_by("title", "id")
     titles = dict(documents.values_list("id", "title"))
     questions = [
         (q, [(d.pk, titles.get(d.pk, f"document {d.pk} (gone)")) for d in q.expected_documents.all()])

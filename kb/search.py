@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from access.models import User
+from access.models import AnyUser, User
 from access.services import Actor, audit_record
 from kb import index
 from kb.models import Chunk
@@ -48,7 +48,7 @@ class SearchResult:
 
 
 def chunk_search(
-    user: User | None,
+    user: AnyUser,
     query: str,
     *,
     collection_ids: Sequence[int] | None = None,

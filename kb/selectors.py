@@ -22,6 +22,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeGuard
 
 import numpy as np
 from django.conf import settings
@@ -32,7 +33,7 @@ from django.db.models import BigIntegerField, Q, QuerySet
 from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from access.models import User
+from access.models import AnyUser, User
 from access.policy import Compiled, policy_and, policy_or
 from access.selectors import policies_for
 from kb.exceptions import Forbidden, NotFound
@@ -63,11 +64,11 @@ ROLE_PERMISSIONS: dict[Role, tuple[CollectionPermission, ...]] = {
 }
 
 
-def _active(user: User | None) -> bool:
+def _active(user: AnyUser) -> TypeGuard[User]:
     return user is not None and user.is_authenticated and user.is_active
 
 
-def _collections_with(user: User | None, permission: CollectionPermission) -> QuerySet[Collection]:
+def _collections_with(user: AnyUser, permission: CollectionPermission) -> QuerySet[Collection]:
     """Live collections the user owns or holds ``permission`` on, directly or through any group.
 
     Grants through several groups add up.  Nothing is cached: a revoked grant
@@ -87,22 +88,22 @@ def _collections_with(user: User | None, permission: CollectionPermission) -> Qu
     )
 
 
-def readable_collections(user: User | None) -> QuerySet[Collection]:
+def readable_collections(user: AnyUser) -> QuerySet[Collection]:
     """Collections the user may read (viewer or better).  Deny by default."""
     return _collections_with(user, CollectionPermission.VIEW)
 
 
-def editable_collections(user: User | None) -> QuerySet[Collection]:
+def editable_collections(user: AnyUser) -> QuerySet[Collection]:
     """Collections the user may add documents to, replace or delete them in (editor or better)."""
     return _collections_with(user, CollectionPermission.EDIT)
 
 
-def owned_collections(user: User | None) -> QuerySet[Collection]:
+def owned_collections(user: AnyUser) -> QuerySet[Collection]:
     """Collections the user may share and set the policy of (the owner, or an owner grant)."""
     return _collections_with(user, CollectionPermission.OWN)
 
 
-def collection_role(user: User | None, collection: Collection) -> Role | None:
+def collection_role(user: AnyUser, collection: Collection) -> Role | None:
     """The user's effective role on a collection (the strongest of all grants), or None."""
     for role, scope in ((Role.OWNER, owned_collections), (Role.EDITOR, editable_collections),
                         (Role.VIEWER, readable_collections)):
@@ -111,7 +112,7 @@ def collection_role(user: User | None, collection: Collection) -> Role | None:
     return None
 
 
-def collection_get(user: User | None, collection_id: object, *, for_edit: bool = False,
+def collection_get(user: AnyUser, collection_id: object, *, for_edit: bool = False,
                    for_owner: bool = False) -> Collection:
     """A collection the user may read; 404 (``NotFound``) otherwise.
 
@@ -119,7 +120,9 @@ def collection_get(user: User | None, collection_id: object, *, for_edit: bool =
     owner; one who may read it but not do that gets ``Forbidden`` (403).
     """
     pk = _as_pk(collection_id)
-    collection = readable_collections(user).filter(pk=pk).first() if pk is not None else None
+    if pk is None:
+        raise NotFound("collection")
+    collection = readable_collections(user).filter(pk=pk).first()
     if collection is None:
         raise NotFound("collection")
     if for_owner and not owned_collections(user).filter(pk=pk).exists():
@@ -168,7 +171,7 @@ def collection_members(collection: Collection) -> list[Member]:
     return members
 
 
-def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> tuple[Compiled, list[str]]:
+def _policy_filter(user: AnyUser, collection_ids: Sequence[int]) -> tuple[Compiled, list[str]]:
     """The ABAC part of the read decision over documents of these (readable) collections.
 
     A document passes when its collection's policy (if any) AND the platform
@@ -179,7 +182,7 @@ def _policy_filter(user: User | None, collection_ids: Sequence[int]) -> tuple[Co
     if not collection_ids:
         return False, []
     platform, per_collection, has_platform = policies_for(collection_ids)
-    attrs = (user.attributes if user is not None else None) or {}
+    attrs = (user.attributes if _active(user) else None) or {}
     open_ids = [c for c in collection_ids if c not in per_collection]
     condition: Compiled = Q(collection_id__in=open_ids) if open_ids else False
     for collection_id, policy in per_collection.items():
@@ -225,7 +228,7 @@ class ReadScope:
 
 
 def read_scope(
-    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
+    user: AnyUser, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
 ) -> ReadScope:
     """THE read decision: RBAC grant on the collection AND every applicable policy.  Deny by default."""
     collections = readable_collections(user)
@@ -243,7 +246,7 @@ def read_scope(
 
 
 def readable_documents(
-    user: User | None, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
+    user: AnyUser, *, collection: Collection | None = None, collection_ids: Sequence[int] | None = None
 ) -> QuerySet[Document]:
     """The documents the read decision (``read_scope``) lets ``user`` read.
 
@@ -253,7 +256,7 @@ def readable_documents(
     return read_scope(user, collection=collection, collection_ids=collection_ids).documents()
 
 
-def document_readable(user: User | None, document: Document) -> bool:
+def document_readable(user: AnyUser, document: Document) -> bool:
     """The same decision for one loaded document, through the policies' Python predicates.
 
     ``document_get`` requires both this and ``readable_documents`` to agree,
@@ -264,7 +267,7 @@ def document_readable(user: User | None, document: Document) -> bool:
     if not readable_collections(user).filter(pk=document.collection_id).exists():
         return False
     platform, per_collection, has_platform = policies_for([document.collection_id])
-    attrs = (user.attributes if user is not None else None) or {}
+    attrs = (user.attributes if _active(user) else None) or {}
     if document.collection_id in per_collection:
         policy = per_collection[document.collection_id]
         if policy is None or not policy.allows(attrs, document.attributes or {}):
@@ -274,7 +277,7 @@ def document_readable(user: User | None, document: Document) -> bool:
     return True
 
 
-def document_get(user: User | None, document_id: object, *, for_edit: bool = False) -> Document:
+def document_get(user: AnyUser, document_id: object, *, for_edit: bool = False) -> Document:
     """A document the user may read; ``NotFound`` (404) otherwise.
 
     With ``for_edit`` the user must also be an editor of its collection; a
@@ -289,7 +292,7 @@ def document_get(user: User | None, document_id: object, *, for_edit: bool = Fal
     return document
 
 
-def document_get_managed(user: User | None, document_id: object) -> Document:
+def document_get_managed(user: AnyUser, document_id: object) -> Document:
     """A live document of a collection the user edits, whatever the policies say about reading it.
 
     For managing documents, never for reading their content: an editor must
@@ -311,7 +314,7 @@ def document_get_managed(user: User | None, document_id: object) -> Document:
 
 
 def searchable_versions(
-    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
+    user: AnyUser, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
 ) -> QuerySet[DocumentVersion]:
     """The document versions a search by this user may return: current versions of readable documents."""
     documents = readable_documents(user, collection_ids=collection_ids)
@@ -325,7 +328,7 @@ def searchable_versions(
 
 
 def searchable_ranges(
-    user: User | None, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None,
+    user: AnyUser, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None,
     scope: ReadScope | None = None,
 ) -> np.ndarray:
     """``(chunk_id_start, chunk_count)`` rows, as an ``(n, 2)`` int64 array, of every version
@@ -367,7 +370,7 @@ def _range_cache() -> RangeCache | None:
     return RangeCache(size) if size else None
 
 
-def _scope_for(user: User | None, scope: ReadScope | None, collection_ids: Sequence[int] | None) -> ReadScope:
+def _scope_for(user: AnyUser, scope: ReadScope | None, collection_ids: Sequence[int] | None) -> ReadScope:
     """``scope`` when it was made for this user and these collections; a fresh decision when None."""
     if scope is None:
         return read_scope(user, collection_ids=collection_ids)
@@ -377,7 +380,7 @@ def _scope_for(user: User | None, scope: ReadScope | None, collection_ids: Seque
     return scope
 
 
-def chunk_get(user: User | None, chunk_id: object) -> Chunk:
+def chunk_get(user: AnyUser, chunk_id: object) -> Chunk:
     pk = _as_pk(chunk_id)
     chunk = (
         Chunk.objects.filter(pk=pk, version__in=searchable_versions(user)).select_related("document").first()
@@ -397,7 +400,7 @@ def _as_pk(value: object) -> int | None:
     return pk if 0 < pk < 2**63 else None
 
 
-def evaluable_collection_get(user: User | None, collection_id: object) -> Collection:
+def evaluable_collection_get(user: AnyUser, collection_id: object) -> Collection:
     """A collection whose golden set and evaluation runs ``user`` may manage; 404 (``NotFound``) otherwise.
 
     Editors and owners of the collection, and platform admins.  Everyone

@@ -6,16 +6,31 @@ page makes sure the CSRF cookie is set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from access.models import AnyUser
 from access.services import access_denied_record, actor_from_request
 from kb import selectors
 
 CHUNKS_PER_PAGE = 50
+T = TypeVar("T")
+
+
+def _readable_or_404(request: HttpRequest, kind: str, pk: int, get: Callable[[AnyUser, object], T]) -> T:
+    """The object if the user may read it; else the 404 page, and the denial in the audit log."""
+    try:
+        return get(request.user, pk)
+    except selectors.NotFound:
+        access_denied_record(actor=actor_from_request(request), target_type=kind, target_id=pk,
+                             rule="not readable by this user (or does not exist)")
+        raise Http404(f"No such {kind}") from None
 
 
 @login_required
@@ -27,12 +42,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
-    try:
-        collection = selectors.collection_get(request.user, collection_id)
-    except selectors.NotFound:
-        access_denied_record(actor=actor_from_request(request), target_type="collection", target_id=collection_id,
-                             rule="not readable by this user (or does not exist)")
-        raise Http404("No such collection") from None
+    collection = _readable_or_404(request, "collection", collection_id, selectors.collection_get)
     documents = selectors.readable_documents(request.user, collection=collection)
     role = selectors.collection_role(request.user, collection)
     sharing = None
@@ -50,12 +60,7 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
-    try:
-        document = selectors.document_get(request.user, document_id)
-    except selectors.NotFound:
-        access_denied_record(actor=actor_from_request(request), target_type="document", target_id=document_id,
-                             rule="not readable by this user (or does not exist)")
-        raise Http404("No such document") from None
+    document = _readable_or_404(request, "document", document_id, selectors.document_get)
     # document_get is the permission check: the chunks below belong to the
     # current (searchable) version of a document this user may read.
     version = document.current_version

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import torch
 import transformers
@@ -37,9 +36,15 @@ from transformers import (
 )
 
 from inference.backends import ModelLoadError
-from inference.manifest import ManifestError, ManifestPolicy, verify_manifest
+from inference.backends.options import (
+    ChatOptions,
+    Sampling,
+    manifest_check,
+    prompt_opens_think,
+    prompt_style,
+)
 from inference.prompting import build_messages, build_plain_prompt, pack_passages
-from inference.reasoning import CLOSE_TAG, OPEN_TAG, ReasoningSplitter
+from inference.reasoning import ReasoningSplitter
 from inference.types import GenerationRequest, StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -62,33 +67,6 @@ _CAN_SANITIZE = "sanitize_control_tokens" in inspect.signature(
 # transformers 4.56 renamed from_pretrained's ``torch_dtype`` to ``dtype``;
 # the older name is deprecated in 5.x and the newer one is ignored before 4.56.
 _DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-
-
-def looks_like_deepseek_r1(model_dir: Path) -> bool:
-    """Whether the model's name says DeepSeek-R1 (or an R1 distill).
-
-    A heuristic on names, because neither config.json nor the tokenizer of
-    the R1 distills marks them as such (they are plain ``qwen2``/``llama``
-    configs): "deepseek" and "r1" both occur (case-insensitively) in the
-    directory name, in the repository name of a Hugging Face cache snapshot
-    (``models--deepseek-ai--DeepSeek-R1-…/snapshots/<hash>``), or in the
-    ``_name_or_path`` that some exports leave in config.json. It can be wrong
-    both ways; ``system_in_user=`` and ``expect_reasoning=`` override it.
-    """
-    names = [model_dir.name]
-    if model_dir.parent.name == "snapshots":
-        names.append(model_dir.parent.parent.name)
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        names.append(str(config.get("_name_or_path", "")))
-    except (OSError, ValueError):
-        pass
-    return any("deepseek" in n.lower() and "r1" in n.lower() for n in names)
-
-
-def prompt_opens_think(prompt: str) -> bool:
-    """Whether a rendered prompt ends inside an opened ``<think>`` block (DeepSeek-R1's templates do)."""
-    return prompt.rfind(OPEN_TAG) > prompt.rfind(CLOSE_TAG)
 
 
 def locate_model(model_path: str | Path, gguf_file: str | None = None) -> tuple[Path, str | None]:
@@ -216,10 +194,7 @@ class TransformersGenerator:
     ``quantization`` ("8bit", "4bit" via bitsandbytes, CUDA only),
     ``device_map`` ("auto" spreads a model over all GPUs; needs accelerate),
     ``gguf_file`` (a GGUF file in the model directory; a ``.gguf`` path works too),
-    ``context_window`` (tokens; default: the model's own),
-    ``manifest`` ("verify" when present, "require", "off"; see ``inference.manifest``),
-    ``system_in_user`` and ``expect_reasoning`` (default: detected),
-    ``do_sample``/``temperature``/``top_p`` (default greedy, reproducible).
+    and the options every local model takes (``inference.backends.options.ChatOptions``).
     """
 
     name = "transformers"
@@ -234,20 +209,11 @@ class TransformersGenerator:
         quantization: str | None = None,
         device_map: str | None = None,
         gguf_file: str | None = None,
-        context_window: int | None = None,
-        manifest: ManifestPolicy = "verify",
-        system_in_user: bool | None = None,
-        expect_reasoning: bool | None = None,
-        do_sample: bool = False,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
+        **options: Unpack[ChatOptions],
     ) -> None:
         self.model_dir, self.gguf_file = locate_model(model_path, gguf_file)
         _check_model_dir(self.model_dir, self.gguf_file)
-        try:
-            self.manifest_verified = verify_manifest(self.model_dir, manifest)
-        except (ManifestError, ValueError) as exc:
-            raise ModelLoadError(str(exc)) from exc
+        self.manifest_verified = manifest_check(self.model_dir, options)
         self.device = choose_device(device)
         self.dtype = choose_dtype(self.device, None if dtype == "auto" else dtype)
         self.quantization = quantization or None
@@ -259,17 +225,10 @@ class TransformersGenerator:
         if self.device_map or self.quantization:
             # Placed by accelerate; inputs go where the embeddings are.
             self.device = self.model.get_input_embeddings().weight.device
-        self.context_window = context_window or self._model_window()
+        self.context_window = options.get("context_window") or self._model_window()
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
-        is_r1 = looks_like_deepseek_r1(self.model_dir)
-        # DeepSeek advises against a system prompt for R1; other models get one.
-        self.system_in_user = is_r1 if system_in_user is None else system_in_user
-        self.expect_reasoning = (
-            (is_r1 or self._template_opens_think()) if expect_reasoning is None else expect_reasoning
-        )
-        self.do_sample = do_sample
-        self.temperature = temperature
-        self.top_p = top_p
+        self.system_in_user, self.expect_reasoning = prompt_style(self.model_dir, options, self._template_opens_think)
+        self.sampling = Sampling.of(options)
         self._lock = threading.Lock()
         logger.info(
             "Loaded %s on %s as %s (chat template: %s, system in user turn: %s, expects reasoning: %s)",
@@ -379,10 +338,10 @@ class TransformersGenerator:
     def _generate_options(self, request: GenerationRequest) -> dict[str, Any]:
         options: dict[str, Any] = {
             "max_new_tokens": max(1, request.max_new_tokens),
-            "do_sample": self.do_sample,
+            "do_sample": self.sampling.do_sample,
         }
-        if self.do_sample:
-            options.update(temperature=self.temperature, top_p=self.top_p)
+        if self.sampling.do_sample:
+            options.update(temperature=self.sampling.temperature, top_p=self.sampling.top_p)
         if self.model.generation_config.pad_token_id is None:
             pad = self.tokenizer.pad_token_id
             options["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id

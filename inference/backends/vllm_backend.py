@@ -23,10 +23,16 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from inference.backends import GenerationError, ModelLoadError
-from inference.manifest import ManifestError, ManifestPolicy, verify_manifest
+from inference.backends.options import (
+    ChatOptions,
+    Sampling,
+    manifest_check,
+    prompt_opens_think,
+    prompt_style,
+)
 from inference.prompting import build_messages, build_plain_prompt, pack_passages
 from inference.reasoning import ReasoningSplitter
 from inference.types import GenerationRequest, StreamEvent
@@ -103,9 +109,9 @@ class VLLMGenerator:
     """A local model served by vLLM's engine; see the module docstring.
 
     Options: ``tensor_parallel_size`` (GPUs per model), ``dtype``,
-    ``quantization``, ``gpu_memory_utilization``, ``context_window``
-    (vLLM's ``max_model_len``), ``manifest``, ``system_in_user``,
-    ``expect_reasoning``, ``do_sample``/``temperature``/``top_p``.
+    ``quantization``, ``gpu_memory_utilization``, and the options every
+    local model takes (``inference.backends.options.ChatOptions``;
+    ``context_window`` is vLLM's ``max_model_len``).
     """
 
     name = "vllm"
@@ -119,34 +125,21 @@ class VLLMGenerator:
         dtype: str | None = None,
         quantization: str | None = None,
         gpu_memory_utilization: float = 0.9,
-        context_window: int | None = None,
-        manifest: ManifestPolicy = "verify",
-        system_in_user: bool | None = None,
-        expect_reasoning: bool | None = None,
-        do_sample: bool = False,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
         device: str | None = None,  # accepted for option parity; vLLM places the model itself
         device_map: str | None = None,
         gguf_file: str | None = None,
+        **options: Unpack[ChatOptions],
     ) -> None:
         require_vllm()
         self.model_dir = Path(model_path).expanduser()
         if not (self.model_dir / "config.json").is_file():
             raise ModelLoadError(f"The model directory {self.model_dir} has no config.json.")
-        try:
-            verify_manifest(self.model_dir, manifest)
-        except (ManifestError, ValueError) as exc:
-            raise ModelLoadError(str(exc)) from exc
+        manifest_check(self.model_dir, options)
         from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
 
-        from inference.backends.transformers_backend import (
-            looks_like_deepseek_r1,
-            prompt_opens_think,
-        )
-
         self._sampling_params = SamplingParams
-        self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
+        self.sampling = Sampling.of(options)
+        context_window = options.get("context_window")
         arguments = engine_arguments(
             str(self.model_dir), tensor_parallel_size=tensor_parallel_size,
             dtype=None if dtype == "auto" else dtype, quantization=quantization,
@@ -162,14 +155,14 @@ class VLLMGenerator:
         except Exception as exc:
             raise ModelLoadError(f"vLLM could not load {self.model_dir}: {type(exc).__name__}: {exc}") from exc
         self.context_window = int(context_window or config.max_model_len)
-        is_r1 = looks_like_deepseek_r1(self.model_dir)
-        self.system_in_user = is_r1 if system_in_user is None else system_in_user
-        opens = bool(getattr(self.tokenizer, "chat_template", None)) and prompt_opens_think(
+        self.system_in_user, self.expect_reasoning = prompt_style(self.model_dir, options, self._template_opens_think)
+        self._ids = itertools.count()
+
+    def _template_opens_think(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None)) and prompt_opens_think(
             self.tokenizer.apply_chat_template([{"role": "user", "content": "?"}],
                                                add_generation_prompt=True, tokenize=False)
         )
-        self.expect_reasoning = (is_r1 or opens) if expect_reasoning is None else expect_reasoning
-        self._ids = itertools.count()
 
     def prompt(self, request: GenerationRequest) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -188,7 +181,8 @@ class VLLMGenerator:
     def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
         request = self.pack(request)
         params = self._sampling_params(**sampling_arguments(
-            request, do_sample=self.do_sample, temperature=self.temperature, top_p=self.top_p
+            request, do_sample=self.sampling.do_sample, temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
         ))
         request_id = f"{request.request_id or 'cairn'}-{next(self._ids)}"
         pieces: queue.Queue[Any] = queue.Queue()

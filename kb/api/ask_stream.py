@@ -43,20 +43,19 @@ class _Framer:
     def start(self) -> bytes:
         return _frame("start", {"generation_id": self.generation.generation_id, "passages": len(self.passages)})
 
-    def frames(self, event: dict[str, Any]) -> bytes:
-        kind = event["event"]
-        if kind == "keepalive":
+    def frames(self, event: answering.GenerationEvent) -> bytes:
+        if event["event"] == "keepalive":
             return b": keepalive\n\n"
-        if kind in ("reasoning", "token"):
-            return _frame(kind, {"text": event["text"]})
-        if kind == "done":
+        if event["event"] == "reasoning" or event["event"] == "token":
+            return _frame(event["event"], {"text": event["text"]})
+        if event["event"] == "done":
             from inference.wire import answer_from_dict
 
             body = answer_out(answer_from_dict(event["answer"]), self.passages)
             citations = {key: body.pop(key) for key in CITATION_KEYS}
             done = {**body, "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {})}
             return _frame("citations", citations) + _frame("done", done)
-        return _frame("error", error_body(event.get("code", "internal"), event.get("message", "The generation failed.")))
+        return _frame("error", error_body(event["code"], event["message"]))
 
 
 class _SyncBody:

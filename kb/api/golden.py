@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.services import actor_from_request
+from access.services import actor_from_request, signed_in_user
 from kb import golden, selectors
 from kb.exceptions import InvalidInput
 from kb.models import GoldenQuestion
@@ -45,7 +45,7 @@ class GoldenQuestionsView(APIView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         question = golden.golden_question_create(
-            actor=actor_from_request(request), user=request.user, collection=collection,
+            actor=actor_from_request(request), user=signed_in_user(request), collection=collection,
             **data.validated_data,
         )
         return Response(question_out(question), status=status.HTTP_201_CREATED)

@@ -40,8 +40,9 @@ def _worker_snapshots() -> list[tuple[dict[str, str], dict[str, Any]]]:
     import redis
 
     from inference.tasks import METRICS_KEY
+    from kb.answering import redis_url
 
-    client = redis.Redis.from_url(settings.CAIRN_REDIS_URL, socket_timeout=2)
+    client = redis.Redis.from_url(redis_url(), socket_timeout=2)
     try:
         keys = sorted(client.scan_iter(match=METRICS_KEY + "*", count=100))
         snapshots = []

@@ -9,6 +9,7 @@ content-addressed), but a name like that is never sent by a browser or
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from typing import Any
 
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
@@ -28,7 +29,8 @@ class _StrictNames(DjangoMultiPartParser):
 
 
 class StrictMultiPartParser(MultiPartParser):
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> DataAndFiles:
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> DataAndFiles:
         parser_context = parser_context or {}
         request = parser_context["request"]
         encoding = parser_context.get("encoding", "utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import Group
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -18,7 +19,7 @@ from rest_framework.views import APIView
 
 from access import administration
 from access import selectors as access_selectors
-from access.models import Policy
+from access.models import Policy, User
 from access.services import actor_from_request
 from kb import selectors, services
 from kb.api.errors import error_body
@@ -31,16 +32,26 @@ def member_out(member: selectors.Member) -> dict[str, Any]:
     return {"kind": member.kind, "name": member.name, "role": member.role.value, "implicit": member.implicit}
 
 
-def _principal(kind: str, name: str) -> Any:
+def _principal(kind: str, name: str) -> User | Group:
     if kind == "user":
-        principal = access_selectors.user_by_username(name)
-    elif kind == "group":
-        principal = access_selectors.group_by_name(name)
-    else:
-        raise ValidationError({"kind": "must be 'user' or 'group'"})
-    if principal is None:
-        raise ValidationError({kind: f"No such {kind}: {name[:150]!r}."})
-    return principal
+        return _user(name)
+    if kind == "group":
+        return _group(name)
+    raise ValidationError({"kind": "must be 'user' or 'group'"})
+
+
+def _user(name: str) -> User:
+    user = access_selectors.user_by_username(name)
+    if user is None:
+        raise ValidationError({"user": f"No such user: {name[:150]!r}."})
+    return user
+
+
+def _group(name: str) -> Group:
+    group = access_selectors.group_by_name(name)
+    if group is None:
+        raise ValidationError({"group": f"No such group: {name[:150]!r}."})
+    return group
 
 
 def policy_error(exc: InvalidPolicy | administration.PolicyError) -> Response:
@@ -204,16 +215,16 @@ class GroupMembersView(AdminView):
         user = serializers.CharField(max_length=150)
 
     def post(self, request: Request, name: str) -> Response:
-        group = _principal("group", name)
+        group = _group(name)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        user = _principal("user", data.validated_data["user"])
+        user = _user(data.validated_data["user"])
         administration.group_member_add(actor=actor_from_request(request), group=group, user=user)
         return Response({"name": group.name, "members": sorted(group.user_set.values_list("username", flat=True))})
 
     def delete(self, request: Request, name: str, username: str) -> Response:
-        group = _principal("group", name)
-        user = _principal("user", username)
+        group = _group(name)
+        user = _user(username)
         administration.group_member_remove(actor=actor_from_request(request), group=group, user=user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, StreamingHttpResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.services import actor_from_request
+from access.services import actor_from_request, signed_in_user
 from ingestion import api as ingestion
 from kb import answering, search, selectors, services
 from kb.api.answers import answer_out
@@ -69,7 +69,7 @@ class CollectionsView(APIView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         collection = services.collection_create(
-            actor=actor_from_request(request), owner=request.user, **data.validated_data
+            actor=actor_from_request(request), owner=signed_in_user(request), **data.validated_data
         )
         return Response(collection_out(collection), status=status.HTTP_201_CREATED)
 
@@ -152,7 +152,7 @@ class DocumentReprocessView(APIView):
 
 
 class DocumentDownloadView(APIView):
-    def get(self, request: Request, document_id: str) -> HttpResponse:
+    def get(self, request: Request, document_id: str) -> FileResponse:
         document = selectors.document_get(request.user, document_id)
         version = document.current_version or document.latest_version
         if version is None:
@@ -196,7 +196,7 @@ class SearchView(APIView):
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
         document_ids = attached_documents(request, params.get("document"))
         results = search.search(
-            user=request.user, actor=actor_from_request(request), query=params["q"],
+            user=signed_in_user(request), actor=actor_from_request(request), query=params["q"],
             collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
             document_ids=document_ids,
         )
@@ -244,7 +244,7 @@ class AskView(APIView):
 
         return JSONRenderer(), "application/json"
 
-    def post(self, request: Request) -> Response | HttpResponse:
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
         from inference.admission import AdmissionRefused
         from kb.api import ask_stream
 
@@ -259,11 +259,11 @@ class AskView(APIView):
         actor, question, limit = actor_from_request(request), params["question"], params.get("max_new_tokens")
         try:
             if wants_stream:
-                asking = answering.ask_stream(user=request.user, actor=actor, question=question,
+                asking = answering.ask_stream(user=signed_in_user(request), actor=actor, question=question,
                                               collection_ids=collection_ids, max_new_tokens=limit,
                                               document_ids=document_ids)
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages)
-            result = answering.answer_question(user=request.user, actor=actor, question=question,
+            result = answering.answer_question(user=signed_in_user(request), actor=actor, question=question,
                                                collection_ids=collection_ids, max_new_tokens=limit,
                                                document_ids=document_ids)
         except AdmissionRefused as exc:

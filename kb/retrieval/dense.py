@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -93,7 +94,9 @@ def _bitmap_params(mask: np.ndarray, ef: int | None) -> tuple[faiss.SearchParame
     """Search parameters with an ``IDSelectorBitmap``; the second value keeps the buffers alive."""
     bitmap = np.packbits(mask.astype(np.uint8, copy=False), bitorder="little")
     selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-    params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef) if ef else faiss.SearchParameters(sel=selector)
+    # faiss' generated stubs know neither SearchParametersHNSW nor the keyword constructors SWIG accepts.
+    params = (faiss.SearchParametersHNSW(sel=selector, efSearch=ef) if ef  # type: ignore[attr-defined]
+              else faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
     return params, (bitmap, selector)
 
 
@@ -213,7 +216,7 @@ class DenseIndex:
         base = self._loaded_base()
         if want_approx and self.approximate and len(self._base_ids) > 0 and not len(self.deleted):
             # HNSW accepts adds: extend the base in place (a copy if a reader shares the object).
-            new_base = faiss.clone_index(base) if self._base_shared else base
+            new_base = cast(faiss.IndexIDMap2, faiss.clone_index(base)) if self._base_shared else base
             if delta_vectors is not None:
                 new_base.add_with_ids(delta_vectors, delta_ids)
         else:
@@ -426,7 +429,7 @@ class DenseIndex:
         ef = int(min(self.config.max_ef_search, max(self.config.ef_search, k) / self._share(mask) ** 0.5))
         ef = max(ef, k)
         if mask is None:
-            params: faiss.SearchParameters = faiss.SearchParametersHNSW(efSearch=ef)
+            params: faiss.SearchParameters = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]  # not in faiss' stubs
             keep: tuple[object, ...] = ()
         else:
             params, keep = _bitmap_params(mask, ef)

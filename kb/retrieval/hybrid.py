@@ -67,10 +67,9 @@ def hybrid_search(
     legs: list[np.ndarray] = []
     dense_scores: dict[int, float] = {}
     lexical_scores: dict[int, float] = {}
-    use_dense = mode in ("hybrid", "dense") and query_vector is not None
     use_lexical = mode in ("hybrid", "lexical")
     dense_ids = lexical_ids = np.zeros(0, np.int64)
-    if use_dense:
+    if mode in ("hybrid", "dense") and query_vector is not None:
         dense_ids, scores = snapshot.dense.search(query_vector, depth, allowed)
         dense_scores = dict(zip(dense_ids.tolist(), scores.tolist(), strict=True))
     if use_lexical and query_tokens:

@@ -133,12 +133,12 @@ class BM25Index:
 
     def memory_bytes(self) -> int:
         """Bytes held in numpy arrays (the vocabulary dict and strings are extra)."""
-        arrays = [
+        arrays: list[np.ndarray | None] = [
             self._indptr, self._rows, self._tf, self._row_ids, self._doc_len, self._live,
             self._sorted_ids, self._sorted_rows, self._weights, self._df,
         ]
         pending = sum(terms.nbytes + rows.nbytes for terms, rows, _ in self._pending)
-        return int(sum(a.nbytes for a in arrays) + pending)
+        return int(sum(a.nbytes for a in arrays if a is not None) + pending)
 
     # -------------------------------------------------------------- mutation
 
@@ -409,7 +409,7 @@ class BM25Index:
             "doc_len": self._doc_len,
         }
         with open(path, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, weights: bool = True) -> BM25Index:

@@ -10,11 +10,8 @@ import pytest
 import torch
 
 from inference.api import ModelLoadError, generate, load_generator, stream
-from inference.backends.transformers_backend import (
-    TransformersGenerator,
-    choose_dtype,
-    looks_like_deepseek_r1,
-)
+from inference.backends.options import looks_like_deepseek_r1
+from inference.backends.transformers_backend import TransformersGenerator, choose_dtype
 from inference.prompting import INSTRUCTIONS
 from inference.types import GenerationRequest, Passage
 

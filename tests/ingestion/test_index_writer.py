@@ -106,3 +106,25 @@ def test_without_the_setting_every_pass_reads_the_files(loads, collection, setti
     embedded(collection, "Harbour pilots board ships beyond the breakwater.")
     indexing.index_pass()
     assert len(loads) == 2 and not writer._kept
+
+
+def test_an_index_made_by_another_tokenizer_version_is_rebuilt_by_the_next_pass(isolated_storage, collection):
+    from ingestion import tasks
+    from kb.retrieval.lexical import BM25Index
+    from kb.retrieval.tokenize import TOKENIZER_VERSION
+
+    embedded(collection, "Lighthouse keepers trim the wicks at dusk.")
+    indexing.index_pass()
+    store = index.index_store()
+    with store.writer_lock():  # as an older Cairn left it: other terms, an older tokenizer version
+        old = store.load()
+        old.lexical, old.tokenizer_version = BM25Index(), TOKENIZER_VERSION - 1
+        store.write(old)
+    assert store.tokenizer_stale() and indexing.index_due()
+    assert on_disk("lighthouse") == []
+
+    tasks.run(tasks.TASK_REAP)  # the periodic reaper starts the pass (inline tasks run at once)
+
+    assert not store.tokenizer_stale()
+    assert on_disk("lighthouse") and store.load().tokenizer_version == TOKENIZER_VERSION
+    assert len(store.load().dense) == len(store.load().lexical)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -28,11 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--user", default=None)
         parser.add_argument("--no-wait", action="store_true", help="team mode: queue and return")
 
-    def handle(self, *args: object, **options: object) -> None:
-        user = resolve_user(options["user"])  # type: ignore[arg-type]
+    def handle(self, *args: object, **options: Any) -> None:
+        user = resolve_user(options["user"])
         collection = resolve_collection(user, str(options["collection"]), create=True)
         files = sorted(
-            p for raw in options["paths"] for p in ([Path(raw)] if Path(raw).is_file() else Path(raw).rglob("*"))  # type: ignore[attr-defined]
+            p for raw in options["paths"] for p in ([Path(raw)] if Path(raw).is_file() else Path(raw).rglob("*"))
             if p.is_file() and not p.name.startswith(".")
         )
         if not files:
@@ -45,7 +47,7 @@ class Command(BaseCommand):
                 try:
                     with open(path, "rb") as handle:
                         result = api.document_upload(actor=actor, collection=collection, filename=path.name,
-                                                 chunks=iter(lambda h=handle: h.read(1 << 20), b""))
+                                                     chunks=iter(partial(handle.read, 1 << 20), b""))
                 except (InvalidInput, UnsupportedType, UploadTooLarge) as exc:
                     self.stderr.write(f"skipped {path}: {exc}")
                     continue

@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ingestion.model_switch import model_switch
 from kb.index import active_model, configured_model
@@ -9,7 +11,7 @@ class Command(BaseCommand):
     help = ("Switch searches to the configured embedding model (CAIRN_EMBEDDING_MODEL) blue-green: build its "
             "index alongside, re-embedding every current chunk, while searches keep using the old one; then swap.")
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--model", help="a local sentence-transformers directory (default: the configured one)")
         parser.add_argument("--status", action="store_true", help="only show the active and configured models")
         parser.add_argument("--restart", action="store_true",
@@ -17,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-eval", action="store_true",
                             help="skip re-running the collections' golden sets after the switch")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: object, **options: Any) -> None:
         if options["status"]:
             self.stdout.write(f"active: {active_model().model_id}\nconfigured: {configured_model().model_id}")
             return

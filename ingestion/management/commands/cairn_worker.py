@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=None)
         parser.add_argument("--loglevel", default="INFO")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         pool = str(options["pool"])
         base = [sys.executable, "-m", "celery", "-A", "config"]
         if pool == "beat":
@@ -38,7 +39,7 @@ class Command(BaseCommand):
                 from django.conf import settings
 
                 default = 2 * settings.CAIRN_GEN_MAX_BATCH
-            concurrency = 1 if pool == "index" else int(options["concurrency"] or default)  # type: ignore[call-overload]
+            concurrency = 1 if pool == "index" else int(options["concurrency"] or default)
             argv = [*base, "worker", "-Q", pool, "-n", f"{pool}@%h", "--concurrency", str(concurrency),
                     "--prefetch-multiplier", "1", "--loglevel", str(options["loglevel"]), *extra]
         os.execv(sys.executable, argv)

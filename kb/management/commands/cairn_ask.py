@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import Actor
@@ -19,8 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--user", default=None)
         parser.add_argument("--show-reasoning", action="store_true")
 
-    def handle(self, *args: object, **options: object) -> None:
-        user = resolve_user(options["user"])  # type: ignore[arg-type]
+    def handle(self, *args: object, **options: Any) -> None:
+        user = resolve_user(options["user"])
         ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
         try:
             result = answer_question(user=user, actor=Actor(user=user), question=str(options["question"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -37,8 +38,8 @@ class Command(BaseCommand):
                                  "(default: the first three, plus reranked when a reranker is configured)")
         parser.add_argument("--json", type=Path, default=None, help="also write the scores to this file")
 
-    def handle(self, *args: object, **options: object) -> None:
-        path = Path(options["dataset"])  # type: ignore[arg-type]
+    def handle(self, *args: object, **options: Any) -> None:
+        path = Path(options["dataset"])
         default_modes = "lexical,dense,hybrid" + (",reranked" if settings.CAIRN_RERANKER else "")
         modes = [m.strip() for m in str(options["modes"] or default_modes).split(",") if m.strip()]
         unknown = [m for m in modes if m not in MODES]
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             dataset = load_beir(path, str(options["split"]))
         except DatasetError as exc:
             raise CommandError(str(exc)) from None
-        user = resolve_user(options["user"])  # type: ignore[arg-type]
+        user = resolve_user(options["user"])
         self.stderr.write(f"{path.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries")
         collection = api.corpus_ingest(dataset, user=user, collection_name=str(options["collection"] or f"eval-{path.name}"),
                                    run_jobs=run_jobs_here)
@@ -71,4 +72,4 @@ class Command(BaseCommand):
                     for s in scores
                 ],
             }
-            Path(options["json"]).write_text(json.dumps(payload, indent=2))  # type: ignore[arg-type]
+            Path(options["json"]).write_text(json.dumps(payload, indent=2))

@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from ingestion.api import index_pass, index_rebuild
 
@@ -6,12 +8,12 @@ from ingestion.api import index_pass, index_rebuild
 class Command(BaseCommand):
     help = "Rebuild the index files from the database (--compact: only purge deleted documents)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--compact", action="store_true")
         parser.add_argument("--no-eval", action="store_true",
                             help="skip re-running the collections' golden sets after a full rebuild")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: object, **options: Any) -> None:
         result = index_pass(compact=True) if options["compact"] else index_rebuild()
         self.stdout.write(f"index version {result.index_version}")
         if not options["compact"] and not options["no_eval"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -22,11 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
         parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args: object, **options: object) -> None:
-        user = resolve_user(options["user"])  # type: ignore[arg-type]
+    def handle(self, *args: object, **options: Any) -> None:
+        user = resolve_user(options["user"])
         ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
         results = search.search(user=user, actor=Actor(user=user), query=str(options["query"]),
-                                   collection_ids=ids, k=int(options["k"]), mode=str(options["mode"]))  # type: ignore[call-overload]
+                                   collection_ids=ids, k=int(options["k"]), mode=str(options["mode"]))
         if options["json"]:
             self.stdout.write(json.dumps([r.__dict__ for r in results], ensure_ascii=False, indent=2))
             return

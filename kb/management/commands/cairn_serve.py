@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -18,11 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
         parser.add_argument("--log-level", default="info")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         import uvicorn
 
         host = str(options["host"])
-        port = int(options["port"])  # type: ignore[call-overload]
+        port = int(options["port"])
         if not 0 < port < 65536:
             raise CommandError("--port must be between 1 and 65535")
         if settings.CAIRN_MODE == "personal" and not _loopback(host):
@@ -65,7 +67,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _warm_generation_pool(local_pool) -> None:  # type: ignore[no-untyped-def]
+def _warm_generation_pool(local_pool: Callable[[], object]) -> None:
     import logging
 
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandParser
 
 
@@ -14,9 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--log-level", default="info")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         import uvicorn
 
-        uvicorn.run("config.asgi:application", host=str(options["host"]), port=int(options["port"]),  # type: ignore[call-overload]
-                    workers=int(options["workers"]), log_level=str(options["log_level"]),  # type: ignore[call-overload]
+        uvicorn.run("config.asgi:application", host=str(options["host"]), port=int(options["port"]),
+                    workers=int(options["workers"]), log_level=str(options["log_level"]),
                     lifespan="off", access_log=False)
