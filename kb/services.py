@@ -20,6 +20,7 @@ from access.models import User
 from access.services import Actor, audit_record
 from kb.exceptions import InvalidInput, InvalidPolicy
 from kb.models import Collection, Document, DocumentVersion, IdBlock
+from kb.selectors import readable_documents
 from kb.storage import StoredBlob, blob_delete
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -103,15 +104,17 @@ def version_add(
       the old version stays searchable until the new one is INDEXED.
     * Otherwise a new document.
 
-    Atomic; call it inside the transaction that also creates the new version's job.
+    Only documents the uploader may read are ever matched (by bytes or by
+    title): a document hidden from them by a policy is neither overwritten
+    nor revealed; their upload becomes a document of its own.  Atomic; call
+    it inside the transaction that also creates the new version's job.
     """
     if actor.user is None:
         raise InvalidInput("An upload needs a user.")
+    readable = readable_documents(actor.user, collection=collection).values("pk")
     with transaction.atomic():
         duplicate = (
-            DocumentVersion.objects.filter(
-                sha256=blob.sha256, document__collection=collection, document__deleted_at__isnull=True
-            )
+            DocumentVersion.objects.filter(sha256=blob.sha256, document__in=readable)
             .select_related("document")
             .order_by("-id")
             .first()
@@ -121,7 +124,7 @@ def version_add(
                          target_id=duplicate.document_id, detail={"sha256": blob.sha256})
             return UploadResult(duplicate.document, duplicate, created=False, duplicate=True)
         document = replace or (
-            Document.objects.live().select_for_update().filter(collection=collection, title=title).first()
+            Document.objects.filter(pk__in=readable, title=title).select_for_update().first()
         )
         created = document is None
         if document is None:
@@ -168,12 +171,20 @@ def _principal(principal: User | Group) -> dict[str, object]:
     return {"user_id": principal.pk, "username": principal.get_username()}
 
 
+def _not_the_creator(collection: Collection, principal: User | Group) -> None:
+    """The collection's creator holds every right by ownership, not by a grant: nothing to change there."""
+    if isinstance(principal, User) and principal.pk == collection.owner_id:
+        raise InvalidInput(f"{principal.get_username()} created this collection and keeps every right on it; "
+                           "their access cannot be changed by sharing.")
+
+
 def collection_share(*, actor: Actor, collection: Collection, principal: User | Group, role: str) -> None:
     """Grant a user or group a role on a collection (replacing its previous role there).
 
     Stored as django-guardian object permissions; grants through several
     groups add up (``kb.selectors`` takes the union).  The caller has checked
-    that ``actor`` owns the collection.
+    that ``actor`` owns the collection.  A grant to the creator changes
+    nothing they may do (they own the collection); the API refuses it.
     """
     from guardian.shortcuts import assign_perm, remove_perm
 
@@ -194,11 +205,16 @@ def collection_share(*, actor: Actor, collection: Collection, principal: User | 
 
 
 def collection_unshare(*, actor: Actor, collection: Collection, principal: User | Group) -> None:
-    """Remove every grant of a user or group on a collection; effective on the next request."""
+    """Remove every grant of a user or group on a collection; effective on the next request.
+
+    The creator keeps every right (``InvalidInput``, a 400): unsharing them
+    would otherwise answer success and change nothing.
+    """
     from guardian.shortcuts import remove_perm
 
     from kb.selectors import CollectionPermission
 
+    _not_the_creator(collection, principal)
     with transaction.atomic():
         for permission in CollectionPermission:
             remove_perm(permission.value, principal, collection)

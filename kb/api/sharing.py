@@ -110,7 +110,8 @@ class CollectionPolicyView(APIView):
         policy = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False)
 
     def get(self, request: Request, collection_id: str) -> Response:
-        collection = selectors.collection_get(request.user, collection_id)
+        # Owners only: a policy names the attributes that decide access, which readers need not learn.
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
         return Response({"policy": access_selectors.policy_source(Policy.collection_scope(collection.pk))})
 
     def put(self, request: Request, collection_id: str) -> Response:
