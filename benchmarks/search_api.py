@@ -151,7 +151,7 @@ def reuse_corpus() -> dict[str, Any]:
     _, secret = api_key_create(user=reader, name="bench", actor=Actor(user=reader))
     print("reusing the knowledge base in --data-dir", flush=True)
     return {"secret": secret, "collection": Collection.objects.get(name="c0").pk, "reused": True,
-            "documents": Document.objects.count(), "chunks": Chunk.objects.count(),
+            "documents": Document.objects.unrestricted("benchmark").count(), "chunks": Chunk.objects.unrestricted("benchmark").count(),
             "db_s": 0.0, "bm25_s": 0.0, "dense_s": 0.0, "write_s": 0.0}
 
 
@@ -244,7 +244,7 @@ def main() -> None:
         report["bad_key_status"] = status
         from kb.models import Document
 
-        readable = set(Document.objects.filter(collection_id=built["collection"]).values_list("pk", flat=True))
+        readable = set(Document.objects.unrestricted("benchmark").filter(collection_id=built["collection"]).values_list("pk", flat=True))
         rss0, cpu0 = proc_stat(server.pid)
         latencies, empty, foreign = [], 0, 0
         for q in queries[5:]:

@@ -33,11 +33,12 @@ from kb.retrieval.writer import ChunkBatch
 __all__ = ["SwitchCheckpoint", "SwitchResult", "embed_version", "model_switch"]
 
 log = logging.getLogger(__name__)
+SWITCH = "the model switch re-embeds every current version, for no one user"  # why these queries read past every user's scope
 CHECKPOINT_EVERY = 20_000  # chunks embedded between two checkpoints (~1-3 min of embedding on a CPU)
 
 
 def _current_versions() -> dict[int, DocumentVersion]:
-    versions = DocumentVersion.objects.filter(
+    versions = DocumentVersion.objects.unrestricted(SWITCH).filter(
         current_for__isnull=False, document__deleted_at__isnull=True, chunk_id_start__isnull=False,
         indexed_at__isnull=False,
     ).select_related("document")

@@ -29,6 +29,7 @@ from kb.services import chunk_ids_reserve
 from kb.storage import blob_read
 
 log = logging.getLogger(__name__)
+WORKER = "the ingest worker acts on its job's version, for no one user"  # why these queries read past every user's scope
 Status = IngestionJob.Status
 WORKER_NAME = f"{socket.gethostname()}"
 
@@ -100,7 +101,7 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         parsed = parse(data)
         text = full_text(parsed)
         _advance(job_id, attempt, Status.PARSING, status=Status.CHUNKING, detail="Splitting into passages")
-        DocumentVersion.objects.filter(pk=version.pk).update(
+        DocumentVersion.objects.unrestricted(WORKER).filter(pk=version.pk).update(
             kind=parsed.kind, text=text, parsed_title=parsed.title[:500], page_count=parsed.page_count
         )
         embedder = index.active_embedder()
@@ -150,9 +151,9 @@ def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: l
                   vectors: np.ndarray, model_id: str = "") -> None:
     with transaction.atomic():
         # Chunks of an earlier, interrupted attempt are replaced, never duplicated.
-        Chunk.objects.filter(version=version).delete()
+        Chunk.objects.unrestricted(WORKER).filter(version=version).delete()
         start = chunk_ids_reserve(len(drafts))
-        Chunk.objects.bulk_create(
+        Chunk.objects.unrestricted(WORKER).bulk_create(
             [
                 Chunk(
                     id=start + i,
@@ -171,7 +172,7 @@ def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: l
             ],
             batch_size=500,
         )
-        DocumentVersion.objects.filter(pk=version.pk).update(chunk_id_start=start, chunk_count=len(drafts))
+        DocumentVersion.objects.unrestricted(WORKER).filter(pk=version.pk).update(chunk_id_start=start, chunk_count=len(drafts))
         _advance(job_id, attempt, Status.EMBEDDING, ready_to_index=True, progress=1.0,
                  detail="Waiting for the index writer", embedding_model=model_id)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -44,7 +44,21 @@ def golden_documents(user: User, collection: Collection) -> QuerySet[Document]:
 
 
 def golden_questions(collection: Collection) -> QuerySet[GoldenQuestion]:
-    return GoldenQuestion.objects.filter(collection=collection).prefetch_related("expected_documents")
+    """The collection's golden questions with their expected documents.
+
+    Whoever manages the golden set (``selectors.evaluable_collection_get``)
+    sees which documents each question expects — by id, and by title only
+    where the page shows what they may read (``golden_documents``).
+    """
+    expected = Document.objects.unrestricted("the documents a golden question expects, for who manages the set")
+    return GoldenQuestion.objects.filter(collection=collection).prefetch_related(
+        Prefetch("expected_documents", queryset=expected, to_attr="expected"))
+
+
+def expected_of(question: GoldenQuestion) -> list[Document]:
+    """The documents ``question`` expects, as ``golden_questions`` prefetched them."""
+    expected: list[Document] = vars(question)["expected"]
+    return expected
 
 
 def golden_question_create(
@@ -70,10 +84,10 @@ def golden_question_create(
             raise InvalidInput(f"A golden set holds at most {settings.CAIRN_GOLDEN_MAX_QUESTIONS} questions "
                                "(CAIRN_GOLDEN_MAX_QUESTIONS).")
         golden = GoldenQuestion.objects.create(collection=collection, question=question, created_by=user)
-        golden.expected_documents.set(found)
+        golden.expected_documents.add(*found)  # a new question: nothing to replace
         audit_record(actor=actor, action="kb.golden.create", target_type="collection", target_id=collection.pk,
                      detail={"golden_question": golden.pk, "expected_documents": wanted})
-    return golden
+    return golden_questions(collection).get(pk=golden.pk)
 
 
 def golden_question_delete(*, actor: Actor, collection: Collection, question_id: object) -> None:
@@ -109,7 +123,7 @@ def golden_evaluate(
     details: list[dict[str, object]] = []
     totals = {"ndcg10": 0.0, "recall10": 0.0, "mrr10": 0.0}
     for golden in questions:
-        expected = {str(d.pk): 1 for d in golden.expected_documents.all()}
+        expected = {str(d.pk): 1 for d in expected_of(golden)}
         ranked: list[str] = []
         for hit in chunk_search(owner, golden.question, collection_ids=[collection.pk], k=SEARCH_DEPTH):
             key = str(hit.document_id)

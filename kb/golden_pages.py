@@ -53,7 +53,7 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
     documents = golden.golden_documents(signed_in_user(request), collection).order_by("title", "id")
     titles = dict(documents.values_list("id", "title"))
     questions = [
-        (q, [(d.pk, titles.get(d.pk, f"document {d.pk} (gone)")) for d in q.expected_documents.all()])
+        (q, [(d.pk, titles.get(d.pk, f"document {d.pk} (gone)")) for d in golden.expected_of(q)])
         for q in golden.golden_questions(collection)
     ]
     runs = [(run, "—" if previous is None else f"{run.ndcg10 - previous.ndcg10:+.3f}")

@@ -1,10 +1,128 @@
-"""Collections, documents and their versions, and the chunks that get indexed."""
+"""Collections, documents and their versions, and the chunks that get indexed.
+
+Documents, versions and chunks hold what users must not read past their
+scope, so their default managers hand out ``RestrictedQuerySet``s: a query
+of them refuses to run until it says whose scope it reads —
+``.restrict(user, action)`` — or why it may read past every user's —
+``.unrestricted(reason)``, for system code: workers, the index writer, the
+audit review.  Related managers (``document.versions``,
+``collection.documents``) are restricted the same way.  A forgotten scope is
+an ``UnscopedQuery`` error in the first test that runs the path, not a leak.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from access.models import AnyUser
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+class UnscopedQuery(RuntimeError):
+    """A query of documents, versions or chunks ran without ``.restrict(user, action)`` or ``.unrestricted(reason)``."""
+
+
+# What ``restrict`` does: kb.selectors installs the one implementation (the read and write scopes) at import.
+# ``who``: a user, or a read scope already decided for one (kb.selectors.ReadScope).
+Restrictor = Callable[[models.QuerySet[Any], Any, str], models.QuerySet[Any]]
+
+
+class RestrictedQuerySet(models.QuerySet[_M]):
+    """A queryset that refuses to be evaluated until it is scoped (see the module docstring).
+
+    Actions: ``view`` (what the user may read), ``change`` (readable, in a
+    collection the user edits), ``manage`` (live, in a collection the user
+    edits, whatever the policies say about reading it).
+    """
+
+    restrictor: ClassVar[Restrictor | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scope: str | None = None
+
+    def _clone(self) -> Self:  # every chained queryset is a clone: the scope travels with it
+        clone = super()._clone()  # type: ignore[misc]  # QuerySet._clone is private, absent from django-stubs
+        clone._scope = self._scope
+        return clone
+
+    def restrict(self, who: AnyUser | object, action: str = "view") -> Self:
+        """Only the rows ``who`` (a user, or a decided read scope) may ``action``; deny by default."""
+        if RestrictedQuerySet.restrictor is None:
+            raise ImproperlyConfigured("kb.selectors installs the restriction (imported by KbConfig.ready)")
+        scoped: Self = RestrictedQuerySet.restrictor(self, who, action)  # type: ignore[assignment]  # a clone of self
+        scoped._scope = f"{action}: {who!r}"
+        return scoped
+
+    def unrestricted(self, reason: str) -> Self:
+        """Every row, for system code that acts for no one user; ``reason`` says why (it is required)."""
+        if not reason.strip():
+            raise ValueError("say why this query may read past every user's scope")
+        clone = self.all()
+        clone._scope = f"unrestricted: {reason}"
+        return clone
+
+    def none(self) -> Self:
+        clone = super().none()
+        clone._scope = "nothing"  # an empty result reveals nothing
+        return clone
+
+    def _require_scope(self) -> None:
+        if self._scope is None:
+            raise UnscopedQuery(
+                f"A {self.model.__name__} query ran unscoped: call .restrict(user, action) or, in system code, "
+                ".unrestricted(reason) before evaluating it"
+            )
+
+    # Every way a queryset reaches the database goes through one of these.
+    def _fetch_all(self) -> None:
+        if self._result_cache is None:
+            self._require_scope()
+        super()._fetch_all()
+
+    def iterator(self, chunk_size: int | None = None) -> Iterator[_M]:
+        self._require_scope()
+        return super().iterator(chunk_size)
+
+    def count(self) -> int:
+        self._require_scope()
+        return super().count()
+
+    def exists(self) -> bool:
+        self._require_scope()
+        return super().exists()
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self._require_scope()
+        return super().aggregate(*args, **kwargs)
+
+    def update(self, **kwargs: Any) -> int:
+        self._require_scope()
+        return super().update(**kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        self._require_scope()
+        return super().delete()
+
+    def in_bulk(self, *args: Any, **kwargs: Any) -> dict[Any, _M]:
+        self._require_scope()
+        return super().in_bulk(*args, **kwargs)
+
+    def contains(self, obj: models.Model) -> bool:
+        self._require_scope()
+        return super().contains(obj)
+
+    def explain(self, *args: Any, **kwargs: Any) -> str:
+        self._require_scope()
+        return super().explain(*args, **kwargs)
 
 
 class Collection(models.Model):
@@ -30,8 +148,8 @@ class Collection(models.Model):
         return self.name
 
 
-class DocumentQuerySet(models.QuerySet["Document"]):
-    def live(self) -> DocumentQuerySet:
+class DocumentQuerySet(RestrictedQuerySet["Document"]):
+    def live(self) -> Self:
         return self.filter(deleted_at__isnull=True)
 
 
@@ -116,6 +234,8 @@ class DocumentVersion(models.Model):
     superseded_at = models.DateTimeField(null=True, blank=True)
     purged_at = models.DateTimeField(null=True, blank=True)
 
+    objects = RestrictedQuerySet["DocumentVersion"].as_manager()
+
     class Meta:
         ordering = ["document_id", "number"]
         constraints = [models.UniqueConstraint(fields=["document", "number"], name="uniq_document_version")]
@@ -144,6 +264,8 @@ class Chunk(models.Model):
     char_end = models.PositiveIntegerField()
     token_count = models.PositiveIntegerField()
     embedding = models.BinaryField(null=True, blank=True)
+
+    objects = RestrictedQuerySet["Chunk"].as_manager()
 
     class Meta:
         ordering = ["id"]

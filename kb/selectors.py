@@ -11,8 +11,10 @@ retrieval legs search inside, ``chunk_get``.  The decision is made on
 every request, so revocation applies to the next one (on SQLite the
 ranges it selects are kept while the documents table is unchanged —
 ``kb/range_cache.py`` — and a document change invalidates them at once).
-tests/kb/test_chokepoint.py fails the build if a read of documents or
-chunks bypasses this module.
+``RestrictedQuerySet.restrict`` (``kb.models``) is implemented here, at
+the end of this module, with the same decision: a query of documents,
+versions or chunks refuses to run until it is restricted or explicitly
+unrestricted (tests/kb/test_chokepoint.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import numpy as np
 from django.conf import settings
@@ -37,7 +39,14 @@ from access.models import AnyUser, User
 from access.policy import Compiled, policy_and, policy_or
 from access.selectors import policies_for
 from kb.exceptions import Forbidden, NotFound
-from kb.models import Chunk, Collection, Document, DocumentVersion
+from kb.models import (
+    Chunk,
+    Collection,
+    Document,
+    DocumentQuerySet,
+    DocumentVersion,
+    RestrictedQuerySet,
+)
 from kb.range_cache import RangeCache
 
 
@@ -217,14 +226,16 @@ class ReadScope:
         return (f"rbac: {len(self.collection_ids)} readable collection(s); "
                 f"abac: {', '.join(self.applied) if self.applied else 'no policy'}; deny by default")
 
-    def documents(self) -> QuerySet[Document]:
-        """The live documents this scope may read."""
+    def filter(self, documents: DocumentQuerySet) -> DocumentQuerySet:
+        """``documents`` limited to this scope: live, in a readable collection, passing every policy."""
         if self.condition is False:
-            return Document.objects.none()
-        documents = Document.objects.live().filter(collection_id__in=self.collection_ids)
-        if self.condition is not True:
-            documents = documents.filter(self.condition)
-        return documents.select_related("latest_version__job", "current_version", "collection")
+            return documents.none()
+        documents = documents.live().filter(collection_id__in=self.collection_ids)
+        return documents if self.condition is True else documents.filter(self.condition)
+
+    def documents(self) -> DocumentQuerySet:
+        """The live documents this scope may read."""
+        return Document.objects.restrict(self).select_related("latest_version__job", "current_version", "collection")
 
 
 def read_scope(
@@ -301,8 +312,8 @@ def document_get_managed(user: AnyUser, document_id: object) -> Document:
     """
     pk = _as_pk(document_id)
     document = (
-        Document.objects.live()
-        .filter(pk=pk, collection__in=editable_collections(user))
+        Document.objects.restrict(user, "manage")
+        .filter(pk=pk)
         .select_related("latest_version__job", "current_version", "collection")
         .first()
         if pk is not None
@@ -317,14 +328,9 @@ def searchable_versions(
     user: AnyUser, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
 ) -> QuerySet[DocumentVersion]:
     """The document versions a search by this user may return: current versions of readable documents."""
-    documents = readable_documents(user, collection_ids=collection_ids)
-    if document_ids is not None:
-        documents = documents.filter(pk__in=list(document_ids))
-    return DocumentVersion.objects.filter(
-        current_for__isnull=False,
-        document__in=documents.values("pk"),
-        chunk_id_start__isnull=False,
-    )
+    scope = read_scope(user, collection_ids=collection_ids)
+    versions = DocumentVersion.objects.restrict(scope).filter(current_for__isnull=False, chunk_id_start__isnull=False)
+    return versions.filter(document_id__in=list(document_ids)) if document_ids is not None else versions
 
 
 def searchable_ranges(
@@ -383,7 +389,8 @@ def _scope_for(user: AnyUser, scope: ReadScope | None, collection_ids: Sequence[
 def chunk_get(user: AnyUser, chunk_id: object) -> Chunk:
     pk = _as_pk(chunk_id)
     chunk = (
-        Chunk.objects.filter(pk=pk, version__in=searchable_versions(user)).select_related("document").first()
+        Chunk.objects.restrict(user).filter(pk=pk, version__in=searchable_versions(user))
+        .select_related("document").first()
         if pk is not None
         else None
     )
@@ -415,3 +422,39 @@ def evaluable_collection_get(user: AnyUser, collection_id: object) -> Collection
     if collection is None:
         raise NotFound("collection")
     return collection
+
+
+# --- the restriction every query of documents, versions and chunks goes through -------------------
+
+ACTIONS = ("view", "change", "manage")
+
+
+def _restrict(queryset: QuerySet[Any], who: AnyUser | ReadScope, action: str) -> QuerySet[Any]:
+    """``RestrictedQuerySet.restrict``: the rows ``who`` may ``action`` (see ``kb.models``).
+
+    ``view``: the read decision (``read_scope``; a decided ``ReadScope`` may
+    stand for the user); ``change``: that, in a collection the user edits;
+    ``manage``: live documents of collections the user edits, whatever the
+    policies say about reading them (labelling a new upload the policy hides).
+    Versions and chunks follow their documents.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    if isinstance(who, ReadScope) and action != "view":
+        raise ValueError("a read scope only decides what may be viewed")
+    if queryset.model is Document:
+        return _documents(queryset, who, action)
+    documents = _documents(Document.objects.unrestricted("the restriction's own subquery"), who, action)
+    return queryset.filter(document__in=documents.values("pk"))
+
+
+def _documents(documents: QuerySet[Any], who: AnyUser | ReadScope, action: str) -> QuerySet[Any]:
+    if isinstance(who, ReadScope):
+        return who.filter(documents)  # type: ignore[arg-type]  # Document's queryset, checked by the caller
+    if action == "manage":
+        return documents.filter(deleted_at__isnull=True, collection__in=editable_collections(who))
+    readable = read_scope(who).filter(documents)  # type: ignore[arg-type]
+    return readable.filter(collection__in=editable_collections(who)) if action == "change" else readable
+
+
+RestrictedQuerySet.restrictor = _restrict

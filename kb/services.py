@@ -18,9 +18,8 @@ from django.utils import timezone
 
 from access.models import User
 from access.services import Actor, audit_record
-from kb.exceptions import InvalidInput, InvalidPolicy
+from kb.exceptions import InvalidInput, InvalidPolicy, NotFound
 from kb.models import Collection, Document, DocumentVersion, IdBlock
-from kb.selectors import readable_documents
 from kb.storage import StoredBlob, blob_delete
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -62,8 +61,9 @@ def collection_delete(*, actor: Actor, collection: Collection) -> None:
     """
     now = timezone.now()
     with transaction.atomic():
-        ids = list(collection.documents.live().values_list("id", flat=True))
-        Document.objects.filter(pk__in=ids).update(deleted_at=now)
+        everything = "deleting a collection deletes every document in it"
+        ids = list(collection.documents.unrestricted(everything).live().values_list("id", flat=True))
+        Document.objects.unrestricted(everything).filter(pk__in=ids).update(deleted_at=now)
         audit_record(actor=actor, action="collection.delete", target_type="collection",
                      target_id=collection.pk, detail={"documents": len(ids)})
         Collection.objects.filter(pk=collection.pk).update(deleted_at=now)
@@ -111,10 +111,10 @@ def version_add(
     """
     if actor.user is None:
         raise InvalidInput("An upload needs a user.")
-    readable = readable_documents(actor.user, collection=collection).values("pk")
+    user = actor.user
     with transaction.atomic():
         duplicate = (
-            DocumentVersion.objects.filter(sha256=blob.sha256, document__in=readable)
+            DocumentVersion.objects.restrict(user).filter(sha256=blob.sha256, document__collection=collection)
             .select_related("document")
             .order_by("-id")
             .first()
@@ -124,12 +124,13 @@ def version_add(
                          target_id=duplicate.document_id, detail={"sha256": blob.sha256})
             return UploadResult(duplicate.document, duplicate, created=False, duplicate=True)
         document = replace or (
-            Document.objects.filter(pk__in=readable, title=title).select_for_update().first()
+            Document.objects.restrict(user).filter(collection=collection, title=title).select_for_update().first()
         )
         created = document is None
         if document is None:
             document = Document.objects.create(collection=collection, title=title, created_by=actor.user)
-        number = (document.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        versions = document.versions.unrestricted("numbering the versions of the document being written")
+        number = (versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
         version = DocumentVersion.objects.create(
             document=document, number=number, sha256=blob.sha256, size=blob.size,
             kind=kind, original_name=title, created_by=actor.user,
@@ -146,7 +147,8 @@ def version_add(
 
 def blob_discard(sha256: str) -> None:
     """Drop bytes that were stored for an upload that was then refused (unless a version holds them)."""
-    if not DocumentVersion.objects.filter(sha256=sha256).exists():
+    if not DocumentVersion.objects.unrestricted("whether any version still holds these bytes").filter(
+            sha256=sha256).exists():
         blob_delete(sha256)
 
 
@@ -156,7 +158,8 @@ def document_delete(*, actor: Actor, document: Document) -> bool:
     Returns whether this call deleted it (False: it was deleted already).
     """
     with transaction.atomic():
-        updated = Document.objects.filter(pk=document.pk, deleted_at__isnull=True).update(deleted_at=timezone.now())
+        updated = (Document.objects.restrict(actor.user, "change").filter(pk=document.pk)
+                   .update(deleted_at=timezone.now()))
         if updated:
             audit_record(actor=actor, action="document.delete", target_type="document", target_id=document.pk)
     return bool(updated)
@@ -243,7 +246,8 @@ def document_attributes_set(*, actor: Actor, document: Document, attributes: obj
     except InvalidAttributes as exc:
         raise InvalidInput(str(exc)) from None
     with transaction.atomic():
-        Document.objects.filter(pk=document.pk).update(attributes=clean)
+        if not Document.objects.restrict(actor.user, "manage").filter(pk=document.pk).update(attributes=clean):
+            raise NotFound("document")
         document.attributes = clean
         audit_record(actor=actor, action="document.attributes", target_type="document", target_id=document.pk,
                      detail={"attributes": clean})

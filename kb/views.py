@@ -64,7 +64,7 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     # document_get is the permission check: the chunks below belong to the
     # current (searchable) version of a document this user may read.
     version = document.current_version
-    chunks = version.chunks.order_by("ordinal") if version is not None else None
+    chunks = version.chunks.restrict(request.user).order_by("ordinal") if version is not None else None
     page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page")) if chunks is not None else None
     latest = document.latest_version
     job = getattr(latest, "job", None) if latest is not None else None

@@ -23,7 +23,7 @@ def question_out(question: GoldenQuestion) -> dict[str, Any]:
     return {
         "id": question.pk,
         "question": question.question,
-        "expected_documents": sorted(d.pk for d in question.expected_documents.all()),
+        "expected_documents": sorted(d.pk for d in golden.expected_of(question)),
         "created_at": question.created_at.isoformat(),
     }
 

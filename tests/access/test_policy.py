@@ -174,7 +174,7 @@ def test_policy_q_and_predicate_agree_on_generated_cases():
             )
             ids = [d.pk for d in created]
             compiled = policy.q(user_attrs)
-            scope = Document.objects.filter(pk__in=ids)
+            scope = Document.objects.unrestricted("test").filter(pk__in=ids)
             if compiled is True:
                 by_query = set(ids)
             elif compiled is False:

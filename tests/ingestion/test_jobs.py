@@ -43,9 +43,9 @@ def test_a_job_can_be_claimed_once(owner):
 def test_running_a_job_twice_does_nothing_the_second_time(owner):
     job = _queued_job(owner)
     assert pipeline.run_ingest_job(job.pk).status == Status.EMBEDDING
-    chunks = Chunk.objects.filter(version=job.version).count()
+    chunks = Chunk.objects.unrestricted("test").filter(version=job.version).count()
     assert pipeline.run_ingest_job(job.pk).status == Status.EMBEDDING  # not claimed again
-    assert Chunk.objects.filter(version=job.version).count() == chunks > 0
+    assert Chunk.objects.unrestricted("test").filter(version=job.version).count() == chunks > 0
 
 
 def test_a_worker_whose_claim_was_taken_over_cannot_write(owner):

@@ -65,8 +65,8 @@ def test_switching_the_embedding_model_keeps_search_working_and_ends_on_the_new_
     assert set(seen_during) == {BUNDLED_MODEL_ID}
     snapshot = index_reader().snapshot()
     assert snapshot.model_id == result.active and snapshot.dense.dim == 32
-    assert snapshot.size == Chunk.objects.count() == 3  # the document added mid-switch was caught up
-    assert {len(bytes(v)) for v in Chunk.objects.values_list("embedding", flat=True)} == {32 * 4}
+    assert snapshot.size == Chunk.objects.unrestricted("test").count() == 3  # the document added mid-switch was caught up
+    assert {len(bytes(v)) for v in Chunk.objects.unrestricted("test").values_list("embedding", flat=True)} == {32 * 4}
     assert search(api, collection_id, "fire drills March")[0]["title"].startswith("fire")
 
     # After the swap, new documents are embedded with the new model.
@@ -85,7 +85,7 @@ def test_a_document_deleted_during_the_switch_is_left_out_of_the_new_index(api, 
            for name, text in [("boiler", "The boiler is descaled every spring."),
                               ("leave", "Parental leave lasts twenty weeks."),
                               ("fire", "Fire drills happen every March.")]]
-    gone = set(Chunk.objects.filter(document_id=ids[1]).values_list("id", flat=True))
+    gone = set(Chunk.objects.unrestricted("test").filter(document_id=ids[1]).values_list("id", flat=True))
     settings.CAIRN_EMBEDDING_MODEL = tiny_model
     deleted = []
 
@@ -120,7 +120,7 @@ def test_a_job_embedded_with_the_previous_model_is_re_embedded_by_the_index_writ
 
     index_pass()
 
-    vectors = [np.frombuffer(bytes(v), np.float32) for v in Chunk.objects.values_list("embedding", flat=True)]
+    vectors = [np.frombuffer(bytes(v), np.float32) for v in Chunk.objects.unrestricted("test").values_list("embedding", flat=True)]
     assert {len(v) for v in vectors} == {32}
     assert search(api, collection_id, "alpha bravo")[0]["title"].startswith("a")
 
@@ -160,13 +160,13 @@ def test_an_interrupted_switch_resumes_from_its_checkpoint_and_ends_like_a_clean
     call_command("cairn_model_switch")
     out = capsys.readouterr().out
 
-    versions = {v.pk for v in DocumentVersion.objects.filter(current_for__isnull=False)}
+    versions = {v.pk for v in DocumentVersion.objects.unrestricted("test").filter(current_for__isnull=False)}
     assert embedded == sorted(versions - set(first_two))  # only the one the first run never reached
     tiny = get_embedder(tiny_model, settings.CAIRN_EMBED_DEVICE)
     assert active_model().model_id == tiny.model_id and "resumed from an interrupted run" in out
-    for version in DocumentVersion.objects.filter(pk__in=versions).select_related("document"):
+    for version in DocumentVersion.objects.unrestricted("test").filter(pk__in=versions).select_related("document"):
         chunk_ids, expected, _ = real_embed(version, tiny)
-        stored = dict(Chunk.objects.filter(pk__in=chunk_ids.tolist()).values_list("id", "embedding"))
+        stored = dict(Chunk.objects.unrestricted("test").filter(pk__in=chunk_ids.tolist()).values_list("id", "embedding"))
         got = np.stack([np.frombuffer(bytes(stored[c]), np.float32) for c in chunk_ids.tolist()])
         assert np.allclose(got, expected, atol=1e-6)
     assert search(api, collection_id, "fire drills March")[0]["title"].startswith("fire")
