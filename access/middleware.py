@@ -1,16 +1,89 @@
-"""Request ids, and the automatic sign-in of personal mode."""
+"""Who the client is (trusted proxies only), request ids, and the automatic sign-in of personal mode."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+# Headers a proxy adds about the client it forwards; only a trusted proxy's are believed.
+FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                     "HTTP_X_FORWARDED_PORT", "HTTP_X_REAL_IP", "HTTP_FORWARDED", "HTTP_VIA")
+PEER_KEY = "CAIRN_PEER_ADDR"            # the socket peer, whatever REMOTE_ADDR became
+UNTRUSTED_PROXY_KEY = "CAIRN_UNTRUSTED_PROXY"  # set when an untrusted peer sent forwarding headers
+_FOR = re.compile(r'(?:^|[;,\s])for="?\[?([^\]";,\s]+)', re.IGNORECASE)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = value.strip()
+    if value.count(":") == 1 and "." in value:  # "1.2.3.4:5678" (a port after an IPv4 address)
+        value = value.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _trusted(address: str, proxies: Sequence[Network]) -> bool:
+    ip = _address(address)
+    return ip is not None and any(ip in network for network in proxies)
+
+
+def forwarded_client(meta: Mapping[str, str], proxies: Sequence[Network]) -> str | None:
+    """The client a trusted proxy forwards: the rightmost address of ``X-Forwarded-For`` that is
+    not itself a trusted proxy, else ``X-Real-IP``, else ``Forwarded: for=``; None if none is valid."""
+    chain = [part.strip() for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    for hop in reversed(chain):
+        ip = _address(hop)
+        if ip is None:
+            return None  # a malformed chain: believe none of it
+        if not any(ip in network for network in proxies):
+            return str(ip)
+    for candidate in (meta.get("HTTP_X_REAL_IP", ""), *reversed(_FOR.findall(meta.get("HTTP_FORWARDED", "")))):
+        ip = _address(candidate)
+        if ip is not None:
+            return str(ip)
+    return None
+
+
+class ClientAddressMiddleware:
+    """``REMOTE_ADDR`` is the client: the socket peer, or the client a *trusted* proxy forwards.
+
+    Only peers in ``CAIRN_TRUSTED_PROXIES`` may speak for a client: from any
+    other peer every forwarding header (``X-Forwarded-For``/``-Proto``/
+    ``-Host``, ``X-Real-IP``, ``Forwarded``, ``Via``) is removed before
+    anything reads it — so ``CAIRN_BEHIND_TLS_PROXY``'s ``X-Forwarded-Proto``
+    is believed from trusted peers only — and the request is marked, so that
+    loopback trust (personal sign-in, ``/metrics``) never extends to a proxy
+    nobody configured.  The audit log and sign-in throttling read the
+    resolved ``REMOTE_ADDR``.  Runs first: the servers Cairn starts pass the
+    socket peer through unchanged (uvicorn's own proxy headers are off).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        proxies: Sequence[Network] = settings.CAIRN_TRUSTED_PROXIES
+        meta = request.META
+        peer = meta.get("REMOTE_ADDR", "")
+        meta[PEER_KEY] = peer
+        if _trusted(peer, proxies):
+            meta["REMOTE_ADDR"] = forwarded_client(meta, proxies) or peer
+        else:
+            sent = [header for header in FORWARDED_HEADERS if header in meta]
+            for header in sent:
+                del meta[header]
+            if sent:
+                meta[UNTRUSTED_PROXY_KEY] = "1"
+        return self.get_response(request)
 
 
 class RequestIdMiddleware:
@@ -30,10 +103,17 @@ class RequestIdMiddleware:
 
 
 def is_loopback(request: HttpRequest) -> bool:
-    try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
-    except ValueError:
+    """Whether the client is on this machine: a loopback address, not relayed by a proxy nobody trusted.
+
+    A proxy on the same host (an nginx in front of a personal instance)
+    connects from loopback for every client it relays; unless it is listed
+    in ``CAIRN_TRUSTED_PROXIES`` (and then its forwarded client decides),
+    its requests are not loopback requests.
+    """
+    if request.META.get(UNTRUSTED_PROXY_KEY):
         return False
+    ip = _address(request.META.get("REMOTE_ADDR", ""))
+    return ip is not None and ip.is_loopback
 
 
 class PersonalModeMiddleware:

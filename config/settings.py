@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from config.env import (
@@ -26,6 +27,7 @@ from config.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_str,
     sqlite_database,
 )
@@ -66,6 +68,9 @@ CAIRN_INDEX_WRITER_KEEP = env_bool("CAIRN_INDEX_WRITER_KEEP", CAIRN_MODE == "tea
 def _secret_key() -> str:
     key = env_str("CAIRN_SECRET_KEY", aliases=("DJANGO_SECRET_KEY",))
     if key:
+        if CAIRN_MODE == "team" and (len(key) < 50 or len(set(key)) < 5):
+            raise ConfigError("CAIRN_SECRET_KEY must be at least 50 characters of random text in team mode, "
+                              "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(50))'")
         return key
     if CAIRN_MODE == "team":
         raise ConfigError("CAIRN_SECRET_KEY (or CAIRN_SECRET_KEY_FILE) must be set in team mode")
@@ -86,6 +91,8 @@ ALLOWED_HOSTS = env_list("CAIRN_ALLOWED_HOSTS", _loopback if CAIRN_MODE == "pers
 if CAIRN_MODE == "team" and not ALLOWED_HOSTS:
     raise ConfigError("CAIRN_ALLOWED_HOSTS must list the host names Cairn is served under in team mode")
 CSRF_TRUSTED_ORIGINS = env_list("CAIRN_CSRF_TRUSTED_ORIGINS", [])
+# Django's admin bypasses Cairn's services: off unless asked for, and audited when on (access/admin.py).
+CAIRN_DJANGO_ADMIN = env_bool("CAIRN_DJANGO_ADMIN", False)
 
 # --- Django ------------------------------------------------------------------
 
@@ -95,9 +102,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.admin",
+    # No autodiscovery: Cairn's audited admin site (access/admin.py) registers what it shows.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "rest_framework",
     "guardian",
+    "axes",
     "access",
     "kb",
     "ingestion",
@@ -105,6 +114,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "access.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "access.middleware.RequestIdMiddleware",
@@ -115,6 +125,7 @@ MIDDLEWARE = [
     "access.middleware.PersonalModeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -145,6 +156,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "access.User"
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before the password is checked
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -175,8 +187,42 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-if env_bool("CAIRN_BEHIND_TLS_PROXY", False):
+# Proxies whose forwarding headers are believed (addresses or networks); every other peer's are
+# removed before anything reads them (access.middleware.ClientAddressMiddleware).
+CAIRN_TRUSTED_PROXIES = env_networks("CAIRN_TRUSTED_PROXIES")
+CAIRN_BEHIND_TLS_PROXY = env_bool("CAIRN_BEHIND_TLS_PROXY", False)
+if CAIRN_BEHIND_TLS_PROXY:
+    if not CAIRN_TRUSTED_PROXIES:
+        raise ConfigError("CAIRN_BEHIND_TLS_PROXY=1 needs CAIRN_TRUSTED_PROXIES: the address of the TLS proxy, "
+                          "whose X-Forwarded-Proto alone is believed (e.g. CAIRN_TRUSTED_PROXIES=127.0.0.1)")
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind a TLS proxy the team shape sends HSTS and redirects plain HTTP (each can be turned off).
+_tls_team = CAIRN_MODE == "team" and CAIRN_BEHIND_TLS_PROXY
+SECURE_HSTS_SECONDS = env_int("CAIRN_HSTS_SECONDS", 31_536_000 if _tls_team else 0, minimum=0)
+# The header covers this host's own subdomains only (kb.example.org and *.kb.example.org).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CAIRN_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("CAIRN_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("CAIRN_SSL_REDIRECT", _tls_team)
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^metrics$"]  # probes and scrapers from inside the network
+# Submitting a host to the browsers' HSTS preload list is the operator's decision (CAIRN_HSTS_PRELOAD=1):
+# `check --deploy` would otherwise warn on every deployment that has not made it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# --- sign-in throttling (django-axes; access/throttling.py) --------------------------------
+
+# Per account and, separately, per client address; Redis-backed in the team shape (shared by
+# every web process), database-backed in the personal one.
+AXES_FAILURE_LIMIT = env_int("CAIRN_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CAIRN_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "access.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "access.throttling.locked_out"
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler" if CAIRN_REDIS_URL else "axes.handlers.database.AxesDatabaseHandler"
+AXES_VERBOSE = False
+if CAIRN_REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CAIRN_REDIS_URL,
+                          "KEY_PREFIX": "cairn"}}
 
 # --- uploads -------------------------------------------------------------------
 
@@ -327,7 +373,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "kb.api.parsers.StrictJSONParser",
         "kb.api.parsers.StrictMultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -349,5 +395,6 @@ LOGGING = {
         "faiss.loader": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }

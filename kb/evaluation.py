@@ -50,6 +50,8 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise DatasetError(f"{path}:{number}: JSON nested too deeply") from None
             if not isinstance(row, dict) or "_id" not in row:
                 raise DatasetError(f"{path}:{number}: each line must be a JSON object with an \"_id\"")
             yield number, row

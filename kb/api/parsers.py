@@ -1,9 +1,11 @@
-"""Multipart parsing that refuses file names with paths or control characters.
+"""Request body parsers that refuse hostile input with a 400 instead of failing inside.
 
-Django quietly reduces ``../../etc/passwd`` to ``passwd`` and drops NUL
-bytes.  Cairn never uses a client's file name as a path anyway (storage is
-content-addressed), but a name like that is never sent by a browser or
-``curl -F file=@…`` — it is a probe, and the client deserves to be told.
+Multipart: Django quietly reduces ``../../etc/passwd`` to ``passwd`` and
+drops NUL bytes.  Cairn never uses a client's file name as a path anyway
+(storage is content-addressed), but a name like that is never sent by a
+browser or ``curl -F file=@…`` — it is a probe, and the client deserves to be
+told.  JSON: Python's parser recurses, so ``[`` × 100,000 ends in a
+``RecursionError`` (a 500) unless it is caught here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import DataAndFiles, MultiPartParser
+from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
 
 
 class _StrictNames(DjangoMultiPartParser):
@@ -41,3 +43,14 @@ class StrictMultiPartParser(MultiPartParser):
         except MultiPartParserError as exc:
             raise ParseError(f"Upload refused: {exc}.") from exc
         return DataAndFiles(data, files)
+
+
+class StrictJSONParser(JSONParser):
+    """DRF's JSON parser; a body nested too deeply for Python's parser is a 400, not a 500."""
+
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None

@@ -21,4 +21,6 @@ class Command(BaseCommand):
 
         uvicorn.run("config.asgi:application", host=str(options["host"]), port=int(options["port"]),
                     workers=int(options["workers"]), log_level=str(options["log_level"]),
-                    lifespan="off", access_log=False)
+                    lifespan="off", access_log=False,
+                    # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
+                    proxy_headers=False, forwarded_allow_ips="")
