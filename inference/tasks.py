@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 TASK_GENERATE = "cairn.inference.generate"
 METRICS_KEY = "cairn:metrics:worker:"
 METRICS_TTL = 300
+# A ready inference worker keeps this key alive; the web refuses an ask at once (503) when none is.
+ALIVE_KEY = "cairn:inference:alive:"
+ALIVE_EVERY = 5.0
+ALIVE_TTL = 15
 
 
 def configured_generator() -> Generator:
@@ -83,6 +87,19 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def publish_alive() -> None:
+    """Say that this worker has its model loaded and consumes the ``inference`` queue (for ``ALIVE_TTL`` s)."""
+    try:
+        _client().set(ALIVE_KEY + worker_name(), str(time.time()), ex=ALIVE_TTL)
+    except Exception:  # the next beat tries again
+        logger.warning("could not publish the inference worker's heartbeat", exc_info=True)
+
+
+def inference_workers_alive(client: redis.Redis) -> int:
+    """How many inference workers said they were ready within the last ``ALIVE_TTL`` seconds."""
+    return sum(1 for _ in client.scan_iter(match=ALIVE_KEY + "*", count=100))
+
+
 def publish_metrics() -> None:
     """This worker's metrics snapshot into Redis, where the web's GET /metrics collects it."""
     import json
@@ -115,14 +132,16 @@ def _load_model_at_start(sender: Any = None, **kwargs: Any) -> None:
         return
     logger.info("inference worker %s ready in %.1fs (backend %s, batching %s)", worker_name(),
                 time.monotonic() - started, settings.CAIRN_LLM_BACKEND, pool.batching)
+    publish_alive()
     publish_metrics()
     threading.Thread(target=_publish_periodically, name="cairn-metrics", daemon=True).start()
 
 
-def _publish_periodically(interval: float = 5.0) -> None:
-    """Keep the worker's gauges (queue depth, running, GPU memory) fresh in Redis between requests."""
+def _publish_periodically(interval: float = ALIVE_EVERY) -> None:
+    """Keep the heartbeat and the worker's gauges (queue depth, running, GPU memory) fresh in Redis."""
     while True:
         time.sleep(interval)
+        publish_alive()
         publish_metrics()
 
 

@@ -10,6 +10,7 @@ generated (``Generation.events`` / ``aevents``), ready to be streamed.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -28,6 +29,8 @@ from kb.search import SearchResult, chunk_search
 from kb.selectors import ReadScope, read_scope
 
 if TYPE_CHECKING:
+    import redis
+
     from inference.admission import Admission
     from inference.pool import GenerationPool
     from inference.transport import EventSource
@@ -70,7 +73,7 @@ def passages_from(results: Sequence[SearchResult]) -> tuple[Passage, ...]:
 class GenerationFailed(Exception):
     """A generation ended without an answer; ``code`` is the pool's error code (see ``inference.pool``)."""
 
-    STATUS = {"timeout": 504, "pool_full": 503, "prompt_too_long": 400, "cancelled": 499}
+    STATUS = {"timeout": 504, "pool_full": 503, "no_worker": 503, "prompt_too_long": 400, "cancelled": 499}
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -80,6 +83,14 @@ class GenerationFailed(Exception):
     @property
     def status(self) -> int:
         return self.STATUS.get(self.code, 502)
+
+
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    """One client (and connection pool) per process for the asks' Redis reads."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2)
 
 
 _admission_lock = threading.Lock()
@@ -248,10 +259,13 @@ def generation_start(request: GenerationRequest, *, user: User) -> Generation:
         if settings.CAIRN_TASKS == "celery":
             from celery import current_app
 
-            from inference.tasks import TASK_GENERATE
+            from inference.tasks import TASK_GENERATE, inference_workers_alive
             from inference.transport import RedisSource
             from inference.wire import request_to_dict
 
+            if not inference_workers_alive(_redis(redis_url())):
+                raise GenerationFailed("no_worker", "No inference worker is running, so nothing can answer now. "
+                                                    "Start one with: manage.py cairn_worker inference")
             current_app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
             source: EventSource = RedisSource(redis_url(), generation_id)
         else:

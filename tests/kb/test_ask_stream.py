@@ -144,3 +144,28 @@ def test_reasoning_and_errors_are_framed_as_their_own_sse_events():
     [(name, data)] = sse_events(framer.frames({"event": "error", "code": "timeout", "message": "Too slow."}))
     assert name == "error" and data["error"]["code"] == "timeout" and data["error"]["message"] == "Too slow."
     assert framer.frames({"event": "keepalive"}).startswith(b":")
+
+
+def test_with_no_inference_worker_an_ask_is_refused_at_once_with_503(api, settings):
+    """Team shape, nothing consuming the inference queue: say so within seconds, not after CAIRN_ASK_TIMEOUT."""
+    import time
+
+    import redis
+
+    from kb import answering
+
+    settings.CAIRN_TASKS = "celery"
+    settings.CAIRN_REDIS_URL = "redis://127.0.0.1:6379/14"
+    redis.Redis.from_url(settings.CAIRN_REDIS_URL).flushdb()
+    answering.reset_admission()
+    try:
+        started = time.monotonic()
+        for stream in (False, True):
+            response = api.post("/api/v1/ask", {"question": "When do fire drills happen?", "stream": stream},
+                                format="json")
+            assert response.status_code == 503, response.content
+            assert response["Retry-After"] and "No inference worker is running" in response.json()["error"]["message"]
+        assert time.monotonic() - started < 5
+        assert answering.admission().in_flight() == 0  # the refused asks released their slots
+    finally:
+        answering.reset_admission()
