@@ -1,7 +1,11 @@
 """Bytes to text for the text-like formats, refusing what is really binary.
 
 Order of trust: a byte-order mark, then strict UTF-8, then BOM-less UTF-16
-(recognised by its NUL pattern), then cp1252/latin-1 for legacy files.
+(recognised by its NUL pattern), then a legacy East Asian encoding (GB18030,
+Big5, Shift-JIS, EUC-KR …) when charset-normalizer finds one and the text
+it gives reads as Chinese, Japanese or Korean, then cp1252/latin-1 for
+legacy Western files.  cp1252 is never the guess for CJK text: GB18030 read
+as cp1252 is indexed as "Ô±¹¤Äê¼Ù", and Shift-JIS looks binary.
 Whatever decodes is still rejected when too much of it is control
 characters: no real document is mostly ``\\x01``-``\\x1f``.
 """
@@ -80,11 +84,45 @@ def _decode(data: bytes) -> DecodedText:
         # A file cut in the middle of its last multi-byte character is still UTF-8.
         if exc.start >= len(data) - 3 and exc.reason in ("unexpected end of data", "invalid continuation byte"):
             return DecodedText(data.decode("utf-8", errors="replace"), legacy=False)
+    cjk = _legacy_cjk(data)
+    if cjk is not None:
+        return cjk
     try:
         return DecodedText(data.decode("cp1252"), legacy=True)
     except UnicodeDecodeError:
         # cp1252 leaves five bytes undefined; latin-1 maps every byte.
         return DecodedText(data.decode("latin-1"), legacy=True)
+
+
+# The multi-byte encodings of Chinese, Japanese and Korean, as charset-normalizer names them.
+_CJK_ENCODINGS = frozenset({
+    "gb18030", "gbk", "gb2312", "hz", "big5", "big5hkscs", "cp950", "shift_jis", "shift_jis_2004",
+    "shift_jisx0213", "cp932", "euc_jp", "euc_jis_2004", "euc_jisx0213", "iso2022_jp", "iso2022_jp_2",
+    "euc_kr", "cp949", "johab", "iso2022_kr",
+})
+# What CJK prose is written in: ideographs, kana, hangul, CJK and full-width punctuation.  Half-width
+# katakana are left out: Western accented letters read as Shift-JIS come out as those.
+_CJK_PROSE = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff01-\uff60]")
+
+
+def _legacy_cjk(data: bytes) -> DecodedText | None:
+    """The text of a legacy CJK-encoded file, or None when it is not one.
+
+    charset-normalizer names the encoding (it weighs how plausible the text
+    is in each language, which a strict decode alone cannot: Western text
+    often decodes as GBK too); the result must also read as CJK prose —
+    most of its non-ASCII characters ideographs, kana or hangul.
+    """
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or best.encoding not in _CJK_ENCODINGS:
+        return None
+    text = data.decode(best.encoding, errors="replace")
+    non_ascii = sum(1 for char in text if ord(char) > 127)
+    if not non_ascii or len(_CJK_PROSE.findall(text)) < 0.6 * non_ascii:
+        return None
+    return DecodedText(text, legacy=True)
 
 
 def _bomless_utf16(data: bytes) -> str | None:

@@ -324,6 +324,32 @@ def test_legacy_cp1252_text_falls_back() -> None:
     assert doc.kind == "text" and doc.blocks[0].text == "Café “quoted” – 10 €"
 
 
+LEGACY_CJK = {
+    "gb18030": "员工年假每年十五天，入职满五年后增加到二十天。请在系统中提前两周申请，并抄送部门经理。",
+    "big5": "員工年假每年十五天，入職滿五年後增加到二十天。請在系統中提前兩週申請，並抄送部門經理。",
+    "shift_jis": "従業員の年次休暇は年間十五日です。五年勤続後は二十日に増えます。申請は二週間前までに。",
+    "euc_kr": "직원의 연차 휴가는 연간 15일입니다. 5년 근속 후에는 20일로 늘어납니다. 2주 전에 신청하세요.",
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(LEGACY_CJK))
+def test_legacy_cjk_encodings_are_read_as_what_they_say(encoding: str) -> None:
+    """GB18030 and Big5 used to come out as cp1252 garbage ("Ô±¹¤Äê¼Ù"), Shift-JIS as "binary"."""
+    text = LEGACY_CJK[encoding]
+    doc = parse(text.encode(encoding))
+    assert doc.kind == "text" and doc.blocks[0].text == text
+
+
+@pytest.mark.parametrize("text", [
+    "Les employés ont droit à vingt-cinq jours de congé payé par année civile, déjà acquis.",
+    "Mitarbeiter erhalten dreißig Urlaubstage; Überstunden werden ausgeglichen. Größe",
+    "ÉÉÉ ÀÀÀ ÖÖÖ ßßß",  # reads as half-width katakana in Shift-JIS: still Western
+    "Smörgåsbord på Åland är gött. Æøå er norske bokstaver.",
+])
+def test_legacy_western_text_stays_cp1252(text: str) -> None:
+    assert parse(text.encode("cp1252")).blocks[0].text == text
+
+
 def test_chinese_text() -> None:
     doc = parse(make_chinese_text())
     assert doc.kind == "text" and doc.blocks[0].text == CHINESE_TEXT and len(doc.blocks) == 2
