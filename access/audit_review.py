@@ -24,7 +24,7 @@ from access.models import AuditEvent, User
 
 EXPORT_FIELDS = (
     "id", "at", "actor_id", "actor_label", "api_key_prefix", "ip", "request_id", "action",
-    "target_type", "target_id", "outcome", "rule", "detail", "prev_hash", "hash",
+    "target_type", "target_id", "outcome", "rule", "detail", "prev_hash", "hash", "scheme",
 )
 EXPORT_BATCH = 2000
 _MAX_FILTER_CHARS = 200
@@ -246,8 +246,11 @@ def retention_anchors() -> list[str]:
 
 
 def audit_chain_check() -> ChainReport:
-    """Verify the whole stored chain (the ``cairn_audit_verify`` command)."""
+    """Verify the whole stored chain (the ``cairn_audit_verify`` command): every link, every row,
+    every anchor in ``CAIRN_AUDIT_ANCHOR_FILE``; keyed rows with ``CAIRN_AUDIT_KEY_FILE``'s key."""
+    from access.services import audit_anchors_read, audit_key
+
     return verify_chain(
         AuditEvent.objects.order_by("id").values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_BATCH),
-        anchors=retention_anchors(),
+        anchors=retention_anchors(), key=audit_key(), heads=audit_anchors_read(),
     )

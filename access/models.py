@@ -120,6 +120,8 @@ class AuditEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # How ``hash`` was computed (access.audit: sha256, sha256-c14n, hmac-sha256-c14n); older rows are sha256.
+    scheme = models.CharField(max_length=24, default="sha256")
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from access.audit import GENESIS, event_hash, hashed_fields
+from access.audit import CANONICAL, GENESIS, KEYED, Anchor, event_hash, hashed_fields, storable
 from access.models import ApiKey, AuditEvent, User
 
 # Any constant works; it only has to be the same in every process.
@@ -98,12 +100,73 @@ def audit_record(
             target_id=str(target_id)[:64],
             outcome=outcome,
             rule=rule[:500],
-            detail=detail or {},
+            detail=storable(detail or {}),
             prev_hash=previous,
+            scheme=KEYED if settings.CAIRN_AUDIT_KEY else CANONICAL,
         )
-        event.hash = event_hash(previous, hashed_fields(event))
+        event.hash = event_hash(previous, hashed_fields(event), scheme=event.scheme, key=audit_key())
         event.save()
     return event
+
+
+def audit_key() -> bytes | None:
+    """The key of the keyed chain (``CAIRN_AUDIT_KEY_FILE``: kept outside the database), if one is set."""
+    key = settings.CAIRN_AUDIT_KEY
+    return key.encode("utf-8") if key else None
+
+
+@dataclass(frozen=True)
+class AnchorResult:
+    written: bool
+    id: int | None
+    hash: str
+
+
+def audit_anchor_write() -> AnchorResult:
+    """Append the chain's head (id and hash) to ``CAIRN_AUDIT_ANCHOR_FILE``, outside the database.
+
+    Rewriting every event after an anchored one — what a database superuser
+    could do, recomputing each hash — then no longer matches the file
+    (``cairn_audit_verify``).  Append-only and fsynced; a head already
+    anchored is not written again.  Idempotent; a no-op without the setting.
+    """
+    path = settings.CAIRN_AUDIT_ANCHOR_FILE
+    head = AuditEvent.objects.order_by("-id").values("id", "hash").first()
+    if not path or head is None:
+        return AnchorResult(False, None, "")
+    anchors = audit_anchors_read()
+    if anchors and anchors[-1].id == head["id"] and anchors[-1].hash == head["hash"]:
+        return AnchorResult(False, head["id"], head["hash"])
+    line = json.dumps({"id": head["id"], "hash": head["hash"], "written_at": timezone.now().isoformat()})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, (line + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return AnchorResult(True, head["id"], head["hash"])
+
+
+def audit_anchors_read() -> list[Anchor]:
+    """Every anchor in ``CAIRN_AUDIT_ANCHOR_FILE`` (none without the setting or the file).
+
+    A line that is not an anchor is itself a finding: it is returned as an
+    anchor that can match no event, so verification reports it.
+    """
+    path = settings.CAIRN_AUDIT_ANCHOR_FILE
+    if not path or not os.path.exists(path):
+        return []
+    anchors: list[Anchor] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                anchors.append(Anchor(int(data["id"]), str(data["hash"]), str(data.get("written_at", ""))))
+            except (ValueError, KeyError, TypeError):
+                anchors.append(Anchor(-number, "unreadable", f"line {number} of the anchor file"))
+    return anchors
 
 
 KEY_PREFIX = "cairn_"

@@ -335,6 +335,13 @@ CAIRN_COMPACT_INTERVAL = env_int("CAIRN_COMPACT_INTERVAL", 3600, minimum=1)
 # Audit events older than this many years are removed by a periodic task (0 = keep forever).
 CAIRN_AUDIT_RETENTION_YEARS = env_int("CAIRN_AUDIT_RETENTION_YEARS", 7, minimum=0, maximum=1000)
 CAIRN_AUDIT_RETENTION_INTERVAL = env_int("CAIRN_AUDIT_RETENTION_INTERVAL", 86_400, minimum=60)
+# A keyed audit chain (HMAC-SHA256): the key comes from a file outside the database (CAIRN_AUDIT_KEY_FILE).
+CAIRN_AUDIT_KEY = env_str("CAIRN_AUDIT_KEY")
+if CAIRN_AUDIT_KEY is not None and len(CAIRN_AUDIT_KEY) < 32:
+    raise ConfigError("CAIRN_AUDIT_KEY (CAIRN_AUDIT_KEY_FILE) must hold at least 32 characters of random text")
+# The chain's head is appended to this file (outside the database) every CAIRN_AUDIT_ANCHOR_INTERVAL seconds.
+CAIRN_AUDIT_ANCHOR_FILE = env_str("CAIRN_AUDIT_ANCHOR_FILE")
+CAIRN_AUDIT_ANCHOR_INTERVAL = env_int("CAIRN_AUDIT_ANCHOR_INTERVAL", 3600, minimum=10)
 CAIRN_INGEST_SOFT_LIMIT = env_int("CAIRN_INGEST_SOFT_LIMIT", 1800, minimum=10)
 CAIRN_INGEST_HARD_LIMIT = env_int("CAIRN_INGEST_HARD_LIMIT", 1900, minimum=20)
 if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:

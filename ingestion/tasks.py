@@ -39,6 +39,7 @@ TASK_INDEX = "cairn.index.apply"
 TASK_COMPACT = "cairn.index.compact"
 TASK_REAP = "cairn.index.reap"
 TASK_AUDIT_RETENTION = "cairn.index.audit_retention"
+TASK_AUDIT_ANCHOR = "cairn.index.audit_anchor"
 
 
 # --- the tasks ------------------------------------------------------------------------------
@@ -92,6 +93,14 @@ def audit_retention() -> dict[str, object]:
     return {"removed": result.removed, "through_id": result.through_id}
 
 
+def audit_anchor() -> dict[str, object]:
+    """Append the audit chain's head to ``CAIRN_AUDIT_ANCHOR_FILE`` (a no-op without it). Idempotent."""
+    from access.services import audit_anchor_write
+
+    result = audit_anchor_write()
+    return {"written": result.written, "id": result.id}
+
+
 @dataclass(frozen=True)
 class Task:
     run: Callable[..., object]
@@ -112,11 +121,12 @@ TASKS: dict[str, Task] = {
     TASK_COMPACT: Task(index_compact, celery=_REDELIVERED, every="CAIRN_COMPACT_INTERVAL"),
     TASK_REAP: Task(jobs_reaper, every="CAIRN_REAPER_INTERVAL"),
     TASK_AUDIT_RETENTION: Task(audit_retention, every="CAIRN_AUDIT_RETENTION_INTERVAL"),
+    TASK_AUDIT_ANCHOR: Task(audit_anchor, every="CAIRN_AUDIT_ANCHOR_INTERVAL"),
 }
 
 # Beat's entry names (kept stable: a beat schedule file remembers them).
 PERIODIC_NAMES = {TASK_REAP: "reap-stuck-jobs", TASK_COMPACT: "compact-index",
-                  TASK_AUDIT_RETENTION: "audit-retention"}
+                  TASK_AUDIT_RETENTION: "audit-retention", TASK_AUDIT_ANCHOR: "audit-anchor"}
 
 for _name, _task in TASKS.items():
     shared_task(name=_name, **_task.celery)(_task.run)

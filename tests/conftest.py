@@ -11,3 +11,18 @@ def isolated_storage(settings, tmp_path):
     settings.CAIRN_STORAGE_DIR = tmp_path / "blobs"
     settings.CAIRN_INDEX_DIR = tmp_path / "index"
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811 (extends pytest-django's fixture)
+    """On a PostgreSQL test database, let Django's flush between transactional tests TRUNCATE the audit table.
+
+    Production refuses TRUNCATE of it (access migration 0005); the trigger
+    is tested on a database of its own (tests/access/test_audit_postgres.py).
+    """
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ALTER TABLE access_auditevent DISABLE TRIGGER access_auditevent_no_truncate")
