@@ -87,19 +87,35 @@ def embed_version(version: DocumentVersion, embedder: Embedder) -> tuple[np.ndar
     return ids, vectors, chunk_tokens(rows, title)
 
 
-def vectors_write(ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Replace the stored vectors of these chunks."""
+def vectors_write(ids: np.ndarray, vectors: np.ndarray, model_id: str) -> None:
+    """Replace the stored vectors of these chunks with ``model_id``'s, recording that model on each chunk."""
     with transaction.atomic():
         for start in range(0, len(ids), 1000):
-            batch = [Chunk(id=int(i), embedding=vectors[start + n].tobytes())
+            batch = [Chunk(id=int(i), embedding=vectors[start + n].tobytes(), embedding_model=model_id)
                      for n, i in enumerate(ids[start:start + 1000].tolist())]
-            Chunk.objects.unrestricted(WRITER).bulk_update(batch, ["embedding"], batch_size=1000)
+            Chunk.objects.unrestricted(WRITER).bulk_update(batch, ["embedding", "embedding_model"], batch_size=1000)
 
 
-def _reembed(version: DocumentVersion) -> None:
-    """Chunks embedded with a model that is no longer active (a switch flipped mid-job): embed them again."""
-    ids, vectors, _ = embed_version(version, index.active_embedder())
-    vectors_write(ids, vectors)
+def _stale_versions(model_id: str, versions: list[int] | None = None) -> set[int]:
+    """Versions with chunks whose vectors another model made (chunks from before that was recorded say "")."""
+    chunks = Chunk.objects.unrestricted(WRITER).exclude(embedding_model__in=("", model_id))
+    if versions is not None:
+        chunks = chunks.filter(version_id__in=versions)
+    return set(chunks.values_list("version_id", flat=True).distinct())
+
+
+def _reembed(version: DocumentVersion, model_id: str) -> None:
+    """Embed a version's chunks again with the active model (``model_id``) and store those vectors.
+
+    For chunks another model embedded: a job embedded just before a switch
+    flipped, or a switch that wrote the new model's vectors and stopped
+    before its flip — its vectors must not enter the old model's index.
+    """
+    embedder = index.active_embedder()
+    if embedder.model_id != model_id:
+        raise RuntimeError(f"the active model changed to {embedder.model_id} while indexing {model_id}")
+    ids, vectors, _ = embed_version(version, embedder)
+    vectors_write(ids, vectors, model_id)
 
 
 def index_due() -> bool:
@@ -147,10 +163,12 @@ def index_pass(*, compact: bool = False) -> IndexPassResult:
         if not batch and not to_purge:
             return IndexPassResult([], [], store.current_version())
 
+        stale = _stale_versions(store.model_id, [job.version_id for job in batch])
+
         def adds() -> Iterator[ChunkBatch]:
             for job in batch:
-                if job.embedding_model and job.embedding_model != store.model_id:
-                    _reembed(job.version)
+                if job.version_id in stale or (job.embedding_model and job.embedding_model != store.model_id):
+                    _reembed(job.version, store.model_id)
                 yield stored_batch(job.version)
 
         removes = (np.arange(start, start + v.chunk_count, dtype=np.int64)
@@ -214,8 +232,23 @@ def _current_versions() -> Iterator[DocumentVersion]:
 
 
 def _rebuild(store: IndexStore) -> IndexPassResult:
-    """With the writer lock held: a new version from every current version's chunks in the database."""
-    index_version = index.writer_for(store).rebuild(stored_batch(v) for v in _current_versions())
+    """With the writer lock held: a new version from every current version's chunks in the database.
+
+    Chunks whose vectors another model made are embedded again first (a
+    switch that stopped between writing its vectors and its flip left them).
+    """
+    stale = _stale_versions(store.model_id)
+    if stale:
+        log.warning("rebuilding %s: %d versions hold another model's vectors; embedding them again",
+                    store.model_id, len(stale))
+
+    def batches() -> Iterator[ChunkBatch]:
+        for version in _current_versions():
+            if version.pk in stale:
+                _reembed(version, store.model_id)
+            yield stored_batch(version)
+
+    index_version = index.writer_for(store).rebuild(batches())
     return IndexPassResult([], [], index_version)
 
 

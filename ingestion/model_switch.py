@@ -108,8 +108,10 @@ def model_switch(
             if pk not in build.done:
                 build.catch_up(pk, embedded(version))
         index_version = build.write(latest)
+        # Each chunk records the model of its vectors: should the process stop before the flip below,
+        # the active model's index writer re-embeds them instead of indexing another model's vectors.
         for ids, vectors in build.batches(latest):
-            vectors_write(ids, vectors)
+            vectors_write(ids, vectors, target.model_id)
         if before_flip is not None:
             before_flip()
         index.set_active(target)

@@ -167,6 +167,7 @@ def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: l
                     char_end=draft.char_end,
                     token_count=draft.token_count,
                     embedding=vectors[i].tobytes(),
+                    embedding_model=model_id,
                 )
                 for i, draft in enumerate(drafts)
             ],

@@ -264,6 +264,9 @@ class Chunk(models.Model):
     char_end = models.PositiveIntegerField()
     token_count = models.PositiveIntegerField()
     embedding = models.BinaryField(null=True, blank=True)
+    # The model that made ``embedding`` ("" for chunks stored before it was recorded): the index writer
+    # re-embeds chunks whose model is not the index's, so an index never mixes two models' vectors.
+    embedding_model = models.CharField(max_length=200, blank=True, default="")
 
     objects = RestrictedQuerySet["Chunk"].as_manager()
 

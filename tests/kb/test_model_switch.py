@@ -210,3 +210,34 @@ def test_a_checkpoint_keeps_only_versions_whose_chunks_are_unchanged_and_skips_d
     assert sorted(loaded_from(checkpoint, {1: first, 2: second, 3: third})) == [1, 2]
     checkpoint.clear()
     assert loaded_from(checkpoint, {1: first}) == {}
+
+
+def test_a_switch_that_stops_between_its_vectors_and_its_flip_never_mixes_two_models(
+    api, collection_id, settings, tiny_model
+):
+    """The new model's vectors are in the database, the old model still active: a rebuild re-embeds them."""
+    from kb.index import get_embedder, index_reader
+
+    upload(api, collection_id, "boiler.md", b"# Boiler\n\nThe boiler is descaled every spring.\n")
+    upload(api, collection_id, "leave.md", b"# Leave\n\nParental leave lasts twenty weeks.\n")
+
+    def power_cut() -> None:
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        model_switch(tiny_model, before_flip=power_cut)
+    assert active_model().model_id == BUNDLED_MODEL_ID
+    tiny_id = get_embedder(tiny_model).model_id
+    chunks = Chunk.objects.unrestricted("test")
+    assert set(chunks.values_list("embedding_model", flat=True)) == {tiny_id}  # the switch's vectors, recorded
+
+    call_command("cairn_reindex", "--no-eval")
+
+    bundled = get_embedder(None)
+    assert set(chunks.values_list("embedding_model", flat=True)) == {BUNDLED_MODEL_ID}
+    snapshot = index_reader().snapshot()
+    assert snapshot.model_id == BUNDLED_MODEL_ID and snapshot.dense.dim == bundled.dim
+    for chunk in chunks.select_related("version__document"):
+        stored = np.frombuffer(bytes(chunk.embedding), np.float32)
+        assert stored.shape == (bundled.dim,)
+    assert search(api, collection_id, "boiler descaled")[0]["title"].startswith("boiler")
