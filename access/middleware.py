@@ -71,19 +71,35 @@ class ClientAddressMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        proxies: Sequence[Network] = settings.CAIRN_TRUSTED_PROXIES
         meta = request.META
-        peer = meta.get("REMOTE_ADDR", "")
-        meta[PEER_KEY] = peer
-        if _trusted(peer, proxies):
-            meta["REMOTE_ADDR"] = forwarded_client(meta, proxies) or peer
-        else:
-            sent = [header for header in FORWARDED_HEADERS if header in meta]
-            for header in sent:
-                del meta[header]
-            if sent:
-                meta[UNTRUSTED_PROXY_KEY] = "1"
+        client, untrusted_proxy = resolve_client(meta)
+        meta[PEER_KEY] = meta.get("REMOTE_ADDR", "")
+        meta["REMOTE_ADDR"] = client
+        if untrusted_proxy:
+            for header in FORWARDED_HEADERS:
+                meta.pop(header, None)
+            meta[UNTRUSTED_PROXY_KEY] = "1"
         return self.get_response(request)
+
+
+def resolve_client(meta: Mapping[str, str]) -> tuple[str, bool]:
+    """``(the client's address, whether an untrusted peer sent forwarding headers)`` for a request's META.
+
+    The one rule, for the middleware above and for the ASGI guard that runs
+    before Django reads a body (``config/asgi.py``).
+    """
+    proxies: Sequence[Network] = settings.CAIRN_TRUSTED_PROXIES
+    peer = meta.get("REMOTE_ADDR", "")
+    if _trusted(peer, proxies):
+        return forwarded_client(meta, proxies) or peer, False
+    return peer, any(header in meta for header in FORWARDED_HEADERS)
+
+
+def loopback_client(meta: Mapping[str, str]) -> bool:
+    """Whether a request's client (``resolve_client``) is on this machine and came through no untrusted proxy."""
+    client, untrusted_proxy = resolve_client(meta)
+    ip = _address(client)
+    return not untrusted_proxy and ip is not None and ip.is_loopback
 
 
 class RequestIdMiddleware:

@@ -1,6 +1,141 @@
-import os
+"""The ASGI application: Django behind a guard that refuses a request body before it is read.
 
+Django's ASGI handler reads a whole body — into the system's temporary
+directory past 2.5 MB — before any middleware or view runs: a 1.5 GB POST
+without credentials filled ``/tmp`` and only then got 401.  The guard runs
+first and, for every request that carries a body:
+
+* answers 401 when it brings no credentials (an ``Authorization`` header, a
+  session cookie, or — personal mode — a client on this machine), except to
+  the sign-in forms;
+* answers 413 when ``Content-Length`` says more than the endpoint's limit
+  (uploads: ``CAIRN_MAX_UPLOAD_MB`` plus the multipart envelope; everything
+  else: ``DATA_UPLOAD_MAX_MEMORY_SIZE``), and while streaming, as soon as a
+  body without a length goes past it;
+* and Django spools what it reads to ``FILE_UPLOAD_TEMP_DIR``, under the data
+  directory, not to the system's temporary directory.
+
+Whether the credentials are *valid* is still Django's and DRF's decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from typing import IO, Any
+
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_UPLOADS = re.compile(r"^/api/v1/(collections/\d+/documents|documents/\d+/versions)/?$")
+_SIGN_IN = re.compile(r"^/(login|admin/login)/$")
+_ENVELOPE = 1 << 20  # multipart boundaries and headers around an upload's bytes
+
+
+class CairnASGIHandler(ASGIHandler):
+    async def read_body(self, receive: Receive) -> IO[bytes]:
+        """Django's ``read_body``, spooling to ``FILE_UPLOAD_TEMP_DIR`` (under the data directory)."""
+        body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b",
+                                                  dir=settings.FILE_UPLOAD_TEMP_DIR)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            if "body" in message:
+                body_file.write(message["body"])
+            if not message.get("more_body", False):
+                break
+        body_file.seek(0)
+        return body_file
+
+
+def body_limit(path: str) -> int:
+    if _UPLOADS.match(path):
+        return settings.CAIRN_MAX_UPLOAD_BYTES + _ENVELOPE
+    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + 64 * 1024
+
+
+def _meta(scope: Scope) -> dict[str, str]:
+    """The parts of a WSGI-style META the client resolution reads, from an ASGI scope."""
+    meta = {"REMOTE_ADDR": (scope.get("client") or ("", 0))[0]}
+    for name, value in scope.get("headers", []):
+        meta["HTTP_" + name.decode("latin-1").upper().replace("-", "_")] = value.decode("latin-1")
+    return meta
+
+
+def has_credentials(scope: Scope) -> bool:
+    from access.middleware import loopback_client
+
+    meta = _meta(scope)
+    if meta.get("HTTP_AUTHORIZATION", "").strip():
+        return True
+    cookie = meta.get("HTTP_COOKIE", "")
+    if re.search(rf"(^|;\s*){re.escape(settings.SESSION_COOKIE_NAME)}=[^;\s]", cookie):
+        return True
+    return settings.CAIRN_MODE == "personal" and loopback_client(meta)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestBodyGuard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method", "GET") in _SAFE_METHODS:
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if not _SIGN_IN.match(path) and not has_credentials(scope):
+            return await _refuse(send, 401, "not_authenticated", "Authentication credentials were not provided: "
+                                 "sign in, or send an API key as 'Authorization: Bearer …'.",
+                                 [(b"www-authenticate", b'Bearer realm="cairn"')])
+        limit = body_limit(path)
+        too_large = f"The request body is larger than this endpoint's limit of {limit / 2**20:.0f} MB."
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await _refuse(send, 400, "bad_request", "Content-Length is not a number.", [])
+            if int(declared) > limit:
+                return await _refuse(send, 413, "too_large", too_large, [])
+        received = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await _refuse(send, 413, "too_large", too_large, [])
+                    return {"type": "http.disconnect"}  # Django stops reading and sends nothing
+            return message
+
+        await self.app(scope, limited, send)
+
+
+get_asgi_application()  # django.setup(), once, before the handler is built
+application = RequestBodyGuard(CairnASGIHandler())
