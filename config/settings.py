@@ -248,6 +248,8 @@ CAIRN_DENSE_RERANK_DEPTH = env_int("CAIRN_DENSE_RERANK_DEPTH", 500, minimum=10, 
 CAIRN_DENSE_EF_SEARCH = env_int("CAIRN_DENSE_EF_SEARCH", 128, minimum=1, maximum=65_536)
 CAIRN_DENSE_EXACT_MAX = env_int("CAIRN_DENSE_EXACT_MAX", 20_000, minimum=0, maximum=10**12)
 CAIRN_DENSE_DELTA_MAX = env_int("CAIRN_DENSE_DELTA_MAX", 50_000, minimum=1, maximum=10**12)
+# One document may make at most this many passages (a 50 MB one-line file made 116,898); more ends FAILED.
+CAIRN_MAX_PASSAGES_PER_DOCUMENT = env_int("CAIRN_MAX_PASSAGES_PER_DOCUMENT", 20_000, minimum=1, maximum=10_000_000)
 CAIRN_CHUNK_TOKENS = env_int("CAIRN_CHUNK_TOKENS", 200, minimum=16, maximum=8192)
 CAIRN_CHUNK_OVERLAP = env_int("CAIRN_CHUNK_OVERLAP", 40, minimum=0, maximum=4096)
 if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:
@@ -342,6 +344,9 @@ if CAIRN_AUDIT_KEY is not None and len(CAIRN_AUDIT_KEY) < 32:
 # The chain's head is appended to this file (outside the database) every CAIRN_AUDIT_ANCHOR_INTERVAL seconds.
 CAIRN_AUDIT_ANCHOR_FILE = env_str("CAIRN_AUDIT_ANCHOR_FILE")
 CAIRN_AUDIT_ANCHOR_INTERVAL = env_int("CAIRN_AUDIT_ANCHOR_INTERVAL", 3600, minimum=10)
+# One document's parse: seconds and memory (an address-space limit on the parsing process; ingestion/parsing.py).
+CAIRN_PARSE_TIMEOUT = env_float("CAIRN_PARSE_TIMEOUT", 120.0, minimum=1.0)
+CAIRN_PARSE_MAX_MB = env_int("CAIRN_PARSE_MAX_MB", 1024, minimum=128, maximum=1 << 20)
 CAIRN_INGEST_SOFT_LIMIT = env_int("CAIRN_INGEST_SOFT_LIMIT", 1800, minimum=10)
 CAIRN_INGEST_HARD_LIMIT = env_int("CAIRN_INGEST_HARD_LIMIT", 1900, minimum=20)
 if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:

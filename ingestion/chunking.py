@@ -40,6 +40,10 @@ _BATCH_CHARS = 1_000_000
 # How far (in tokens) the start of an overlapping chunk may move forward to
 # land on the start of a word instead of inside one.
 _ALIGN_TOKENS = 8
+# A longer block (a 50 MB file that is one line) is tokenised in pieces of about this many characters, cut
+# at whitespace where there is some: the tokenizer's offsets of a whole block are Python tuples, gigabytes of
+# them for such a file, while a piece's become a small array at once.
+_PIECE_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -185,19 +189,20 @@ def _with_count(piece: _Piece, count: int) -> _Piece:
 def _token_offsets(
     text: str, sections: Sequence[_Section], tokenizer: Any
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(starts, ends) of every token of each section, as offsets into the full text."""
-    texts: list[str] = []
-    owners: list[tuple[int, int]] = []  # (section index, block start) per tokenised block
-    for number, section in enumerate(sections):
-        for start, end in section.spans:
-            if end > start:
-                texts.append(text[start:end])
-                owners.append((number, start))
-    mappings = _tokenize(tokenizer, texts, offsets=True) if texts else []
+    """(starts, ends) of every token of each section, as offsets into the full text.
+
+    Tokenised a group of pieces at a time (``_pieces``, ``_BATCH_CHARS`` per
+    group), each piece's offsets turned into an array at once: memory stays
+    bounded by the group, whatever the size of one block.
+    """
+    pieces = [(number, start, end) for number, section in enumerate(sections)
+              for block_start, block_end in section.spans for start, end in _pieces(text, block_start, block_end)]
     parts: list[list[np.ndarray]] = [[] for _ in sections]
-    for (number, block_start), mapping in zip(owners, mappings, strict=True):
-        if mapping:
-            parts[number].append(np.asarray(mapping, dtype=np.int64).reshape(-1, 2) + block_start)
+    for group in _groups(pieces):
+        mappings = _tokenize(tokenizer, [text[start:end] for _, start, end in group], offsets=True)
+        for (number, start, _), mapping in zip(group, mappings, strict=True):
+            if mapping:
+                parts[number].append(np.asarray(mapping, dtype=np.int64).reshape(-1, 2) + start)
     result: list[tuple[np.ndarray, np.ndarray]] = []
     for section_parts in parts:
         pairs = np.concatenate(section_parts) if section_parts else np.zeros((0, 2), dtype=np.int64)
@@ -205,6 +210,32 @@ def _token_offsets(
         pairs = pairs[pairs[:, 1] > pairs[:, 0]]
         result.append((pairs[:, 0].copy(), pairs[:, 1].copy()))
     return result
+
+
+def _pieces(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` in pieces of at most ``_PIECE_CHARS``, cut after whitespace where the piece has some."""
+    while end - start > _PIECE_CHARS:
+        limit = start + _PIECE_CHARS
+        cut = max(text.rfind(" ", start, limit), text.rfind("\n", start, limit))
+        cut = cut + 1 if cut > start + _PIECE_CHARS // 2 else limit
+        yield start, cut
+        start = cut
+    if end > start:
+        yield start, end
+
+
+def _groups(pieces: list[tuple[int, int, int]]) -> Iterator[list[tuple[int, int, int]]]:
+    """Consecutive ``(section, start, end)`` pieces of about ``_BATCH_CHARS`` characters in all."""
+    group: list[tuple[int, int, int]] = []
+    chars = 0
+    for piece in pieces:
+        group.append(piece)
+        chars += piece[2] - piece[1]
+        if chars >= _BATCH_CHARS:
+            yield group
+            group, chars = [], 0
+    if group:
+        yield group
 
 
 _backends: weakref.WeakKeyDictionary[Any, Tokenizer] = weakref.WeakKeyDictionary()
@@ -255,9 +286,10 @@ def _tokenize(tokenizer: Any, texts: list[str], *, offsets: bool) -> list[Any]:
 
 
 def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
-    if not texts:
-        return []
-    return [len(ids) for ids in _tokenize(tokenizer, texts, offsets=False)]
+    counts: list[int] = []
+    for first in range(0, len(texts), 4096):  # a bounded batch of chunk texts at a time
+        counts.extend(len(ids) for ids in _tokenize(tokenizer, texts[first:first + 4096], offsets=False))
+    return counts
 
 
 # Kinds of cut between two tokens, from least to most preferred.

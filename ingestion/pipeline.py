@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from ingestion.chunking import ChunkDraft, chunk_document, full_text
 from ingestion.models import IngestionJob
-from ingestion.parsers import ParseError, parse
+from ingestion.parsers import ParseError
+from ingestion.parsing import parse
 from kb import index
 from kb.models import Chunk, DocumentVersion
 from kb.retrieval.embedding import Embedder
@@ -38,6 +39,14 @@ ProgressCallback = Callable[[str, int, int], None]
 
 class LostClaim(Exception):
     """Another worker (or the reaper) took this job over; stop without writing."""
+
+
+class Cancelled(Exception):
+    """The document was deleted while its job ran; stop at the next step without writing."""
+
+
+# Characters per token of ordinary text are 4-5; with 6 the estimate below stays under the real count.
+_CHARS_PER_TOKEN_AT_MOST = 6
 
 
 @dataclass(frozen=True)
@@ -69,10 +78,14 @@ def job_claim(job_id: int) -> int | None:
 
 
 def _advance(job_id: int, attempt: int, expected: str, **fields: object) -> None:
+    """The next step of a claimed job; ``LostClaim`` if another worker owns it, ``Cancelled`` if its document
+    was deleted meanwhile (every step checks, so a delete stops the work at the next one)."""
     fields.setdefault("updated_at", timezone.now())
-    updated = IngestionJob.objects.filter(pk=job_id, status=expected, attempts=attempt).update(**fields)
+    updated = IngestionJob.objects.filter(pk=job_id, status=expected, attempts=attempt,
+                                          version__document__deleted_at__isnull=True).update(**fields)
     if not updated:
-        raise LostClaim(job_id)
+        deleted = IngestionJob.objects.filter(pk=job_id, version__document__deleted_at__isnull=False).exists()
+        raise Cancelled(job_id) if deleted else LostClaim(job_id)
 
 
 def _fail(job_id: int, attempt: int, message: str) -> None:
@@ -95,11 +108,14 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         status = IngestionJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
         return JobOutcome(job_id, status or "MISSING")
     try:
+        _advance(job_id, attempt, Status.PARSING)  # a document deleted while its job waited is not parsed
         job = IngestionJob.objects.select_related("version__document").get(pk=job_id)
         version = job.version
         data = blob_read(version.sha256)
         parsed = parse(data)
         text = full_text(parsed)
+        _passages_fit(len(text) // (_CHARS_PER_TOKEN_AT_MOST * (settings.CAIRN_CHUNK_TOKENS - settings.CAIRN_CHUNK_OVERLAP)),
+                      "would make at least")
         _advance(job_id, attempt, Status.PARSING, status=Status.CHUNKING, detail="Splitting into passages")
         DocumentVersion.objects.unrestricted(WORKER).filter(pk=version.pk).update(
             kind=parsed.kind, text=text, parsed_title=parsed.title[:500], page_count=parsed.page_count
@@ -111,6 +127,7 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         )
         if not drafts:
             raise ParseError("The document contains no text to index.")
+        _passages_fit(len(drafts), "makes")
         total = len(drafts)
         _advance(job_id, attempt, Status.CHUNKING, status=Status.EMBEDDING,
                  detail=f"Embedding 0 of {total} passages", progress=0.0)
@@ -119,6 +136,10 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
     except LostClaim:
         log.info("job %s: claim lost, another worker owns it now", job_id)
         return JobOutcome(job_id, "LOST")
+    except Cancelled:
+        message = "Stopped: the document was deleted while it was being processed."
+        _fail(job_id, attempt, message)
+        return JobOutcome(job_id, Status.FAILED, message)
     except ParseError as exc:
         _fail(job_id, attempt, str(exc))
         return JobOutcome(job_id, Status.FAILED, str(exc))
@@ -126,6 +147,14 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         log.exception("job %s: attempt %s failed", job_id, attempt)
         return _retry_or_fail(job_id, attempt, exc)
     return JobOutcome(job_id, Status.EMBEDDING)
+
+
+def _passages_fit(count: int, verb: str) -> None:
+    """Refuse a document of more passages than ``CAIRN_MAX_PASSAGES_PER_DOCUMENT`` (a clear FAILED reason)."""
+    limit = settings.CAIRN_MAX_PASSAGES_PER_DOCUMENT
+    if count > limit:
+        raise ParseError(f"The document {verb} {count:,} passages, more than the limit of {limit:,} per document "
+                         "(CAIRN_MAX_PASSAGES_PER_DOCUMENT).")
 
 
 def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: DocumentVersion, embedder: Embedder,

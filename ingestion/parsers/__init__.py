@@ -53,7 +53,7 @@ def parse(data: bytes, kind: str | None = None) -> ParsedDocument:
     except RecursionError:
         raise ParseError("The file is nested too deeply to read") from None
     except MemoryError:
-        raise ParseError("The file is too large to read in memory") from None
+        raise  # the caller's memory budget names itself (ingestion.parsing)
     except Exception as exc:
         # Last line of defence: a parser bug on odd input must still give the
         # job a readable error rather than a traceback and a retry loop.

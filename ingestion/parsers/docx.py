@@ -4,6 +4,14 @@ Paragraphs and tables are read in document order.  Heading levels come
 from the paragraph style ("Heading N", "Title") or, for custom and
 localised styles, from the outline level Word itself uses for its
 navigation pane.
+
+Hostile files: before python-docx opens the archive, every part is
+decompressed as a stream, a megabyte at a time, counting the bytes that
+really come out — a part whose header understates its size is caught by
+its checksum, never by allocating what it claims not to hold.  Styles are
+resolved by id from one table built once, so each paragraph costs the same
+whatever the number of styles (python-docx scans every style per paragraph
+when asked for ``paragraph.style``).
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ _HEADING_STYLE = re.compile(r"heading\s*(\d)", re.IGNORECASE)
 # Word's outline levels run 0-8 for headings 1-9; 9 means body text.
 _BODY_OUTLINE_LEVEL = 9
 _TITLE_LEVEL = 0
-# Zip bombs: refuse a document whose parts unpack to more than this.
-_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+# Zip bombs: refuse a document whose parts unpack to more than this (counted, not declared).
+_MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+_READ_BYTES = 1 << 20
 _ROW_SEPARATOR = "\n"
 _CELL_SEPARATOR = " | "
 
@@ -40,11 +49,11 @@ def parse_docx(data: bytes) -> ParsedDocument:
         blocks: list[Block] = []
         first_heading = ""
         styled_title = ""
-        level_cache: dict[str, int | None] = {}
+        styles = _StyleLevels(document)
         for item in document.iter_inner_content():
             if isinstance(item, Paragraph):
                 text = clean_lines(item.text)
-                level = _heading_level(item, level_cache)
+                level = _heading_level(item, styles)
                 if level is not None:
                     heading = " ".join(text.split("\n"))
                     headings.enter(level, heading)
@@ -67,27 +76,47 @@ def parse_docx(data: bytes) -> ParsedDocument:
 
 
 def _check_unpacked_size(data: bytes) -> None:
+    """Every part, decompressed as a stream and counted: refuse past the cap or on a checksum mismatch."""
+    unpacked = 0
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+            for info in archive.infolist():
+                if info.file_size > _MAX_UNPACKED_BYTES:
+                    raise ParseError("The DOCX file is too large once unpacked")
+                with archive.open(info) as part:
+                    while chunk := part.read(_READ_BYTES):
+                        unpacked += len(chunk)
+                        if unpacked > _MAX_UNPACKED_BYTES:
+                            raise ParseError("The DOCX file is too large once unpacked")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        # A part whose size was understated fails its CRC check here, after at most its true bytes.
         raise ParseError(DAMAGED_MESSAGE) from None
-    if unpacked > _MAX_UNPACKED_BYTES:
-        raise ParseError("The DOCX file is too large once unpacked")
 
 
-def _heading_level(paragraph: Any, cache: dict[str, int | None]) -> int | None:
+class _StyleLevels:
+    """Heading levels of paragraph styles by id, each style resolved once."""
+
+    def __init__(self, document: Any) -> None:
+        from docx.enum.style import WD_STYLE_TYPE
+
+        self._styles = {style.style_id: style for style in document.styles if style.style_id}
+        self._default = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+        self._levels: dict[str | None, int | None] = {}
+
+    def level(self, style_id: str | None) -> int | None:
+        if style_id not in self._levels:
+            style = self._styles.get(style_id) if style_id else None
+            style = style or self._default
+            self._levels[style_id] = _style_level(style) if style is not None else None
+        return self._levels[style_id]
+
+
+def _heading_level(paragraph: Any, styles: _StyleLevels) -> int | None:
     """0 for a Title, N for Heading N, None for body text."""
     own = _outline_level(paragraph._p)
     if own is not None:
         return None if own >= _BODY_OUTLINE_LEVEL else own + 1
-    style = paragraph.style
-    if style is None:
-        return None
-    key = style.style_id or style.name or ""
-    if key not in cache:
-        cache[key] = _style_level(style)
-    return cache[key]
+    return styles.level(paragraph._p.style)
 
 
 def _style_level(style: Any) -> int | None:

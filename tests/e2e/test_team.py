@@ -162,7 +162,8 @@ def test_the_web_process_never_parses_or_embeds_documents(team):
     for filename, data in uploads:
         status, body = http.upload(f"/api/v1/collections/{collection['id']}/documents", filename, data)
         assert status == 201, body
-        assert http.wait_for_document(body["id"], timeout=240)["status"] == "INDEXED"
+        final = http.wait_for_document(body["id"], timeout=240)
+        assert final["status"] == "INDEXED", final["error"]
 
     web = next(p for p in processes if p.name == "web")
     ingest_log = next(p for p in processes if p.name == "worker-ingest").log()
