@@ -52,7 +52,7 @@ from bm25 import ZipfCorpus  # noqa: E402
 def team_env(data_dir: Path) -> dict[str, str]:
     return {
         "CAIRN_DATA_DIR": str(data_dir), "CAIRN_MODE": "team", "CAIRN_TASKS": "inline",
-        "CAIRN_SECRET_KEY": "bench-secret-key-not-for-production-0123456789",
+        "CAIRN_SECRET_KEY": "bench-secret-key-not-for-production-0123456789-abcdefghij",
         "CAIRN_ALLOWED_HOSTS": "127.0.0.1,localhost", "CAIRN_SECURE_COOKIES": "0",
         "CAIRN_LOG_LEVEL": "WARNING",
     }

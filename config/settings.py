@@ -331,7 +331,8 @@ CAIRN_GEN_TIMEOUT = env_float("CAIRN_GEN_TIMEOUT", 240.0, minimum=1.0)
 CAIRN_METRICS_TOKEN = env_str("CAIRN_METRICS_TOKEN")  # Bearer token for GET /metrics from non-loopback
 
 CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
-CAIRN_JOB_STUCK_SECONDS = env_int("CAIRN_JOB_STUCK_SECONDS", 900, minimum=10)
+# A job silent this long counts as lost (the reaper queues it again); keep it well above one embedding slice.
+CAIRN_JOB_STUCK_SECONDS = env_int("CAIRN_JOB_STUCK_SECONDS", 900, minimum=3)
 CAIRN_REAPER_INTERVAL = env_int("CAIRN_REAPER_INTERVAL", 60, minimum=1)
 CAIRN_COMPACT_INTERVAL = env_int("CAIRN_COMPACT_INTERVAL", 3600, minimum=1)
 # Audit events older than this many years are removed by a periodic task (0 = keep forever).
@@ -355,7 +356,10 @@ if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:
 # --- Celery (team shape) ---------------------------------------------------------
 
 CELERY_BROKER_URL = CAIRN_REDIS_URL or "memory://"
-CELERY_RESULT_BACKEND = CAIRN_REDIS_URL or "cache+memory://"
+# No result backend: tasks report through the database (jobs) and Redis streams (generations), and a
+# backend would subscribe to every task's result on sending — failing sends while Redis is away.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -368,6 +372,10 @@ CELERY_TASK_ROUTES = {
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = False  # opted into per task, only where the task is idempotent
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Sending a task while Redis is away fails within about two seconds instead of blocking a request;
+# the job is in the database, and the reaper sends it again (ingestion.tasks.dispatch).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # Redis redelivers an unacknowledged task after this long: it must exceed the
 # longest hard time limit, or a slow but healthy task would run twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CAIRN_INGEST_HARD_LIMIT + 600}

@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 FINAL_EVENTS = ("done", "error")
 
-ErrorCode = Literal["cancelled", "timeout", "pool_full", "prompt_too_long", "internal"]
+ErrorCode = Literal["cancelled", "timeout", "pool_full", "prompt_too_long", "internal", "worker_lost"]
 
 
 class GenerationMetrics(TypedDict):

@@ -33,7 +33,16 @@ from django.core.exceptions import ImproperlyConfigured
 from inference.api import Generator, load_generator
 from inference.metrics import registry
 from inference.pool import GenerationPool, PoolFull, get_pool, record_gpu_memory
-from inference.transport import publish, relay, valid_generation_id
+from inference.transport import (
+    ALIVE_EVERY,
+    ALIVE_KEY,
+    ALIVE_TTL,
+    STREAM_TTL,
+    publish,
+    relay,
+    valid_generation_id,
+    worker_key,
+)
 from inference.wire import request_from_dict
 
 if TYPE_CHECKING:
@@ -44,10 +53,6 @@ logger = logging.getLogger(__name__)
 TASK_GENERATE = "cairn.inference.generate"
 METRICS_KEY = "cairn:metrics:worker:"
 METRICS_TTL = 300
-# A ready inference worker keeps this key alive; the web refuses an ask at once (503) when none is.
-ALIVE_KEY = "cairn:inference:alive:"
-ALIVE_EVERY = 5.0
-ALIVE_TTL = 15
 
 
 def configured_generator() -> Generator:
@@ -93,11 +98,6 @@ def publish_alive() -> None:
         _client().set(ALIVE_KEY + worker_name(), str(time.time()), ex=ALIVE_TTL)
     except Exception:  # the next beat tries again
         logger.warning("could not publish the inference worker's heartbeat", exc_info=True)
-
-
-def inference_workers_alive(client: redis.Redis) -> int:
-    """How many inference workers said they were ready within the last ``ALIVE_TTL`` seconds."""
-    return sum(1 for _ in client.scan_iter(match=ALIVE_KEY + "*", count=100))
 
 
 def publish_metrics() -> None:
@@ -159,6 +159,8 @@ def generate_answer(payload: dict[str, Any]) -> None:
         logger.error("generation task with an invalid id %r dropped", generation_id[:80])
         return
     client = _client()
+    # Which worker answers: the web watches its heartbeat while it waits (RedisSource).
+    client.set(worker_key(generation_id), worker_name(), ex=STREAM_TTL)
     try:
         ticket = configured_pool().submit(request)
     except PoolFull as exc:

@@ -21,7 +21,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
-from inference.pool import FinalEvent, PoolEvent, Ticket, is_final
+from inference.pool import ErrorEvent, FinalEvent, PoolEvent, Ticket, is_final
 
 if TYPE_CHECKING:  # redis is imported for real only by the team shape's sources (and the worker)
     import redis
@@ -29,6 +29,14 @@ if TYPE_CHECKING:  # redis is imported for real only by the team shape's sources
     from redis.typing import XReadResponse
 
 STREAM_TTL = 900  # seconds a finished (or abandoned) event stream stays in Redis
+# A ready inference worker keeps ``ALIVE_KEY + <its name>`` alive, every ALIVE_EVERY seconds for ALIVE_TTL: the
+# web refuses an ask at once when no worker is alive, and ends a stream whose worker stopped.
+ALIVE_KEY = "cairn:inference:alive:"
+ALIVE_EVERY = 3.0
+ALIVE_TTL = 10
+LIVENESS_CHECK_EVERY = 2.0  # seconds of silence between two checks of a stream's worker
+WORKER_LOST: ErrorEvent = {"event": "error", "code": "worker_lost",
+                           "message": "The inference worker answering this question stopped; ask again."}
 
 # XREAD's reply as redis-py returns it under RESP2, its default protocol (RESP3 would give a dict):
 # [stream key, [(entry id, {field: value}), ...]] per stream; empty or None when the block timed out.
@@ -47,6 +55,16 @@ def stream_key(generation_id: str) -> str:
 
 def cancel_key(generation_id: str) -> str:
     return f"cairn:gen:{generation_id}:cancel"
+
+
+def worker_key(generation_id: str) -> str:
+    """Which inference worker took the generation (set by the task as it starts)."""
+    return f"cairn:gen:{generation_id}:worker"
+
+
+def inference_workers_alive(client: redis.Redis) -> int:
+    """How many inference workers said they were ready within the last ``ALIVE_TTL`` seconds."""
+    return sum(1 for _ in client.scan_iter(match=ALIVE_KEY + "*", count=100))
 
 
 # --- worker side ---------------------------------------------------------------------
@@ -143,7 +161,14 @@ class TicketSource:
 
 
 class RedisSource:
-    """Events of a generation running on an inference worker, read from its Redis stream."""
+    """Events of a generation running on an inference worker, read from its Redis stream.
+
+    While the stream is silent it checks, every ``LIVENESS_CHECK_EVERY``
+    seconds, that the worker that took the generation (or, before one has,
+    any worker) still beats; a worker killed mid-stream ends the stream with
+    a ``worker_lost`` error within about ``ALIVE_TTL`` seconds instead of
+    leaving the client waiting for ``CAIRN_ASK_TIMEOUT``.
+    """
 
     def __init__(self, redis_url: str, generation_id: str) -> None:
         self.redis_url = redis_url
@@ -152,6 +177,20 @@ class RedisSource:
         self._last = "0-0"
         self._sync: redis.Redis | None = None
         self._async: redis.asyncio.Redis | None = None
+        self._checked = time.monotonic()
+
+    def _check_due(self, events: list[PoolEvent]) -> bool:
+        now = time.monotonic()
+        if events or now - self._checked < LIVENESS_CHECK_EVERY:
+            if events:
+                self._checked = now
+            return False
+        self._checked = now
+        return True
+
+    @staticmethod
+    def _alive_key(worker: bytes | str) -> str:
+        return ALIVE_KEY + (worker.decode() if isinstance(worker, bytes) else worker)
 
     def _client(self) -> redis.Redis:
         if self._sync is None:
@@ -170,8 +209,13 @@ class RedisSource:
         return events
 
     def read(self, timeout: float) -> list[PoolEvent]:
-        reply = self._client().xread({self.key: self._last}, block=max(1, int(timeout * 1000)), count=500)
-        return self._decode(reply)
+        client = self._client()
+        events = self._decode(client.xread({self.key: self._last}, block=max(1, int(timeout * 1000)), count=500))
+        if not self._check_due(events):
+            return events
+        worker = client.get(worker_key(self.generation_id))
+        alive = client.exists(self._alive_key(worker)) if worker else inference_workers_alive(client)
+        return [] if alive else [WORKER_LOST]
 
     async def aread(self, timeout: float) -> list[PoolEvent]:
         if self._async is None:
@@ -179,7 +223,15 @@ class RedisSource:
 
             self._async = redis.asyncio.Redis.from_url(self.redis_url)
         reply = await self._async.xread({self.key: self._last}, block=max(1, int(timeout * 1000)), count=500)
-        return self._decode(reply)
+        events = self._decode(reply)
+        if not self._check_due(events):
+            return events
+        worker = await self._async.get(worker_key(self.generation_id))
+        if worker:
+            alive = await self._async.exists(self._alive_key(worker))
+        else:
+            alive = sum([1 async for _ in self._async.scan_iter(match=ALIVE_KEY + "*", count=100)])
+        return [] if alive else [WORKER_LOST]
 
     def cancel(self) -> None:
         self._client().set(cancel_key(self.generation_id), "1", ex=STREAM_TTL)

@@ -23,16 +23,21 @@ which only enqueues, never loads the parsers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import current_app, shared_task
 from django.conf import settings
 from django.db import transaction
 
 from ingestion.local_worker import LocalWorker
+
+log = logging.getLogger(__name__)
 
 TASK_INGEST = "cairn.ingest.process"
 TASK_INDEX = "cairn.index.apply"
@@ -174,7 +179,13 @@ def dispatch(task: str, arg: int | None = None, *, countdown: float = 0) -> None
     mode = settings.CAIRN_TASKS
     if mode == "celery":
         # The configured app is the process's default (config/celery.py), in every thread.
-        current_app.send_task(task, args=[arg] if arg is not None else [], countdown=countdown or None)
+        try:
+            current_app.send_task(task, args=[arg] if arg is not None else [], countdown=countdown or None,
+                                  ignore_result=True)
+        except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError) as exc:
+            # The work is recorded in the database (a PENDING job, an index pass due): the periodic
+            # reaper sends it again once the queue is back. The request that caused it succeeded.
+            log.warning("queue unreachable, %s(%s) left to the reaper: %s", task, arg, exc)
     elif mode == "local":
         local_worker().submit(task, arg, delay=countdown)
     else:

@@ -73,7 +73,8 @@ def passages_from(results: Sequence[SearchResult]) -> tuple[Passage, ...]:
 class GenerationFailed(Exception):
     """A generation ended without an answer; ``code`` is the pool's error code (see ``inference.pool``)."""
 
-    STATUS = {"timeout": 504, "pool_full": 503, "no_worker": 503, "prompt_too_long": 400, "cancelled": 499}
+    STATUS = {"timeout": 504, "pool_full": 503, "no_worker": 503, "worker_lost": 503, "prompt_too_long": 400,
+              "cancelled": 499}
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -259,14 +260,15 @@ def generation_start(request: GenerationRequest, *, user: User) -> Generation:
         if settings.CAIRN_TASKS == "celery":
             from celery import current_app
 
-            from inference.tasks import TASK_GENERATE, inference_workers_alive
-            from inference.transport import RedisSource
+            from inference.tasks import TASK_GENERATE
+            from inference.transport import RedisSource, inference_workers_alive
             from inference.wire import request_to_dict
 
             if not inference_workers_alive(_redis(redis_url())):
                 raise GenerationFailed("no_worker", "No inference worker is running, so nothing can answer now. "
                                                     "Start one with: manage.py cairn_worker inference")
-            current_app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference")
+            current_app.send_task(TASK_GENERATE, args=[request_to_dict(request)], queue="inference",
+                                  ignore_result=True)
             source: EventSource = RedisSource(redis_url(), generation_id)
         else:
             from inference.transport import TicketSource

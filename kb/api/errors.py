@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sys
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -27,7 +29,37 @@ _CODES = {
 }
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def unavailable(exc: BaseException | None) -> tuple[int, str, str, int] | None:
+    """``(status, code, message, retry after)`` for a failure of what Cairn stands on, not of the request.
+
+    The database away (restarting, unreachable), Redis away, the disk of the
+    data directory full: the client is told so, with a status that says
+    "not your fault, try again" (503, or 507 for storage), never a 500.
+    """
+    import kombu.exceptions
+    import redis.exceptions
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return 503, "unavailable", "The database cannot be reached right now; try again in a moment.", 5
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+                  | kombu.exceptions.OperationalError):
+        return 503, "unavailable", "The task queue cannot be reached right now; try again in a moment.", 5
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return 507, "insufficient_storage", ("The server's storage is full: nothing was stored. "
+                                             "Try again once space has been freed."), 60
+    return None
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    outage = unavailable(exc)
+    if outage is not None:
+        status_code, code, message, retry = outage
+        log.warning("%s: %s: %s", code, type(exc).__name__, exc)
+        return Response(error_body(code, message), status=status_code, headers={"Retry-After": str(retry)})
     if isinstance(exc, NotFound):
         _record_denial(context, target_type=str(exc.args[0]) if exc.args else "object",
                        rule="not readable by this user (or does not exist)")
@@ -102,6 +134,14 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    outage = unavailable(sys.exc_info()[1])  # Django calls this while handling the exception
+    if outage is not None:
+        status_code, code, message, retry = outage
+        response: HttpResponse = (JsonResponse(error_body(code, message), status=status_code) if _is_api(request)
+                                  else HttpResponse(f"{message}\n", status=status_code,
+                                                    content_type="text/plain; charset=utf-8"))
+        response["Retry-After"] = str(retry)
+        return response
     if not _is_api(request):
         from django.views.defaults import server_error
 

@@ -50,6 +50,16 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def kill(self) -> None:
+        """``kill -9`` of the whole process group: no cleanup, no goodbye."""
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=10)
+        self._log.close()
+
     def stop(self) -> None:
         if self.alive():
             try:
