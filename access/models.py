@@ -128,6 +128,9 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["target_type", "target_id"])]
+        # At most one successor per event (and, by a trigger of migration 0006, only onto the newest one):
+        # what makes the lock-free append (audit_record) a single chain.
+        constraints = [models.UniqueConstraint(fields=["prev_hash"], name="audit_one_successor")]
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:

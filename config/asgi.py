@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
@@ -31,6 +32,8 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+
+from config.env import pool_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -47,6 +50,22 @@ _ENVELOPE = 1 << 20  # multipart boundaries and headers around an upload's bytes
 
 
 class CairnASGIHandler(ASGIHandler):
+    def load_middleware(self, is_async: bool = False) -> None:
+        """The middleware chain and the view, run in the request's thread: one hop from the event loop.
+
+        Django's async handler runs the middleware below the innermost
+        sync-only one on the event loop, and each ``MiddlewareMixin`` there
+        hops to a thread and back for its ``process_request`` and
+        ``process_response``; with every view synchronous, that made about
+        eight hops per request, all queueing on the one event-loop thread of
+        the process under load.  Built as under WSGI and entered once through
+        ``sync_to_async``, a request hops once.  Streamed responses are still
+        sent by the event loop (``async`` iterators stay ``async``).
+        """
+        super().load_middleware(is_async=False)
+        chain: Callable[[Any], Any] = self._middleware_chain  # type: ignore[has-type]  # set by Django just above
+        self._middleware_chain = self.adapt_method_mode(True, chain, False)
+
     async def read_body(self, receive: Receive) -> IO[bytes]:
         """Django's ``read_body``, spooling to ``FILE_UPLOAD_TEMP_DIR`` (under the data directory)."""
         body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b",
@@ -137,5 +156,52 @@ class RequestBodyGuard:
         await self.app(scope, limited, send)
 
 
+
+
+def _warm_up() -> None:
+    """Load the query encoder and the index in a team web process before its first request.
+
+    The first search would otherwise wait for them (seconds), and the
+    encoder's load exempts the long-lived objects from garbage collection
+    (``kb.retrieval.embedding.exempt_from_gc``) before requests start making
+    new ones.  A personal-mode process starts fast and loads them on first
+    use instead.
+    """
+    if settings.CAIRN_TASKS != "celery":
+        return
+    import logging
+
+    from kb import index
+
+    try:
+        index.active_embedder()
+        index.index_reader().snapshot()
+    except Exception:  # a missing or broken model or index is reported by the requests that need it
+        logging.getLogger(__name__).warning("could not warm up the search path", exc_info=True)
+
+
+def _query_threads() -> None:
+    """Give a team web process ``CAIRN_QUERY_THREADS`` torch threads (default 1).
+
+    It embeds only queries, one short forward pass each, while many requests
+    run at once: the cores are already shared between requests, and a second
+    thread per query only spins waiting for work.  Measured on SciFact, one
+    search cost 41 ms of CPU with 2 threads and 17 ms with 1, and was no
+    faster.  A personal-mode process also embeds documents, so it keeps every
+    core.
+    """
+    if settings.CAIRN_TASKS != "celery":
+        return
+    threads = str(settings.CAIRN_QUERY_THREADS)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads  # before torch loads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(settings.CAIRN_QUERY_THREADS)
+
+
 get_asgi_application()  # django.setup(), once, before the handler is built
+if "default" in settings.DATABASES and hasattr(settings, "CAIRN_DB_POOL_SIZE"):
+    # Before anything opens a connection; see config.env.pool_connections.
+    pool_connections(settings.DATABASES["default"], settings.CAIRN_DB_POOL_SIZE)
+_query_threads()
+_warm_up()
 application = RequestBodyGuard(CairnASGIHandler())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -145,6 +146,25 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
             raise ConfigError(f"{name}: sqlite URLs look like sqlite:////absolute/path.sqlite3")
         return sqlite_database(Path(path))
     raise ConfigError(f"{name} must be a postgres:// or sqlite:// URL, got scheme {scheme!r}")
+
+
+def pool_connections(database: dict[str, Any], size: int) -> None:
+    """Make a PostgreSQL ``DATABASES`` entry share a pool of ``size`` connections (Django's psycopg pool).
+
+    For the web process: under ASGI every request runs its view in a thread
+    of its own, and a persistent connection (``CONN_MAX_AGE``) stays open
+    after its thread is gone, so ten concurrent users used up PostgreSQL's
+    hundred connections.  From the pool a request borrows a connection and
+    gives it back when it ends; when all are busy it waits (up to 10 s, then
+    503).  Each connection is checked when borrowed, so one that a database
+    restart broke is replaced, not handed out.
+    """
+    if database.get("ENGINE") != "django.db.backends.postgresql":
+        return
+    database["CONN_MAX_AGE"] = 0  # the pool keeps them instead
+    database["CONN_HEALTH_CHECKS"] = True  # Django then has the pool check each connection it lends
+    options = database.setdefault("OPTIONS", {})
+    options["pool"] = {"min_size": 1, "max_size": size, "timeout": 10, "max_idle": 120}
 
 
 def sqlite_database(path: Path) -> dict[str, object]:

@@ -150,6 +150,8 @@ TEMPLATES = [
 
 if _database_url:
     DATABASES = {"default": database_from_url("DATABASE_URL", _database_url)}
+    # Connections each web process (ASGI) shares in a pool; see config/asgi.py.
+    CAIRN_DB_POOL_SIZE = env_int("CAIRN_DB_POOL_SIZE", 10, minimum=1, maximum=1000)
 else:
     DATABASES = {"default": sqlite_database(DATA_DIR / "cairn.sqlite3")}
 
@@ -239,6 +241,8 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 CAIRN_EMBEDDING_MODEL = env_str("CAIRN_EMBEDDING_MODEL")  # a local directory; default: bundled MiniLM
 CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 64, minimum=1, maximum=4096)
 CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: auto
+# Torch threads of a team web process (it embeds only queries; see config/asgi.py).
+CAIRN_QUERY_THREADS = env_int("CAIRN_QUERY_THREADS", 1, minimum=1, maximum=256)
 # bf16 inference on CPUs with avx512_bf16/AMX (auto), or forced either way.
 CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16"))
 # Dense index (kb.retrieval.dense.DenseConfig); defaults chosen by benchmarks/dense.py.

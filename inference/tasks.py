@@ -35,9 +35,8 @@ from inference.metrics import registry
 from inference.pool import GenerationPool, PoolFull, get_pool, record_gpu_memory
 from inference.transport import (
     ALIVE_EVERY,
-    ALIVE_KEY,
-    ALIVE_TTL,
     STREAM_TTL,
+    inference_worker_beat,
     publish,
     relay,
     valid_generation_id,
@@ -95,7 +94,7 @@ def worker_name() -> str:
 def publish_alive() -> None:
     """Say that this worker has its model loaded and consumes the ``inference`` queue (for ``ALIVE_TTL`` s)."""
     try:
-        _client().set(ALIVE_KEY + worker_name(), str(time.time()), ex=ALIVE_TTL)
+        inference_worker_beat(_client(), worker_name())
     except Exception:  # the next beat tries again
         logger.warning("could not publish the inference worker's heartbeat", exc_info=True)
 

@@ -16,9 +16,11 @@ the cancel key expire on their own, so nothing accumulates in Redis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from inference.pool import ErrorEvent, FinalEvent, PoolEvent, Ticket, is_final
@@ -29,11 +31,26 @@ if TYPE_CHECKING:  # redis is imported for real only by the team shape's sources
     from redis.typing import XReadResponse
 
 STREAM_TTL = 900  # seconds a finished (or abandoned) event stream stays in Redis
-# A ready inference worker keeps ``ALIVE_KEY + <its name>`` alive, every ALIVE_EVERY seconds for ALIVE_TTL: the
-# web refuses an ask at once when no worker is alive, and ends a stream whose worker stopped.
-ALIVE_KEY = "cairn:inference:alive:"
+# A ready inference worker beats every ALIVE_EVERY seconds: its name in one sorted set, scored with the time of
+# the beat by Redis's own clock (no skew between hosts); it counts as alive for ALIVE_TTL seconds.  The web
+# refuses an ask at once when no worker is alive, and ends a stream whose worker stopped.  One key, so that a
+# check is one round trip however many other keys (generation streams) Redis holds.
+ALIVE_KEY = "cairn:inference:alive"
 ALIVE_EVERY = 3.0
 ALIVE_TTL = 10
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
+# KEYS[1] the set; ARGV: worker name, ALIVE_TTL.  Members silent for 10 TTLs are dropped.
+_BEAT = _NOW + """redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 10 * tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], 10 * tonumber(ARGV[2]))
+return 1"""
+# KEYS[1] the set; ARGV: ALIVE_TTL, and optionally one worker's name.  Returns how many are alive (0 or 1 for one).
+_ALIVE = _NOW + """if ARGV[2] then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+  if score and tonumber(score) >= now - tonumber(ARGV[1]) then return 1 end
+  return 0
+end
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')"""
 LIVENESS_CHECK_EVERY = 2.0  # seconds of silence between two checks of a stream's worker
 WORKER_LOST: ErrorEvent = {"event": "error", "code": "worker_lost",
                            "message": "The inference worker answering this question stopped; ask again."}
@@ -62,9 +79,27 @@ def worker_key(generation_id: str) -> str:
     return f"cairn:gen:{generation_id}:worker"
 
 
-def inference_workers_alive(client: redis.Redis) -> int:
-    """How many inference workers said they were ready within the last ``ALIVE_TTL`` seconds."""
-    return sum(1 for _ in client.scan_iter(match=ALIVE_KEY + "*", count=100))
+def _name(worker: bytes | str) -> str:
+    return worker.decode() if isinstance(worker, bytes) else worker
+
+
+def inference_workers_alive(client: redis.Redis, worker: bytes | str | None = None) -> int:
+    """How many inference workers (or whether ``worker``) beat within the last ``ALIVE_TTL`` seconds."""
+    args: list[str | int] = [ALIVE_TTL] if worker is None else [ALIVE_TTL, _name(worker)]
+    return int(cast(int, client.eval(_ALIVE, 1, ALIVE_KEY, *args)))
+
+
+def inference_worker_beat(client: redis.Redis, worker: str) -> None:
+    """``worker`` is ready and consumes the ``inference`` queue (for the next ``ALIVE_TTL`` seconds)."""
+    client.eval(_BEAT, 1, ALIVE_KEY, worker, ALIVE_TTL)
+
+
+@functools.cache
+def shared_client(url: str) -> redis.Redis:
+    """One Redis client (one connection pool) per process and URL for the streams' reads."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2)
 
 
 # --- worker side ---------------------------------------------------------------------
@@ -175,7 +210,6 @@ class RedisSource:
         self.generation_id = generation_id
         self.key = stream_key(generation_id)
         self._last = "0-0"
-        self._sync: redis.Redis | None = None
         self._async: redis.asyncio.Redis | None = None
         self._checked = time.monotonic()
 
@@ -188,16 +222,9 @@ class RedisSource:
         self._checked = now
         return True
 
-    @staticmethod
-    def _alive_key(worker: bytes | str) -> str:
-        return ALIVE_KEY + (worker.decode() if isinstance(worker, bytes) else worker)
-
     def _client(self) -> redis.Redis:
-        if self._sync is None:
-            import redis
-
-            self._sync = redis.Redis.from_url(self.redis_url)
-        return self._sync
+        # The process's shared client: an ask does not open (and handshake) a connection of its own.
+        return shared_client(self.redis_url)
 
     def _decode(self, reply: XReadResponse | None) -> list[PoolEvent]:
         events: list[PoolEvent] = []
@@ -214,8 +241,7 @@ class RedisSource:
         if not self._check_due(events):
             return events
         worker = client.get(worker_key(self.generation_id))
-        alive = client.exists(self._alive_key(worker)) if worker else inference_workers_alive(client)
-        return [] if alive else [WORKER_LOST]
+        return [] if inference_workers_alive(client, worker) else [WORKER_LOST]
 
     async def aread(self, timeout: float) -> list[PoolEvent]:
         if self._async is None:
@@ -227,18 +253,15 @@ class RedisSource:
         if not self._check_due(events):
             return events
         worker = await self._async.get(worker_key(self.generation_id))
-        if worker:
-            alive = await self._async.exists(self._alive_key(worker))
-        else:
-            alive = sum([1 async for _ in self._async.scan_iter(match=ALIVE_KEY + "*", count=100)])
+        args: list[str | int] = [ALIVE_TTL] if worker is None else [ALIVE_TTL, _name(worker)]
+        alive = await cast("Awaitable[int]", self._async.eval(_ALIVE, 1, ALIVE_KEY, *args))
         return [] if alive else [WORKER_LOST]
 
     def cancel(self) -> None:
         self._client().set(cancel_key(self.generation_id), "1", ex=STREAM_TTL)
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
+        pass  # the shared client stays open for the next ask
 
     async def aclose(self) -> None:
         if self._async is not None:

@@ -101,7 +101,10 @@ def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_
 def _materialise(hits: list[Hit]) -> list[SearchResult]:
     # The hits came out of the scope's chunk-id mask: no second permission subquery on the hot path.
     chunks = (Chunk.objects.unrestricted("hits of the read scope's chunk-id mask")
-              .filter(pk__in=[hit.chunk_id for hit in hits]).select_related("document", "version"))
+              .filter(pk__in=[hit.chunk_id for hit in hits]).select_related("document", "version")
+              # Only what a result shows: not the vector, nor the version's whole parsed text.
+              .only("id", "document_id", "version_id", "page", "heading", "text", "char_start", "char_end",
+                    "document__collection_id", "document__title", "version__number"))
     by_id = {chunk.pk: chunk for chunk in chunks}
     results: list[SearchResult] = []
     for hit in hits:

@@ -235,7 +235,9 @@ class ReadScope:
 
     def documents(self) -> DocumentQuerySet:
         """The live documents this scope may read."""
-        return Document.objects.restrict(self).select_related("latest_version__job", "current_version", "collection")
+        # A version's parsed text (the whole document) is read only where it is shown.
+        return (Document.objects.restrict(self).select_related("latest_version__job", "current_version", "collection")
+                .defer("latest_version__text", "current_version__text"))
 
 
 def read_scope(
@@ -315,6 +317,7 @@ def document_get_managed(user: AnyUser, document_id: object) -> Document:
         Document.objects.restrict(user, "manage")
         .filter(pk=pk)
         .select_related("latest_version__job", "current_version", "collection")
+        .defer("latest_version__text", "current_version__text")
         .first()
         if pk is not None
         else None

@@ -41,8 +41,11 @@ def unavailable(exc: BaseException | None) -> tuple[int, str, str, int] | None:
     """
     import kombu.exceptions
     import redis.exceptions
-    from django.db import InterfaceError, OperationalError
+    from django.db import InterfaceError, OperationalError, ProgrammingError
 
+    if isinstance(exc, OperationalError | ProgrammingError) and _not_migrated(exc):
+        return 503, "not_set_up", ("The database is not set up for this version of Cairn: the administrator "
+                                   "must run `manage.py migrate`."), 60
     if isinstance(exc, OperationalError | InterfaceError):
         return 503, "unavailable", "The database cannot be reached right now; try again in a moment.", 5
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
@@ -52,6 +55,14 @@ def unavailable(exc: BaseException | None) -> tuple[int, str, str, int] | None:
         return 507, "insufficient_storage", ("The server's storage is full: nothing was stored. "
                                              "Try again once space has been freed."), 60
     return None
+
+
+def _not_migrated(exc: BaseException) -> bool:
+    """A table or column of Cairn's schema is missing (SQLite: "no such table"; PostgreSQL: 42P01, 42703)."""
+    text = str(exc)
+    cause = exc.__cause__
+    return ("no such table" in text or "no such column" in text
+            or getattr(cause, "sqlstate", None) in ("42P01", "42703"))
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

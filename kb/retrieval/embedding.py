@@ -170,9 +170,12 @@ class SentenceTransformerEmbedder:
 
         model = self._model
         prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
-        with self._lock, torch.inference_mode():
-            features = batch_to_device(model.preprocess([text], prompt=prompt), model.device)
-            vector = model(features)["sentence_embedding"][0].float().cpu().numpy()
+        # The tokenizer is not safe to share between threads (it reconfigures itself per call); the
+        # forward pass is, so concurrent searches run it side by side (torch releases the GIL).
+        with self._lock:
+            features = model.preprocess([text], prompt=prompt)
+        with torch.inference_mode():
+            vector = model(batch_to_device(features, model.device))["sentence_embedding"][0].float().cpu().numpy()
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
@@ -197,4 +200,19 @@ def get_embedder(
                 model_id=model_id(configured), path=model_path(configured), device=device, dtype=resolved
             )
             _cache[key] = embedder
+            exempt_from_gc()
         return embedder
+
+
+def exempt_from_gc() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach (``gc.freeze``).
+
+    Loading torch, transformers and a model leaves half a million long-lived
+    objects, and each full collection walked them all: 250–480 ms in which
+    every thread of the process stood still (the tail of the search latency
+    under load).  They live as long as the process, so they are frozen once
+    loaded; objects made later are collected as usual.
+    """
+    import gc
+
+    gc.freeze()

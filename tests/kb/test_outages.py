@@ -43,3 +43,13 @@ def test_a_full_disk_is_a_507_and_nothing_is_stored(api, collection_id, monkeypa
     response = upload(api, collection_id, "a.txt", b"Fire drills happen every March.")
     assert response.status_code == 507 and "storage is full" in response.json()["error"]["message"]
     assert api.get(f"/api/v1/collections/{collection_id}/documents").json()["results"] == []
+
+
+def test_a_database_that_was_never_migrated_says_so(api, monkeypatch):
+    def not_migrated(*args, **kwargs):
+        raise OperationalError("no such table: kb_collection")
+
+    monkeypatch.setattr(selectors, "readable_collections", not_migrated)
+    response = api.get("/api/v1/collections")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_set_up"
+    assert "manage.py migrate" in response.json()["error"]["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 class Command(BaseCommand):
@@ -19,8 +19,18 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: Any) -> None:
         import uvicorn
 
-        uvicorn.run("config.asgi:application", host=str(options["host"]), port=int(options["port"]),
-                    workers=int(options["workers"]), log_level=str(options["log_level"]),
-                    lifespan="off", access_log=False,
-                    # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
-                    proxy_headers=False, forwarded_allow_ips="")
+        from kb import serving
+
+        host, port, workers = str(options["host"]), int(options["port"]), int(options["workers"])
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        uvicorn_options: dict[str, Any] = {
+            "log_level": str(options["log_level"]), "lifespan": "off", "access_log": False,
+            # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
+            "proxy_headers": False, "forwarded_allow_ips": "",
+        }
+        if workers == 1:
+            uvicorn.run("config.asgi:application", host=host, port=port, **uvicorn_options)
+        else:
+            # One listening socket per worker (SO_REUSEPORT): connections spread evenly; see kb/serving.py.
+            serving.serve("config.asgi:application", host=host, port=port, workers=workers, **uvicorn_options)
