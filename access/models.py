@@ -23,10 +23,41 @@ class User(AbstractUser):
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     attributes = models.JSONField(default=dict, blank=True)
+    # Which channel set each attribute (attribute name → a ``Source`` value); a channel changes only its own.
+    attribute_sources = models.JSONField(default=dict, blank=True)
+    # The identity provider's subject (``iss`` + `` `` + ``sub``) once the user has signed in through it.
+    idp_subject = models.CharField(max_length=400, null=True, blank=True, unique=True)
+    # SCIM ``externalId`` (the provisioning client's own id for the user).
+    external_id = models.CharField(max_length=255, blank=True)
 
     @property
     def is_platform_admin(self) -> bool:
         return self.is_superuser or self.role == self.Role.ADMIN
+
+
+class Source(models.TextChoices):
+    """Who set a group membership or a user attribute; each channel changes only what it set."""
+
+    ADMIN = "admin", "an administrator"
+    IDP = "idp", "identity provider claims"
+    SCIM = "scim", "SCIM provisioning"
+
+
+class GroupMembership(models.Model):
+    """One channel's reason for a user being in a group.
+
+    The user is in the group (``user.groups``, what permission checks read)
+    while at least one row exists; a channel adds and removes only its own
+    rows, so a sign-in never undoes a membership an admin or SCIM set.
+    """
+
+    user = models.ForeignKey("access.User", on_delete=models.CASCADE, related_name="memberships")
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="memberships")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "group", "source"], name="membership_once_per_source")]
 
 
 # Whoever a request or a caller acts as: a user, an anonymous visitor, or nobody.
@@ -48,6 +79,11 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Scope: a read-only key cannot change anything; ``collection_ids`` (a list) limits it to those
+    # collections (None: every collection its user may read); past ``expires_at`` it is refused.
+    read_only = models.BooleanField(default=False)
+    collection_ids = models.JSONField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

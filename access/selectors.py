@@ -14,6 +14,20 @@ from access.policy import Policy, PolicyError
 
 log = logging.getLogger(__name__)
 
+# A request authenticated by an API key limited to some collections carries the limit on its user
+# object (set by ``access.authentication``; that object lives for one request only).
+_KEY_COLLECTIONS = "_cairn_key_collections"
+
+
+def key_collection_limit(user: object) -> frozenset[int] | None:
+    """The collections the request's API key is limited to, or None when it is not limited."""
+    limit = getattr(user, _KEY_COLLECTIONS, None)
+    return limit if isinstance(limit, frozenset) else None
+
+
+def key_collection_limit_set(user: User, collection_ids: Iterable[int]) -> None:
+    setattr(user, _KEY_COLLECTIONS, frozenset(int(pk) for pk in collection_ids))
+
 
 def _parsed(row: PolicyRow) -> Policy | None:
     try:

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -201,13 +202,22 @@ def _key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def api_key_create(*, user: User, name: str, actor: Actor) -> tuple[ApiKey, str]:
-    """Create a key; returns it and the secret, which is shown once and never stored."""
+def api_key_create(*, user: User, name: str, actor: Actor, read_only: bool = False,
+                   collection_ids: list[int] | None = None,
+                   expires_at: dt.datetime | None = None) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the secret, which is shown once and never stored.
+
+    ``read_only``: it can search and ask, not change anything; ``collection_ids``: it sees only
+    those collections (of the ones its user may read); ``expires_at``: refused after that time.
+    """
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(user=user, name=name[:100], prefix=prefix, key_hash=_key_hash(secret))
+    key = ApiKey.objects.create(user=user, name=name[:100], prefix=prefix, key_hash=_key_hash(secret),
+                                read_only=read_only, collection_ids=collection_ids, expires_at=expires_at)
     audit_record(actor=actor, action="api_key.create", target_type="api_key", target_id=prefix,
-                 detail={"user_id": user.pk, "name": key.name})
+                 detail={"user_id": user.pk, "name": key.name, "read_only": read_only,
+                         "collection_ids": collection_ids,
+                         "expires_at": expires_at.isoformat() if expires_at else None})
     return key, secret
 
 
@@ -274,6 +284,7 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
     key = (
         ApiKey.objects.select_related("user")
         .filter(key_hash=_key_hash(secret), revoked_at__isnull=True, user__is_active=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
         .first()
     )
     if key is not None:

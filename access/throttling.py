@@ -20,6 +20,7 @@ from django.shortcuts import render
 
 from access.models import AuditEvent
 from access.services import Actor, audit_record
+from access.sso_views import login_context
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -49,7 +50,7 @@ def locked_out(request: HttpRequest, original_response: HttpResponse | None = No
         response = JsonResponse({"error": {"code": "too_many_requests", "message": message,
                                            "details": {"retry_after": seconds}}}, status=429)
     else:
-        response = render(request, "access/login.html", {"form": AuthenticationForm(request), "lockout": message,
+        response = render(request, "access/login.html", {**login_context(), "form": AuthenticationForm(request), "lockout": message,
                                                          "next": request.POST.get("next", "")}, status=429)
     response["Retry-After"] = str(seconds)
     return response

@@ -201,7 +201,7 @@ def _query_threads() -> None:
 get_asgi_application()  # django.setup(), once, before the handler is built
 if "default" in settings.DATABASES and hasattr(settings, "CAIRN_DB_POOL_SIZE"):
     # Before anything opens a connection; see config.env.pool_connections.
-    pool_connections(settings.DATABASES["default"], settings.CAIRN_DB_POOL_SIZE)
+    pool_connections(settings.DATABASES["default"], settings.CAIRN_DB_POOL_SIZE, settings.CAIRN_DB_POOL_TIMEOUT)
 _query_threads()
 _warm_up()
 application = RequestBodyGuard(CairnASGIHandler())

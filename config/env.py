@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -107,6 +108,33 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+_ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_CLAIM = re.compile(r"^[A-Za-z0-9_:./-]{1,100}$")
+
+
+def oidc_attribute_claims(name: str) -> dict[str, str]:
+    """``department=dept,clearance=clearance`` → {ABAC attribute: IdP claim}."""
+    mapping: dict[str, str] = {}
+    for item in (_read(name) or "").split(","):
+        if not item.strip():
+            continue
+        attribute, sep, claim = (part.strip() for part in item.partition("="))
+        if not sep or not _ATTRIBUTE.match(attribute) or not _CLAIM.match(claim):
+            raise ConfigError(f"{name}: expected ATTRIBUTE=CLAIM pairs separated by commas, got {item.strip()!r}")
+        mapping[attribute] = claim
+    return mapping
+
+
+def oidc_issuer_check(name: str, issuer: str) -> None:
+    """An issuer is an https URL (http only on a loopback host, for a provider on this machine)."""
+    parts = urlsplit(issuer)
+    loopback = parts.hostname in {"127.0.0.1", "::1", "localhost"}
+    if parts.scheme not in {"https", "http"} or not parts.hostname or (parts.scheme == "http" and not loopback):
+        raise ConfigError(f"{name} must be an https:// URL (http:// only for a provider on loopback), got {issuer!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must not carry a query or fragment: {issuer!r}")
+
+
 def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """A comma-separated list of addresses or networks (``127.0.0.1, 10.0.0.0/8, ::1``)."""
     networks = []
@@ -148,23 +176,26 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
     raise ConfigError(f"{name} must be a postgres:// or sqlite:// URL, got scheme {scheme!r}")
 
 
-def pool_connections(database: dict[str, Any], size: int) -> None:
+def pool_connections(database: dict[str, Any], size: int, timeout: float = 3.0) -> None:
     """Make a PostgreSQL ``DATABASES`` entry share a pool of ``size`` connections (Django's psycopg pool).
 
     For the web process: under ASGI every request runs its view in a thread
     of its own, and a persistent connection (``CONN_MAX_AGE``) stays open
     after its thread is gone, so ten concurrent users used up PostgreSQL's
     hundred connections.  From the pool a request borrows a connection and
-    gives it back when it ends; when all are busy it waits (up to 10 s, then
-    503).  Each connection is checked when borrowed, so one that a database
-    restart broke is replaced, not handed out.
+    gives it back when it ends; when none can be had — all busy, or the
+    database away — it waits up to ``timeout`` seconds, then the request gets a
+    503.  The wait is short on purpose: a longer one hid a database outage
+    behind requests that hung for its whole length, and under overload it
+    queues work the clients have given up on.  Each connection is checked when
+    borrowed, so one that a database restart broke is replaced, not handed out.
     """
     if database.get("ENGINE") != "django.db.backends.postgresql":
         return
     database["CONN_MAX_AGE"] = 0  # the pool keeps them instead
     database["CONN_HEALTH_CHECKS"] = True  # Django then has the pool check each connection it lends
     options = database.setdefault("OPTIONS", {})
-    options["pool"] = {"min_size": 1, "max_size": size, "timeout": 10, "max_idle": 120}
+    options["pool"] = {"min_size": 1, "max_size": size, "timeout": timeout, "max_idle": 120}
 
 
 def sqlite_database(path: Path) -> dict[str, object]:

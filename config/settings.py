@@ -29,6 +29,8 @@ from config.env import (
     env_list,
     env_networks,
     env_str,
+    oidc_attribute_claims,
+    oidc_issuer_check,
     sqlite_database,
 )
 
@@ -152,6 +154,8 @@ if _database_url:
     DATABASES = {"default": database_from_url("DATABASE_URL", _database_url)}
     # Connections each web process (ASGI) shares in a pool; see config/asgi.py.
     CAIRN_DB_POOL_SIZE = env_int("CAIRN_DB_POOL_SIZE", 10, minimum=1, maximum=1000)
+    # Seconds a request waits for a pooled connection before its 503 (the database away, or all busy).
+    CAIRN_DB_POOL_TIMEOUT = env_int("CAIRN_DB_POOL_TIMEOUT", 3, minimum=1, maximum=60)
 else:
     DATABASES = {"default": sqlite_database(DATA_DIR / "cairn.sqlite3")}
 
@@ -386,11 +390,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CAIRN_INGEST_HARD_LIMIT
 CELERY_RESULT_EXPIRES = 3600
 # The beat schedule is built from ingestion.tasks' table (config/celery.py), where the personal worker reads it too.
 
+# --- single sign-on (OpenID Connect) and SCIM provisioning ---------------------------
+# Set CAIRN_OIDC_ISSUER to connect an identity provider (docs/sso.md): "Sign in with …" on the
+# login page, and the provider's JWT access tokens accepted as bearer tokens on the API.
+CAIRN_OIDC_ISSUER = (env_str("CAIRN_OIDC_ISSUER") or "").rstrip("/") or None
+CAIRN_OIDC_CLIENT_ID = env_str("CAIRN_OIDC_CLIENT_ID")
+CAIRN_OIDC_CLIENT_SECRET = env_str("CAIRN_OIDC_CLIENT_SECRET")  # or CAIRN_OIDC_CLIENT_SECRET_FILE
+CAIRN_OIDC_AUDIENCE = env_str("CAIRN_OIDC_AUDIENCE") or CAIRN_OIDC_CLIENT_ID
+CAIRN_OIDC_USERNAME_CLAIM = env_str("CAIRN_OIDC_USERNAME_CLAIM", "preferred_username") or "preferred_username"
+CAIRN_OIDC_GROUPS_CLAIM = env_str("CAIRN_OIDC_GROUPS_CLAIM", "groups") or "groups"
+CAIRN_OIDC_ATTRIBUTE_CLAIMS = oidc_attribute_claims("CAIRN_OIDC_ATTRIBUTE_CLAIMS")
+CAIRN_OIDC_PROVIDER_NAME = env_str("CAIRN_OIDC_PROVIDER_NAME", "your organisation's account") or "SSO"
+if CAIRN_OIDC_ISSUER:
+    oidc_issuer_check("CAIRN_OIDC_ISSUER", CAIRN_OIDC_ISSUER)
+    if not CAIRN_OIDC_CLIENT_ID:
+        raise ConfigError("CAIRN_OIDC_ISSUER is set, so CAIRN_OIDC_CLIENT_ID must be set too")
+CAIRN_PASSWORD_LOGIN = env_bool("CAIRN_PASSWORD_LOGIN", True)
+if not CAIRN_PASSWORD_LOGIN and not CAIRN_OIDC_ISSUER and CAIRN_MODE == "team":
+    raise ConfigError("CAIRN_PASSWORD_LOGIN=0 needs CAIRN_OIDC_ISSUER: nobody could sign in")
+CAIRN_SCIM_TOKEN = env_str("CAIRN_SCIM_TOKEN")  # or CAIRN_SCIM_TOKEN_FILE
+if CAIRN_SCIM_TOKEN is not None and len(CAIRN_SCIM_TOKEN) < 32:
+    raise ConfigError("CAIRN_SCIM_TOKEN (CAIRN_SCIM_TOKEN_FILE) must hold at least 32 characters of random text")
+
 # --- REST framework --------------------------------------------------------------
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.authentication.ApiKeyAuthentication",
+        "access.authentication.IdpTokenAuthentication",
         "access.authentication.PersonalModeAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

@@ -37,7 +37,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from access.models import AnyUser, User
 from access.policy import Compiled, policy_and, policy_or
-from access.selectors import policies_for
+from access.selectors import key_collection_limit, policies_for
 from kb.exceptions import Forbidden, NotFound
 from kb.models import (
     Chunk,
@@ -92,9 +92,16 @@ def _collections_with(user: AnyUser, permission: CollectionPermission) -> QueryS
               .annotate(object_id=Cast("object_pk", BigIntegerField())).values("object_id"))
     via_groups = (GroupObjectPermission.objects.filter(group__user=user, **grants)
                   .annotate(object_id=Cast("object_pk", BigIntegerField())).values("object_id"))
-    return Collection.objects.filter(
+    collections = Collection.objects.filter(
         Q(owner=user) | Q(pk__in=direct) | Q(pk__in=via_groups), deleted_at__isnull=True
     )
+    return _within_key_limit(user, collections)
+
+
+def _within_key_limit(user: AnyUser, collections: QuerySet[Collection]) -> QuerySet[Collection]:
+    """An API key limited to some collections sees only those (the rest are 404, like anything unseen)."""
+    limit = key_collection_limit(user)
+    return collections if limit is None else collections.filter(pk__in=sorted(limit))
 
 
 def readable_collections(user: AnyUser) -> QuerySet[Collection]:
@@ -419,8 +426,8 @@ def evaluable_collection_get(user: AnyUser, collection_id: object) -> Collection
     pk = _as_pk(collection_id)
     if pk is None or user is None or not user.is_authenticated or not user.is_active:
         raise NotFound("collection")
-    scope = (Collection.objects.filter(deleted_at__isnull=True) if getattr(user, "is_platform_admin", False)
-             else editable_collections(user))
+    scope = (_within_key_limit(user, Collection.objects.filter(deleted_at__isnull=True))
+             if getattr(user, "is_platform_admin", False) else editable_collections(user))
     collection = scope.filter(pk=pk).first()
     if collection is None:
         raise NotFound("collection")

@@ -229,6 +229,8 @@ class AskView(APIView):
     full), both with ``Retry-After``; see ``kb/api/ask_stream.py`` for the events.
     """
 
+    reads_only = True  # a POST that changes nothing: a read-only API key may ask
+
     class Input(serializers.Serializer):
         question = serializers.CharField(max_length=4000, trim_whitespace=True)
         collection = serializers.IntegerField(required=False, min_value=1)

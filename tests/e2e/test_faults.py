@@ -312,7 +312,7 @@ def test_postgresql_restarted_under_load_gives_503s_then_resumes(stack, collecti
     try:
         time.sleep(1)
         postgres.stop()
-        time.sleep(4)
+        time.sleep(6)  # longer than CAIRN_DB_POOL_TIMEOUT (3 s): requests in the gap must get their 503
         postgres.start()
         time.sleep(6)
     finally:
