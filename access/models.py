@@ -29,6 +29,11 @@ class User(AbstractUser):
     idp_subject = models.CharField(max_length=400, null=True, blank=True, unique=True)
     # SCIM ``externalId`` (the provisioning client's own id for the user).
     external_id = models.CharField(max_length=255, blank=True)
+    # What SCIM sent that no column holds (displayName, the formatted name, the e-mail list) and when it last did.
+    scim_profile = models.JSONField(default=dict, blank=True)
+    # When SCIM deleted the user: the row stays (their documents and audit trail refer to it), deactivated,
+    # without memberships or keys, and SCIM answers 404 for it; a later SCIM create of the same userName reuses it.
+    deprovisioned_at = models.DateTimeField(null=True, blank=True)
 
     @property
     def is_platform_admin(self) -> bool:
@@ -58,6 +63,15 @@ class GroupMembership(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "group", "source"], name="membership_once_per_source")]
+
+
+class GroupRecord(models.Model):
+    """What Cairn keeps about a group beyond Django's name: SCIM's ``externalId`` and timestamps."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, primary_key=True, related_name="record")
+    external_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    modified_at = models.DateTimeField(default=timezone.now)
 
 
 # Whoever a request or a caller acts as: a user, an anonymous visitor, or nobody.

@@ -7,6 +7,7 @@ from kb.api.metrics import metrics_view
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/v1/", include("kb.api.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("scim/v2/", include("access.scim_urls")),
     path("", include("access.urls")),
     path("", include("kb.urls")),
 ]
