@@ -6,10 +6,10 @@ import logging
 from collections.abc import Iterable
 
 from django.contrib.auth.models import Group
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
+from access.models import ApiKey, User
 from access.models import Policy as PolicyRow
-from access.models import User
 from access.policy import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,14 @@ def policies_for(collection_ids: Iterable[int]) -> tuple[Policy | None, dict[int
 
 def policy_source(scope: str) -> str:
     return PolicyRow.objects.filter(scope=scope).values_list("source", flat=True).first() or ""
+
+
+def api_keys_visible(user: User, *, everyone: bool = False) -> QuerySet[ApiKey]:
+    """The keys ``user`` may list and revoke: their own; every user's for a platform admin who asks."""
+    keys = ApiKey.objects.select_related("user").order_by("-created_at", "-pk")
+    if everyone and user.is_platform_admin:
+        return keys
+    return keys.filter(user=user)
 
 
 def user_by_username(username: str) -> User | None:

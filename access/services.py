@@ -221,6 +221,17 @@ def api_key_create(*, user: User, name: str, actor: Actor, read_only: bool = Fal
     return key, secret
 
 
+def api_key_revoke(*, actor: Actor, key: ApiKey) -> bool:
+    """Revoke ``key`` now (its next request is refused); False when it was revoked already."""
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if revoked:
+            audit_record(actor=actor, action="api_key.revoke", target_type="api_key", target_id=key.prefix,
+                         detail={"user_id": key.user_id, "name": key.name})
+    key.refresh_from_db(fields=["revoked_at"])
+    return bool(revoked)
+
+
 def api_key_prefix_of(token: str) -> str:
     """The key id part of a presented token (``cairn_<prefix>_…``), or "" when it has none.
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import audit_pages, golden_pages, views
+from kb import audit_pages, golden_pages, key_pages, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,6 +8,7 @@ urlpatterns = [
     path("collections/<int:collection_id>/evaluation/", golden_pages.collection_evaluation,
          name="collection-evaluation"),
     path("documents/<int:document_id>/", views.document_page, name="document"),
+    path("settings/keys/", key_pages.keys_page, name="keys"),
     path("audit/", audit_pages.audit_list, name="audit"),
     path("audit/<int:event_id>/", audit_pages.audit_event, name="audit-event"),
     path("audit/export.<str:fmt>", audit_pages.audit_export, name="audit-export"),

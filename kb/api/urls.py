@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, golden, sharing, views
+from kb.api import audit, golden, keys, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -27,4 +27,6 @@ urlpatterns = [
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
     path("audit", audit.AuditEventsView.as_view()),
+    path("keys", keys.KeysView.as_view()),
+    path("keys/<str:prefix>", keys.KeyView.as_view()),
 ]
