@@ -107,6 +107,8 @@ INSTALLED_APPS = [
     # No autodiscovery: Cairn's audited admin site (access/admin.py) registers what it shows.
     "django.contrib.admin.apps.SimpleAdminConfig",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN
     "guardian",
     "axes",
     "access",
@@ -429,7 +431,27 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "kb.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# The OpenAPI schema (/api/schema/) and its Swagger UI (/api/docs/), described in kb/api/schema.py.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cairn API",
+    "DESCRIPTION": ("Cairn's REST API: collections, documents, hybrid search, cited answers, sharing, "
+                    "policies, evaluation, audit and API keys. Authenticate with `Authorization: Bearer` "
+                    "and a Cairn API key or an access token from the configured identity provider; the web "
+                    "UI's session works too. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`."),
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],  # the schema describes no data
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "kb.api.schema.errors_everywhere"],
 }
 
 # --- logging ---------------------------------------------------------------------

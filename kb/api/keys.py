@@ -45,7 +45,7 @@ def key_out(key: ApiKey) -> dict[str, Any]:
 class KeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=100, min_length=1)
     read_only = serializers.BooleanField(default=False)  # type: ignore[assignment]  # the field, not DRF's flag
-    collections = serializers.ListField(child=serializers.IntegerField(min_value=1), max_length=200,
+    collections = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), max_length=200,
                                         allow_null=True, required=False, default=None)
     expires_in_days = serializers.IntegerField(min_value=1, max_value=MAX_EXPIRY_DAYS, allow_null=True,
                                                required=False, default=None)

@@ -210,7 +210,7 @@ class GroupsView(AdminView):
 
 
 class GroupMembersView(AdminView):
-    """POST ``{"user": name}`` adds a member; DELETE ``…/members/<user>`` removes one (effective at once)."""
+    """POST ``{"user": name}`` adds a member (effective at once)."""
 
     class Input(serializers.Serializer):
         user = serializers.CharField(max_length=150)
@@ -222,6 +222,10 @@ class GroupMembersView(AdminView):
         user = _user(data.validated_data["user"])
         administration.group_member_add(actor=actor_from_request(request), group=group, user=user)
         return Response({"name": group.name, "members": sorted(group.user_set.values_list("username", flat=True))})
+
+
+class GroupMemberView(AdminView):
+    """DELETE ``…/members/<user>`` removes the admin's membership (effective at once)."""
 
     def delete(self, request: Request, name: str, username: str) -> Response:
         group = _group(name)

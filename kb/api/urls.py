@@ -17,7 +17,7 @@ urlpatterns = [
     path("admin/users/<str:username>", sharing.UserAttributesView.as_view()),
     path("admin/groups", sharing.GroupsView.as_view()),
     path("admin/groups/<str:name>/members", sharing.GroupMembersView.as_view()),
-    path("admin/groups/<str:name>/members/<str:username>", sharing.GroupMembersView.as_view()),
+    path("admin/groups/<str:name>/members/<str:username>", sharing.GroupMemberView.as_view()),
     path("admin/policy", sharing.PlatformPolicyView.as_view()),
     path("documents/<str:document_id>", views.DocumentView.as_view()),
     path("documents/<str:document_id>/versions", views.DocumentVersionsView.as_view()),

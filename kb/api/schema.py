@@ -1,0 +1,500 @@
+"""The OpenAPI description of ``/api/v1/`` (drf-spectacular): what each operation takes and answers.
+
+The views stay plain ``APIView``s that build their JSON by hand (``*_out``
+functions); this module describes those shapes once, as serializers used
+only for the schema, and attaches them to the views through
+``OpenApiViewExtension`` — so the schema is generated from the code without
+the views carrying documentation decorators.  Every operation also answers
+the one error shape (``Error``, ``kb.api.errors.error_body``) for any status
+it does not list (the ``default`` response, added by ``errors_everywhere``).
+
+``tests/kb/test_openapi.py`` checks that every ``/api/v1/`` route is here
+and runs schemathesis against a live server: no 5xx, no answer that
+contradicts the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import serializers
+
+from kb.api import audit, golden, keys, sharing, views
+
+# --- shapes ------------------------------------------------------------------------------------
+
+
+class ErrorDetail(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable: invalid, not_found, forbidden, unavailable, …")
+    message = serializers.CharField(help_text="For people: what went wrong and what to do.")
+    details = serializers.JSONField(help_text="Per-field messages or other context; may be empty.")
+
+
+class Error(serializers.Serializer):
+    error = ErrorDetail()
+
+
+class Collection(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class CollectionList(serializers.Serializer):
+    results = Collection(many=True)
+
+
+class Document(serializers.Serializer):
+    id = serializers.IntegerField()
+    collection = serializers.IntegerField()
+    title = serializers.CharField()
+    status = serializers.ChoiceField(choices=["PENDING", "RUNNING", "INDEXED", "FAILED", "DELETED", "CANCELLED"],
+                                     help_text="Processing state of the latest version.")
+    error = serializers.CharField(allow_blank=True)
+    detail = serializers.CharField(allow_blank=True)
+    progress = serializers.FloatField(min_value=0, max_value=1)
+    attempts = serializers.IntegerField()
+    version = serializers.IntegerField(allow_null=True)
+    searchable_version = serializers.IntegerField(allow_null=True)
+    kind = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField()
+    pages = serializers.IntegerField(allow_null=True)
+    chunks = serializers.IntegerField()
+    sha256 = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class UploadedDocument(Document):
+    duplicate = serializers.BooleanField(help_text="True: the same bytes were there already (200, not 201).")
+
+
+class DocumentList(serializers.Serializer):
+    results = Document(many=True)
+
+
+class Upload(serializers.Serializer):
+    file = serializers.FileField(help_text="The document: PDF, DOCX, Markdown, HTML or text.")
+
+
+class Chunk(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    page = serializers.IntegerField(allow_null=True)
+    heading = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True)
+    char_start = serializers.IntegerField()
+    char_end = serializers.IntegerField()
+
+
+class SearchHit(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    collection_id = serializers.IntegerField()
+    title = serializers.CharField()
+    version = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True)
+    heading = serializers.CharField(allow_blank=True)
+    score = serializers.FloatField(help_text="Fused score: compare within one answer only.")
+    dense_rank = serializers.IntegerField(allow_null=True)
+    lexical_rank = serializers.IntegerField(allow_null=True)
+    rerank_score = serializers.FloatField(allow_null=True)
+    text = serializers.CharField(allow_blank=True)
+    char_start = serializers.IntegerField()
+    char_end = serializers.IntegerField()
+
+
+class SearchResponse(serializers.Serializer):
+    query = serializers.CharField()
+    results = SearchHit(many=True)
+
+
+class Citation(serializers.Serializer):
+    number = serializers.IntegerField(help_text="The [n] marker in the answer.")
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    page = serializers.IntegerField(allow_null=True)
+    heading = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True)
+
+
+class AnswerResponse(serializers.Serializer):
+    answer = serializers.CharField(allow_blank=True)
+    reasoning = serializers.CharField(allow_blank=True, allow_null=True)
+    backend = serializers.CharField()
+    generated = serializers.BooleanField(help_text="False: extracts from the passages, not generated text.")
+    citation_mode = serializers.ChoiceField(choices=["marked", "context"])
+    citations = Citation(many=True)
+    passages = Citation(many=True)
+    passages_used = serializers.IntegerField(allow_null=True)
+    passages_offered = serializers.IntegerField()
+
+
+class Member(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["user", "group"])
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=["viewer", "editor", "owner"])
+    implicit = serializers.BooleanField(help_text="True for the creator (owner by creation).")
+
+
+class MemberList(serializers.Serializer):
+    results = Member(many=True)
+
+
+class PolicyBody(serializers.Serializer):
+    policy = serializers.CharField(allow_blank=True, help_text="ABAC policy source; empty: none.")
+
+
+class Attributes(serializers.Serializer):
+    attributes = serializers.DictField(child=serializers.JSONField())
+
+
+class DocumentAttributes(Attributes):
+    id = serializers.IntegerField()
+
+
+class UserAttributes(serializers.Serializer):
+    username = serializers.CharField()
+    role = serializers.CharField(required=False)
+    attributes = serializers.DictField(child=serializers.JSONField())
+    groups = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class GroupOut(serializers.Serializer):
+    name = serializers.CharField()
+    members = serializers.ListField(child=serializers.CharField())
+
+
+class GroupList(serializers.Serializer):
+    results = GroupOut(many=True)
+
+
+class GoldenQuestion(serializers.Serializer):
+    id = serializers.IntegerField()
+    question = serializers.CharField()
+    expected_documents = serializers.ListField(child=serializers.IntegerField())
+    created_at = serializers.DateTimeField()
+
+
+class GoldenQuestionList(serializers.Serializer):
+    results = GoldenQuestion(many=True)
+
+
+class EvaluationRun(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    trigger = serializers.CharField()
+    embedding_model = serializers.CharField()
+    reranker = serializers.CharField(allow_null=True)
+    index_version = serializers.IntegerField(allow_null=True)
+    questions = serializers.IntegerField()
+    ndcg10 = serializers.FloatField()
+    recall10 = serializers.FloatField()
+    mrr10 = serializers.FloatField()
+    seconds = serializers.FloatField()
+    delta_ndcg10 = serializers.FloatField(allow_null=True)
+    details = serializers.JSONField()
+
+
+class EvaluationRunList(serializers.Serializer):
+    results = EvaluationRun(many=True)
+
+
+class AuditEvent(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    actor_id = serializers.IntegerField(allow_null=True)
+    actor_label = serializers.CharField(allow_blank=True)
+    api_key_prefix = serializers.CharField(allow_blank=True)
+    ip = serializers.CharField(allow_null=True, allow_blank=True)
+    request_id = serializers.CharField(allow_blank=True)
+    action = serializers.CharField()
+    target_type = serializers.CharField(allow_blank=True)
+    target_id = serializers.CharField(allow_blank=True)
+    outcome = serializers.ChoiceField(choices=["allowed", "denied", "failed"])
+    rule = serializers.CharField(allow_blank=True)
+    detail = serializers.JSONField()
+    prev_hash = serializers.CharField(allow_blank=True)
+    hash = serializers.CharField()
+    scheme = serializers.CharField(allow_blank=True)
+
+
+class AuditPage(serializers.Serializer):
+    results = AuditEvent(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The next (older) page, or null.")
+
+
+class Key(serializers.Serializer):
+    prefix = serializers.CharField(help_text="Public identifier of the key (not the secret).")
+    name = serializers.CharField()
+    user = serializers.CharField()
+    state = serializers.ChoiceField(choices=["active", "expired", "revoked"])
+    read_only = serializers.BooleanField()  # type: ignore[assignment]  # the field, not DRF's flag
+    collections = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class CreatedKey(Key):
+    secret = serializers.CharField(help_text="The key itself: shown in this answer only.")
+
+
+class KeyList(serializers.Serializer):
+    results = Key(many=True)
+
+
+class Health(serializers.Serializer):
+    status = serializers.CharField()
+    mode = serializers.ChoiceField(choices=["personal", "team"])
+    tasks = serializers.CharField()
+
+
+# Request bodies: the views' own input serializers, under names of their own (each view calls its "Input").
+class CollectionCreate(views.CollectionsView.Input):
+    pass
+
+
+class Ask(views.AskView.Input):
+    pass
+
+
+class Share(sharing.CollectionMembersView.Input):
+    pass
+
+
+class GroupCreate(sharing.GroupsView.Input):
+    pass
+
+
+class GroupMemberAdd(sharing.GroupMembersView.Input):
+    pass
+
+
+class GoldenQuestionCreate(golden.GoldenQuestionsView.Input):
+    pass
+
+
+# --- operations --------------------------------------------------------------------------------
+
+NO_BODY = OpenApiResponse(description="Done; no body.")
+OBJECT_ID = {"collection_id": "collection", "document_id": "document", "chunk_id": "passage",
+             "question_id": "golden question"}
+
+
+def _ids(*names: str) -> list[OpenApiParameter]:
+    return [OpenApiParameter(name, OpenApiTypes.INT, OpenApiParameter.PATH,
+                             description=f"The {OBJECT_ID[name]}'s id.") for name in names]
+
+
+def _op(summary: str, *, request: Any = None, responses: Any = None, parameters: Any = None,
+        operation_id: str | None = None, tags: list[str] | None = None) -> Any:
+    return extend_schema(summary=summary, request=request, responses=responses, parameters=parameters or [],
+                         operation_id=operation_id, tags=tags)
+
+
+def _describe(path: str, **operations: Any) -> type[OpenApiViewExtension]:
+    """An extension that gives the view at ``path`` (dotted) these per-method schemas."""
+
+    class Described(OpenApiViewExtension):
+        target_class = path
+
+        def view_replacement(self) -> type:
+            view: type = self.target_class  # type: ignore[assignment]  # resolved from ``path`` by drf-spectacular
+            return extend_schema_view(**operations)(type(view.__name__, (view,), {}))
+
+    Described.__name__ = Described.__qualname__ = f"Describe{path.rsplit('.', 1)[-1]}"
+    return Described
+
+
+VIEWS = "kb.api.views"
+SHARING = "kb.api.sharing"
+GOLDEN = "kb.api.golden"
+
+EXTENSIONS = [
+    _describe(f"{VIEWS}.HealthView", get=_op("Liveness", responses={200: Health}, tags=["health"])),
+    _describe(f"{VIEWS}.CollectionsView",
+              get=_op("Collections you can read", responses={200: CollectionList}, operation_id="collections_list",
+                      tags=["collections"]),
+              post=_op("Create a collection (you own it)", request=CollectionCreate,
+                       responses={201: Collection}, tags=["collections"])),
+    _describe(f"{VIEWS}.CollectionView",
+              get=_op("One collection", responses={200: Collection}, parameters=_ids("collection_id"),
+                      tags=["collections"]),
+              delete=_op("Delete a collection and its documents (owner)", responses={204: NO_BODY},
+                         parameters=_ids("collection_id"), tags=["collections"])),
+    _describe(f"{VIEWS}.CollectionDocumentsView",
+              get=_op("Documents of a collection", responses={200: DocumentList}, parameters=_ids("collection_id"),
+                      tags=["documents"]),
+              post=_op("Upload a document (editor); processing continues in the background",
+                       request={"multipart/form-data": Upload},
+                       responses={201: UploadedDocument, 200: UploadedDocument}, parameters=_ids("collection_id"),
+                       tags=["documents"])),
+    _describe(f"{VIEWS}.DocumentView",
+              get=_op("One document and its processing state", responses={200: Document},
+                      parameters=_ids("document_id"), tags=["documents"]),
+              delete=_op("Delete a document (editor)", responses={204: NO_BODY}, parameters=_ids("document_id"),
+                         tags=["documents"])),
+    _describe(f"{VIEWS}.DocumentVersionsView",
+              post=_op("Upload a new version of a document (editor)", request={"multipart/form-data": Upload},
+                       responses={201: UploadedDocument, 200: UploadedDocument}, parameters=_ids("document_id"),
+                       tags=["documents"])),
+    _describe(f"{VIEWS}.DocumentReprocessView",
+              post=_op("Process a FAILED document again (editor)", request=None, responses={202: Document},
+                       parameters=_ids("document_id"), tags=["documents"])),
+    _describe(f"{VIEWS}.DocumentDownloadView",
+              get=_op("The document's file (searchable version, else the latest)",
+                      responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+                      parameters=_ids("document_id"), tags=["documents"])),
+    _describe(f"{VIEWS}.ChunkView",
+              get=_op("One passage, with its place in the document", responses={200: Chunk},
+                      parameters=_ids("chunk_id"), tags=["search"])),
+    _describe(f"{VIEWS}.SearchView",
+              get=_op("Hybrid search over what you may read", parameters=[views.SearchView.Input],
+                      responses={200: SearchResponse}, tags=["search"])),
+    _describe(f"{VIEWS}.AskView",
+              post=_op("Answer a question from your documents, with citations; \"stream\": true streams "
+                       "server-sent events (token, passages, done, error)",
+                       request=Ask,
+                       responses={(200, "application/json"): AnswerResponse,
+                                  (200, "text/event-stream"): OpenApiResponse(
+                                      OpenApiTypes.OBJECT, description="With \"stream\": true: server-sent events "
+                                      "start, token…, citations, done (or error).")},
+                       tags=["answers"])),
+    _describe(f"{SHARING}.CollectionMembersView",
+              get=_op("Who may do what in a collection (owner)", responses={200: MemberList},
+                      parameters=_ids("collection_id"), tags=["sharing"]),
+              post=_op("Share a collection with a user or a group (owner)",
+                       request=Share, responses={200: MemberList},
+                       parameters=_ids("collection_id"), tags=["sharing"])),
+    _describe(f"{SHARING}.CollectionMemberView",
+              delete=_op("Stop sharing with a user or group (owner)", responses={204: NO_BODY},
+                         parameters=[*_ids("collection_id"),
+                                     OpenApiParameter("kind", str, OpenApiParameter.PATH, enum=["user", "group"]),
+                                     OpenApiParameter("name", str, OpenApiParameter.PATH)],
+                         tags=["sharing"])),
+    _describe(f"{SHARING}.CollectionPolicyView",
+              get=_op("A collection's ABAC policy (owner)", responses={200: PolicyBody},
+                      parameters=_ids("collection_id"), tags=["sharing"]),
+              put=_op("Set a collection's ABAC policy (owner); an invalid one is a 400 with its position",
+                      request=PolicyBody, responses={200: PolicyBody}, parameters=_ids("collection_id"),
+                      tags=["sharing"])),
+    _describe(f"{SHARING}.DocumentAttributesView",
+              get=_op("A document's ABAC attributes", responses={200: DocumentAttributes},
+                      parameters=_ids("document_id"), tags=["sharing"]),
+              put=_op("Set a document's ABAC attributes (editor)", request=Attributes,
+                      responses={200: DocumentAttributes}, parameters=_ids("document_id"), tags=["sharing"])),
+    _describe(f"{SHARING}.UserAttributesView",
+              get=_op("A user's role, groups and attributes (admin)", responses={200: UserAttributes},
+                      parameters=[OpenApiParameter("username", str, OpenApiParameter.PATH)], tags=["admin"]),
+              put=_op("Set a user's ABAC attributes (admin)", request=Attributes, responses={200: UserAttributes},
+                      parameters=[OpenApiParameter("username", str, OpenApiParameter.PATH)], tags=["admin"])),
+    _describe(f"{SHARING}.GroupsView",
+              get=_op("Groups and their members (admin)", responses={200: GroupList}, tags=["admin"]),
+              post=_op("Create a group (admin)", request=GroupCreate, responses={201: GroupOut},
+                       tags=["admin"])),
+    _describe(f"{SHARING}.GroupMembersView",
+              post=_op("Add a member to a group (admin)", request=GroupMemberAdd,
+                       responses={200: GroupOut},
+                       parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH)], tags=["admin"])),
+    _describe(f"{SHARING}.GroupMemberView",
+              delete=_op("Remove a member from a group (admin)", responses={204: NO_BODY},
+                         parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH),
+                                     OpenApiParameter("username", str, OpenApiParameter.PATH)], tags=["admin"])),
+    _describe(f"{SHARING}.PlatformPolicyView",
+              get=_op("The platform-wide ABAC policy (admin)", responses={200: PolicyBody}, tags=["admin"]),
+              put=_op("Set the platform-wide ABAC policy (admin)", request=PolicyBody, responses={200: PolicyBody},
+                      tags=["admin"])),
+    _describe(f"{GOLDEN}.GoldenQuestionsView",
+              get=_op("A collection's golden questions", responses={200: GoldenQuestionList},
+                      parameters=_ids("collection_id"), tags=["evaluation"]),
+              post=_op("Add a golden question with the documents that answer it",
+                       request=GoldenQuestionCreate, responses={201: GoldenQuestion},
+                       parameters=_ids("collection_id"), tags=["evaluation"])),
+    _describe(f"{GOLDEN}.GoldenQuestionView",
+              delete=_op("Remove a golden question", responses={204: NO_BODY},
+                         parameters=_ids("collection_id", "question_id"), tags=["evaluation"])),
+    _describe(f"{GOLDEN}.EvaluationsView",
+              get=_op("Past evaluation runs, newest first", responses={200: EvaluationRunList},
+                      parameters=_ids("collection_id"), tags=["evaluation"]),
+              post=_op("Run the golden set now (nDCG@10, recall@10, MRR@10)", request=None,
+                       responses={201: EvaluationRun}, parameters=_ids("collection_id"), tags=["evaluation"])),
+    _describe("kb.api.audit.AuditEventsView",
+              get=_op("Audit events, newest first (admins and auditors)",
+                      parameters=[audit.AuditEventsView.Input], responses={200: AuditPage},
+                      tags=["audit"])),
+    _describe("kb.api.keys.KeysView",
+              get=_op("Your API keys (?all=1: everyone's, for admins)", responses={200: KeyList},
+                      parameters=[OpenApiParameter("all", bool, description="Every user's keys (admins).")],
+                      tags=["keys"]),
+              post=_op("Create an API key; its secret is in this answer only", request=keys.KeyInput,
+                       responses={201: CreatedKey}, tags=["keys"])),
+    _describe("kb.api.keys.KeyView",
+              delete=_op("Revoke a key (its owner or an admin)", responses={204: NO_BODY},
+                         parameters=[OpenApiParameter("prefix", str, OpenApiParameter.PATH)], tags=["keys"])),
+]
+
+
+# --- authentication ----------------------------------------------------------------------------
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "access.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "cairn_… API key",
+                "description": "A Cairn API key: Authorization: Bearer cairn_…"}
+
+
+class IdpTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "access.authentication.IdpTokenAuthentication"
+    name = "idpToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "An access token from the configured identity provider (CAIRN_OIDC_ISSUER)."}
+
+
+class PersonalScheme(OpenApiAuthenticationExtension):
+    target_class = "access.authentication.PersonalModeAuthentication"
+    name = "personal"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer",
+                "description": "Personal mode on this computer: requests from loopback are its owner's "
+                               "(any bearer value, as chat clients always send one)."}
+
+
+# --- the error shape everywhere ------------------------------------------------------------------
+
+
+def errors_everywhere(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Postprocessing hook: every operation answers ``Error`` for any status it does not list."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Error", {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}},
+    })
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                operation.setdefault("responses", {}).setdefault("default", {
+                    "description": "An error: 400 invalid input, 401 not signed in, 403 not allowed, 404 not "
+                                   "found or not yours to see, 413 too large, 415 unsupported type, 429 too "
+                                   "many requests, 503/507 the service cannot serve it now (see Retry-After).",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                })
+    return result
