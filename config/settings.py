@@ -28,6 +28,7 @@ from config.env import (
     env_int,
     env_list,
     env_networks,
+    env_rate,
     env_str,
     oidc_attribute_claims,
     oidc_issuer_check,
@@ -237,6 +238,11 @@ CAIRN_MAX_UPLOAD_BYTES = env_int("CAIRN_MAX_UPLOAD_MB", 100, minimum=1, maximum=
 # above 2.5 MB rather than being held in memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# POST /v1/chat/completions: the whole conversation comes with each request, so it is bounded
+# in bytes, in messages and in characters per message (kb/api/openai.py).
+CAIRN_CHAT_MAX_BYTES = env_int("CAIRN_CHAT_MAX_KB", 512, minimum=16, maximum=5 * 1024) * 1024
+CAIRN_CHAT_MAX_MESSAGES = env_int("CAIRN_CHAT_MAX_MESSAGES", 100, minimum=1, maximum=10_000)
+CAIRN_CHAT_MAX_MESSAGE_CHARS = env_int("CAIRN_CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=100, maximum=1_000_000)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -414,6 +420,9 @@ if CAIRN_SCIM_TOKEN is not None and len(CAIRN_SCIM_TOKEN) < 32:
 
 # --- REST framework --------------------------------------------------------------
 
+# Requests per window on the API, per API key (or per user without one): "600/min", "20/s", 0 = off.
+CAIRN_RATE_LIMIT = env_rate("CAIRN_RATE_LIMIT", "600/min")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.authentication.ApiKeyAuthentication",
@@ -429,6 +438,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "kb.api.errors.exception_handler",
+    # CAIRN_RATE_LIMIT requests per API key (or per user) and window: access/ratelimit.py.
+    "DEFAULT_THROTTLE_CLASSES": ["access.ratelimit.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

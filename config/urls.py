@@ -3,9 +3,11 @@ from django.urls import URLPattern, URLResolver, include, path
 
 from kb.api import errors
 from kb.api.metrics import metrics_view
+from kb.api.urls import openai_urlpatterns
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/v1/", include("kb.api.urls")),
+    path("v1/", include(openai_urlpatterns)),
     path("metrics", metrics_view, name="metrics"),
     path("", include("access.urls")),
     path("", include("kb.urls")),

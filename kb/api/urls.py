@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, golden, sharing, views
+from kb.api import audit, golden, openai, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -27,4 +27,11 @@ urlpatterns = [
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
     path("audit", audit.AuditEventsView.as_view()),
+]
+
+# Mounted at /v1/ (config/urls.py): the OpenAI-compatible endpoint chat clients expect.
+openai_urlpatterns = [
+    path("models", openai.ModelsView.as_view()),
+    path("models/<str:model>", openai.ModelView.as_view()),
+    path("chat/completions", openai.ChatCompletionsView.as_view()),
 ]
