@@ -327,7 +327,7 @@ def _llm_options() -> dict[str, object]:
     if CAIRN_LLM_BACKEND == "openai":
         return {
             "base_url": CAIRN_OPENAI_BASE_URL, "model": CAIRN_OPENAI_MODEL,
-            "api_key": CAIRN_OPENAI_API_KEY, "timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
+            "api_key": CAIRN_OPENAI_API_KEY, "request_timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
         }
     return {}
 

@@ -214,3 +214,65 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(server):
     assert refused.value.status_code == 429
     assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
     assert refused.value.body["type"] == "rate_limit_error"
+
+
+@pytest.fixture(scope="module")
+def reasoning_server(tmp_path_factory):
+    """Personal mode answering through a DeepSeek-style upstream (``reasoning_content`` pieces, then content).
+
+    The upstream is the scripted OpenAI-compatible server of the inference
+    tests, run as a process; Cairn's ``openai`` generation backend streams
+    from it as it would from DeepSeek's API or a vLLM with a reasoning parser.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("openai-reasoning")
+    script = Path(__file__).resolve().parents[1] / "inference" / "openai_server.py"
+    upstream = subprocess.Popen([sys.executable, str(script), str(root / "upstream.jsonl")], stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    process = None
+    try:
+        assert upstream.stdout is not None
+        line = upstream.stdout.readline()
+        assert line.startswith("PORT "), line
+        port = free_port()
+        env = child_env(CAIRN_DATA_DIR=str(root / "data"), CAIRN_LLM_BACKEND="openai",
+                        CAIRN_OPENAI_BASE_URL=f"http://127.0.0.1:{line.split()[1]}/v1",
+                        CAIRN_OPENAI_MODEL="deepseek-reasoner", CAIRN_OPENAI_API_KEY="test-key")
+        process = Process("cairn_serve", manage("cairn_serve", "--host", "127.0.0.1", "--port", str(port)), env,
+                          root)
+        base = f"http://127.0.0.1:{port}"
+        owner = Http(base)  # personal mode: the loopback client is the owner
+        owner.wait_until_up(process)
+        status, collection = owner.post_json("/api/v1/collections", {"name": "Handbook"})
+        assert status == 201, collection
+        status, document = owner.upload(f"/api/v1/collections/{collection['id']}/documents", "holidays.md", HOLIDAYS)
+        assert status == 201 and owner.wait_for_document(document["id"])["status"] == "INDEXED", process.log()
+        yield base, f"cairn-{collection['id']}", process
+    finally:
+        if process is not None:
+            process.stop()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def test_personal_mode_takes_any_bearer_and_reasoning_arrives_as_reasoning_content(reasoning_server):
+    base, handbook, process = reasoning_server
+    # Chat clients always send a key; on loopback in personal mode any value is the owner.
+    any_key = openai.OpenAI(base_url=f"{base}/v1", api_key="sk-anything", max_retries=0, timeout=120)
+    assert [m.id for m in any_key.models.list()] == [handbook]
+
+    chunks = list(any_key.chat.completions.create(model=handbook, messages=QUESTION, stream=True))
+    reasoning = "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert reasoning == "The passage names the capital.", process.log()
+    assert content == "Quilltown [1]."  # the [n] marker intact
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["citations"][0]["title"] == "holidays.md"
+
+    message = any_key.chat.completions.create(model=handbook, messages=QUESTION).choices[0].message
+    assert message.content == "Quilltown [1]."
+    assert message.model_extra["reasoning_content"] == "The passage names the capital."
+    assert message.model_extra["citations"][0]["number"] == 1
