@@ -11,6 +11,8 @@ web process).  If Redis cannot be reached the request is let through and a
 warning is logged (at most once a minute): a rate limit protects capacity,
 and refusing every request because the counter is away would turn a Redis
 outage into a total one (the paths that need Redis fail on their own, 503).
+After a failure Redis is left alone for a few seconds, so requests do not
+each wait for a connection timeout meanwhile.
 """
 
 from __future__ import annotations
@@ -70,13 +72,19 @@ class LocalCounter:
 class RedisCounter:
     """Fixed windows in Redis, shared by every web process: ``INCR`` of one key per bucket and window."""
 
+    # After a failure, Redis is not asked again for this long: requests do not each wait for a timeout.
+    RETRY_AFTER_FAILURE = 5.0
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._warned = 0.0
+        self._down_until = 0.0
 
     def hit(self, bucket: str, rate: Rate) -> float | None:
         import redis
 
+        if time.monotonic() < self._down_until:
+            return None
         index, left = _window(rate, time.time())
         key = f"cairn:ratelimit:{bucket}:{rate.seconds}:{index}"
         try:
@@ -86,6 +94,7 @@ class RedisCounter:
             count = int(pipe.execute()[0])
         except redis.exceptions.RedisError as exc:
             now = time.monotonic()
+            self._down_until = now + self.RETRY_AFTER_FAILURE
             if now - self._warned > 60:
                 self._warned = now
                 log.warning("rate limit not applied: Redis cannot be reached (%s); letting requests through", exc)
