@@ -81,6 +81,8 @@ def openai_error(status: int, message: str, code: str | None, param: str | None 
 
 def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Cairn's API error handling (audited denials, outages as 503), in OpenAI's error shape."""
+    if isinstance(exc, ModelNotFound):  # the denial's audit event names the model asked for
+        context = {**context, "kwargs": {"collection_id": exc.model[:200]}}
     response = errors.exception_handler(exc, context)
     if response is None:
         return None  # unexpected: Django's handler500 answers

@@ -101,3 +101,30 @@ def test_reasoning_pieces_are_reasoning_content_deltas_and_an_error_ends_the_str
     assert error == {"error": {"message": "No answer in time.", "type": "server_error", "code": "timeout",
                                "param": None}}
     assert done == "[DONE]"
+
+
+def test_a_model_the_caller_may_not_read_is_404_and_the_denial_is_audited(api, handbook):
+    response = chat(api, model="cairn-999", messages=QUESTION)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    denial = AuditEvent.objects.filter(outcome="denied").latest("pk")
+    assert denial.target_type == "collection" and denial.target_id == "cairn-999"
+
+
+@pytest.mark.parametrize("body", [
+    None, [], "text", 42, {"model": None, "messages": QUESTION}, {"model": "cairn-1", "messages": "hi"},
+    {"model": "cairn-1", "messages": {"role": "user"}}, {"model": "cairn-1", "messages": [None]},
+    {"model": "cairn-1", "messages": [["user", "hi"]]}, {"model": "cairn-1", "messages": [{"content": "hi"}]},
+    {"model": "cairn-1", "messages": [{"role": "user", "content": [1, 2]}]},
+    {"model": "cairn-1", "messages": [{"role": "user", "content": {"text": "hi"}}]},
+    {"model": "cairn-1", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+    {"model": "cairn-1", "messages": QUESTION, "stream": "sometimes"},
+    {"model": "cairn-1", "messages": QUESTION, "max_tokens": "many"},
+    {"model": "cairn-1", "messages": QUESTION, "n": 3},
+    {"model": ["cairn-1"], "messages": QUESTION}, {"model": "cairn-" + "9" * 40, "messages": QUESTION},
+    {"model": "cairn-0", "messages": QUESTION}, {"model": "", "messages": QUESTION},
+])
+def test_malformed_bodies_are_4xx_in_openai_shape_never_500(api, body):
+    response = api.post("/v1/chat/completions", json.dumps(body), content_type="application/json")
+    assert 400 <= response.status_code < 500, (body, response.status_code, response.content)
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "code", "param"} and error["message"]
