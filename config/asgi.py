@@ -86,6 +86,8 @@ class CairnASGIHandler(ASGIHandler):
 def body_limit(path: str) -> int:
     if _UPLOADS.match(path):
         return settings.CAIRN_MAX_UPLOAD_BYTES + _ENVELOPE
+    if path.rstrip("/") == "/v1/chat/completions":
+        return int(settings.CAIRN_CHAT_MAX_BYTES)
     return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + 64 * 1024
 
 
@@ -109,8 +111,12 @@ def has_credentials(scope: Scope) -> bool:
     return settings.CAIRN_MODE == "personal" and loopback_client(meta)
 
 
-async def _refuse(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def _refuse(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]],
+                  path: str = "") -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    if path.startswith("/v1/"):  # the OpenAI-compatible endpoint: OpenAI's error shape
+        kind = "authentication_error" if status == 401 else "invalid_request_error"
+        body = json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), *headers]})
@@ -128,15 +134,16 @@ class RequestBodyGuard:
         if not _SIGN_IN.match(path) and not has_credentials(scope):
             return await _refuse(send, 401, "not_authenticated", "Authentication credentials were not provided: "
                                  "sign in, or send an API key as 'Authorization: Bearer …'.",
-                                 [(b"www-authenticate", b'Bearer realm="cairn"')])
+                                 [(b"www-authenticate", b'Bearer realm="cairn"')], path)
         limit = body_limit(path)
-        too_large = f"The request body is larger than this endpoint's limit of {limit / 2**20:.0f} MB."
+        size = f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit // 1024} KB"
+        too_large = f"The request body is larger than this endpoint's limit of {size}."
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                return await _refuse(send, 400, "bad_request", "Content-Length is not a number.", [])
+                return await _refuse(send, 400, "bad_request", "Content-Length is not a number.", [], path)
             if int(declared) > limit:
-                return await _refuse(send, 413, "too_large", too_large, [])
+                return await _refuse(send, 413, "too_large", too_large, [], path)
         received = 0
         refused = False
 
@@ -149,7 +156,7 @@ class RequestBodyGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
-                    await _refuse(send, 413, "too_large", too_large, [])
+                    await _refuse(send, 413, "too_large", too_large, [], path)
                     return {"type": "http.disconnect"}  # Django stops reading and sends nothing
             return message
 

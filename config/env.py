@@ -112,6 +112,24 @@ _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _CLAIM = re.compile(r"^[A-Za-z0-9_:./-]{1,100}$")
 
 
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+                 "d": 86400, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """``600/min`` → (600, 60): requests per window of seconds; ``0`` or ``off`` → None (no limit)."""
+    raw = env_str(name, default) or default
+    value = raw.strip().lower()
+    if value in ("0", "off", "none"):
+        return None
+    count, _, unit = value.partition("/")
+    seconds = _RATE_PERIODS.get(unit.strip())
+    if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+        raise ConfigError(f"{name} must look like 600/min (a count per s, min, hour or day), or 0 for no limit; "
+                          f"got {raw!r}")
+    return int(count), seconds
+
+
 def oidc_attribute_claims(name: str) -> dict[str, str]:
     """``department=dept,clearance=clearance`` → {ABAC attribute: IdP claim}."""
     mapping: dict[str, str] = {}

@@ -28,6 +28,7 @@ from config.env import (
     env_int,
     env_list,
     env_networks,
+    env_rate,
     env_str,
     oidc_attribute_claims,
     oidc_issuer_check,
@@ -239,6 +240,11 @@ CAIRN_MAX_UPLOAD_BYTES = env_int("CAIRN_MAX_UPLOAD_MB", 100, minimum=1, maximum=
 # above 2.5 MB rather than being held in memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# POST /v1/chat/completions: the whole conversation comes with each request, so it is bounded
+# in bytes, in messages and in characters per message (kb/api/openai.py).
+CAIRN_CHAT_MAX_BYTES = env_int("CAIRN_CHAT_MAX_KB", 512, minimum=16, maximum=5 * 1024) * 1024
+CAIRN_CHAT_MAX_MESSAGES = env_int("CAIRN_CHAT_MAX_MESSAGES", 100, minimum=1, maximum=10_000)
+CAIRN_CHAT_MAX_MESSAGE_CHARS = env_int("CAIRN_CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=100, maximum=1_000_000)
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -323,7 +329,7 @@ def _llm_options() -> dict[str, object]:
     if CAIRN_LLM_BACKEND == "openai":
         return {
             "base_url": CAIRN_OPENAI_BASE_URL, "model": CAIRN_OPENAI_MODEL,
-            "api_key": CAIRN_OPENAI_API_KEY, "timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
+            "api_key": CAIRN_OPENAI_API_KEY, "request_timeout": CAIRN_OPENAI_TIMEOUT, "context_window": window,
         }
     return {}
 
@@ -416,6 +422,9 @@ if CAIRN_SCIM_TOKEN is not None and len(CAIRN_SCIM_TOKEN) < 32:
 
 # --- REST framework --------------------------------------------------------------
 
+# Requests per window on the API, per API key (or per user without one): "600/min", "20/s", 0 = off.
+CAIRN_RATE_LIMIT = env_rate("CAIRN_RATE_LIMIT", "600/min")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.authentication.ApiKeyAuthentication",
@@ -432,6 +441,8 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "kb.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # CAIRN_RATE_LIMIT requests per API key (or per user) and window: access/ratelimit.py.
+    "DEFAULT_THROTTLE_CLASSES": ["access.ratelimit.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -448,6 +459,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],  # the schema describes no data
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["kb.api.schema.api_v1_only"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

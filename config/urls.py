@@ -5,12 +5,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from kb.api import errors
 from kb.api import schema as _schema  # noqa: F401 (registers the OpenAPI descriptions of the API views)
 from kb.api.metrics import metrics_view
+from kb.api.urls import openai_urlpatterns
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/v1/", include("kb.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI from bundled files, its start-up script served as a file too: no inline script, no CDN.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("v1/", include(openai_urlpatterns)),
     path("metrics", metrics_view, name="metrics"),
     path("scim/v2/", include("access.scim_urls")),
     path("", include("access.urls")),

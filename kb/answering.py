@@ -292,12 +292,15 @@ def ask_request(question: str, passages: tuple[Passage, ...], max_new_tokens: in
 
 
 def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | None, scope: ReadScope,
-              passages: Sequence[Passage], cited: Sequence[Passage] | None, backend: str) -> None:
+              passages: Sequence[Passage], cited: Sequence[Passage] | None, backend: str,
+              via: str | None = None) -> None:
     detail: dict[str, Any] = {
         "question_chars": len(question),
         "chunks_served": [p.chunk_id for p in passages],
         "backend": backend,
     }
+    if via is not None:
+        detail["via"] = via  # e.g. "openai": asked through /v1/chat/completions
     if cited is None:
         detail["streamed"] = True  # audited before the answer exists: what was served, not what was cited
     else:
@@ -350,19 +353,19 @@ def ask_start(
 
 def ask_stream(
     *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
-    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
+    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None, via: str | None = None,
 ) -> Asking:
     """An ask whose answer is streamed: audited now, with what was served (the answer does not exist yet)."""
     asking = ask_start(user=user, question=question, collection_ids=collection_ids,
                        max_new_tokens=max_new_tokens, document_ids=document_ids)
     ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=asking.scope,
-              passages=asking.passages, cited=None, backend=settings.CAIRN_LLM_BACKEND)
+              passages=asking.passages, cited=None, backend=settings.CAIRN_LLM_BACKEND, via=via)
     return asking
 
 
 def answer_question(
     *, user: User, actor: Actor, question: str, collection_ids: Sequence[int] | None = None,
-    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None,
+    max_new_tokens: int | None = None, document_ids: Sequence[int] | None = None, via: str | None = None,
 ) -> AskResult:
     """An ask run to completion, audited with the passages the answer cites."""
     asking = ask_start(user=user, question=question, collection_ids=collection_ids,
@@ -370,5 +373,5 @@ def answer_question(
     answer = asking.generation.result()
     cited = cited_passages(answer, asking.passages)
     ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=asking.scope,
-              passages=asking.passages, cited=cited, backend=answer.backend)
+              passages=asking.passages, cited=cited, backend=answer.backend, via=via)
     return AskResult(answer=answer, passages=asking.passages, cited=cited)

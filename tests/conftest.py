@@ -26,3 +26,13 @@ def django_db_setup(django_db_setup, django_db_blocker):  # noqa: F811 (extends 
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("ALTER TABLE access_auditevent DISABLE TRIGGER access_auditevent_no_truncate")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Each test starts with empty API rate-limit counters (user ids repeat between tests)."""
+    from access import ratelimit
+
+    ratelimit.reset()
+    yield
+    ratelimit.reset()

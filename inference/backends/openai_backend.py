@@ -77,7 +77,7 @@ class OpenAIGenerator:
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
 
     Options: ``base_url`` (e.g. ``http://vllm:8000/v1``), ``model`` (the
-    served model name), ``api_key`` (optional), ``timeout`` (seconds without
+    served model name), ``api_key`` (optional), ``request_timeout`` (seconds without
     data before giving up), ``context_window`` (tokens; default: the
     server's ``max_model_len`` from ``/models`` when it tells, else no
     packing), ``tokenizer_path`` (a local tokenizer of the same model, for
@@ -95,7 +95,7 @@ class OpenAIGenerator:
         base_url: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        timeout: float = 120.0,
+        request_timeout: float = 120.0,
         context_window: int | None = None,
         tokenizer_path: str | None = None,
         system_in_user: bool | None = None,
@@ -120,7 +120,8 @@ class OpenAIGenerator:
         self._path = parts.path.rstrip("/")
         self.model = model
         self._api_key = api_key or None
-        self.timeout = timeout
+        # Not ``timeout``: that name is the generation pool's own option (inference.pool.get_pool).
+        self.timeout = request_timeout
         self.temperature = temperature
         self.top_p = top_p
         is_reasoner = looks_like_reasoning_model(model)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from inference.types import Answer, Passage
-from kb.answering import cited_passages
+from kb.answering import GenerationFailed, cited_passages
 
 # Keys of ``answer_out`` that the stream sends in its ``citations`` event; the rest go in ``done``.
 CITATION_KEYS = ("citation_mode", "citations", "passages")
@@ -40,3 +41,33 @@ def answer_out(answer: Answer, passages: Sequence[Passage]) -> dict[str, Any]:
         "passages_used": answer.passages_used,
         "passages_offered": answer.passages_offered or len(passages),
     }
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an ask was not answered, as the client is told: status, code, message, seconds to wait."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: int | None
+
+
+def ask_refusal(exc: Exception) -> Refusal | None:
+    """The answer to an ask refused by admission control or failed in generation; None for other errors.
+
+    One mapping for ``/api/v1/ask`` and ``/v1/chat/completions``: 429 (this
+    user's concurrent generations) or 503 (pool full, no worker), both with
+    ``Retry-After``; 504 on timeout; 400 for a prompt too long.
+    """
+    from inference.admission import AdmissionRefused
+
+    if isinstance(exc, AdmissionRefused):
+        from inference.metrics import registry
+
+        registry.inc("cairn_ask_refused_total", reason=exc.reason)
+        code = "too_many_requests" if exc.status == 429 else "unavailable"
+        return Refusal(exc.status, code, str(exc), exc.retry_after)
+    if isinstance(exc, GenerationFailed):
+        return Refusal(exc.status, exc.code, exc.message, 5 if exc.status == 503 else None)
+    return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
@@ -33,6 +33,14 @@ from kb.api.errors import error_body
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class Framer(Protocol):
+    """Turns a generation's events into the bytes of one streamed response (this API's, or OpenAI's)."""
+
+    def start(self) -> bytes: ...
+
+    def frames(self, event: answering.GenerationEvent) -> bytes: ...
 
 
 class _Framer:
@@ -86,8 +94,13 @@ class _AsyncBody(_SyncBody):
 
 
 def event_stream_response(request: HttpRequest, generation: answering.Generation,
-                          passages: Sequence[Passage]) -> StreamingHttpResponse:
-    framer = _Framer(generation, passages)
+                          passages: Sequence[Passage], framer: Framer | None = None) -> StreamingHttpResponse:
+    """The generation streamed as server-sent events, framed by ``framer`` (default: this API's events).
+
+    Shared by ``/api/v1/ask`` and ``/v1/chat/completions``: the same
+    keepalives, cancellation on disconnect and admission release.
+    """
+    framer = framer or _Framer(generation, passages)
     body: Any
     if isinstance(request, ASGIRequest):
         async def body_async() -> AsyncIterator[bytes]:

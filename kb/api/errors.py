@@ -121,7 +121,7 @@ def _first_message(detail: Any) -> str:
 
 
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/v1/"))
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

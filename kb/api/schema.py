@@ -477,6 +477,14 @@ class PersonalScheme(OpenApiAuthenticationExtension):
                                "(any bearer value, as chat clients always send one)."}
 
 
+# --- what the schema covers ----------------------------------------------------------------------
+
+
+def api_v1_only(endpoints: list[tuple[str, str, str, Any]]) -> list[tuple[str, str, str, Any]]:
+    """Preprocessing hook: ``/api/v1/`` only; ``/v1/`` is OpenAI's API, described by OpenAI (docs/openai-compatible.md)."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]
+
+
 # --- the error shape everywhere ------------------------------------------------------------------
 
 

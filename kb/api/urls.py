@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, golden, keys, sharing, views
+from kb.api import audit, golden, keys, openai, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -29,4 +29,11 @@ urlpatterns = [
     path("audit", audit.AuditEventsView.as_view()),
     path("keys", keys.KeysView.as_view()),
     path("keys/<str:prefix>", keys.KeyView.as_view()),
+]
+
+# Mounted at /v1/ (config/urls.py): the OpenAI-compatible endpoint chat clients expect.
+openai_urlpatterns = [
+    path("models", openai.ModelsView.as_view()),
+    path("models/<str:model>", openai.ModelView.as_view()),
+    path("chat/completions", openai.ChatCompletionsView.as_view()),
 ]

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from access.services import actor_from_request, signed_in_user
 from ingestion import api as ingestion
 from kb import answering, search, selectors, services
-from kb.api.answers import answer_out
+from kb.api.answers import answer_out, ask_refusal
 from kb.api.errors import error_body
 from kb.exceptions import InvalidInput
 from kb.models import Collection, Document
@@ -247,7 +247,6 @@ class AskView(APIView):
         return JSONRenderer(), "application/json"
 
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        from inference.admission import AdmissionRefused
         from kb.api import ask_stream
 
         data = self.Input(data=request.data)
@@ -268,16 +267,14 @@ class AskView(APIView):
             result = answering.answer_question(user=signed_in_user(request), actor=actor, question=question,
                                                collection_ids=collection_ids, max_new_tokens=limit,
                                                document_ids=document_ids)
-        except AdmissionRefused as exc:
-            from inference.metrics import registry
-
-            registry.inc("cairn_ask_refused_total", reason=exc.reason)
-            code = "too_many_requests" if exc.status == 429 else "unavailable"
-            return Response(error_body(code, str(exc), {"retry_after": exc.retry_after}), status=exc.status,
-                            headers={"Retry-After": str(exc.retry_after)})
-        except answering.GenerationFailed as exc:
-            headers = {"Retry-After": "5"} if exc.status == 503 else None
-            return Response(error_body(exc.code, exc.message), status=exc.status, headers=headers)
+        except Exception as exc:
+            refusal = ask_refusal(exc)
+            if refusal is None:
+                raise
+            details = {"retry_after": refusal.retry_after} if refusal.status in (429, 503) else None
+            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+            return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
+                            headers=headers)
         return Response(answer_out(result.answer, result.passages))
 
 

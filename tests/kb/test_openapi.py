@@ -90,6 +90,9 @@ def test_schemathesis_finds_no_server_error_and_no_answer_that_contradicts_the_s
                                                                                        isolated_storage):
     settings.CAIRN_MODE = "team"
     settings.CAIRN_RATE_LIMIT = None  # schemathesis is fast; a limit would only add 429s
+    from access import ratelimit
+
+    ratelimit.reset()  # (the conftest fixture resets it again afterwards)
     owner = User.objects.create(username="fuzzer", role=User.Role.ADMIN)
     collection_create(actor=SYSTEM, owner=owner, name="Fuzzed")
     _, secret = api_key_create(user=owner, name="schemathesis", actor=SYSTEM)
