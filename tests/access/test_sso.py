@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(node_ready() is not None, reason=str(node_ready()))]
 
 CALLBACK = "http://testserver/login/oidc/callback"
+SCIM_TOKEN = "scim-token-for-the-tests-0123456789abcdef"
 API_CALLBACK = "http://127.0.0.1:9/cb"
 ACCOUNTS = {
     "alice": {"preferred_username": "alice", "groups": ["finance"], "dept": "finance", "clearance": "internal"},
@@ -278,3 +279,43 @@ def test_membership_channels_each_change_only_their_own(isolated_storage):
     assert set(erin.groups.values_list("name", flat=True)) == {"ops", "night-shift"}
     memberships_sync(actor=SYSTEM, user=erin, names=[], source=Source.SCIM)
     assert list(erin.groups.values_list("name", flat=True)) == ["ops"]
+
+
+def test_the_whole_story_scim_creates_idp_signs_in_scim_deactivates(sso, settings):
+    """Provisioned by SCIM into a group that has a collection, the person signs in through the IdP (browser,
+    and a bearer token) and finds it; deactivated by SCIM, session, key and token all stop on the next request."""
+    settings.CAIRN_SCIM_TOKEN = SCIM_TOKEN
+    sso.set_accounts({**ACCOUNTS, "dana": {"preferred_username": "dana"}})  # the IdP sends no groups claim
+    scim = APIClient(REMOTE_ADDR="192.0.2.60")
+    scim.credentials(HTTP_AUTHORIZATION=f"Bearer {SCIM_TOKEN}")
+    created = scim.post("/scim/v2/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                           "userName": "dana", "active": True}, format="json")
+    assert created.status_code == 201, created.content
+    group = scim.post("/scim/v2/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                          "displayName": "plant", "members": [{"value": created.json()["id"]}]},
+                      format="json")
+    assert group.status_code == 201, group.content
+    owner = User.objects.create(username="plant-owner")
+    collection = collection_create(actor=SYSTEM, owner=owner, name="Plant manuals")
+    collection_share(actor=SYSTEM, collection=collection, principal=Group.objects.get(name="plant"), role="viewer")
+
+    browser = Client(REMOTE_ADDR="192.0.2.61")
+    assert _browser_sign_in(browser, "dana").status_code == 302
+    assert [c["id"] for c in browser.get("/api/v1/collections").json()["results"]] == [collection.pk]
+    dana = User.objects.get(username="dana")
+    assert dana.pk == int(created.json()["id"])  # the IdP sign-in found the SCIM user, did not make a second
+    token = bearer(sso.sign_in("dana", API_CALLBACK)["access_token"])
+    assert collection_ids(token) == [collection.pk]
+    _, secret = api_key_create(user=dana, name="laptop", actor=SYSTEM)
+    keyed = APIClient(REMOTE_ADDR="192.0.2.62")
+    keyed.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert keyed.get(f"/api/v1/collections/{collection.pk}").status_code == 200
+
+    patch = scim.patch(f"/scim/v2/Users/{dana.pk}", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                                     "Operations": [{"op": "replace", "path": "active",
+                                                                     "value": False}]}, format="json")
+    assert patch.status_code == 200 and patch.json()["active"] is False
+    assert browser.get("/api/v1/collections").status_code in (401, 403)
+    assert token.get("/api/v1/collections").status_code == 401
+    assert keyed.get(f"/api/v1/collections/{collection.pk}").status_code == 401
+    assert _browser_sign_in(Client(REMOTE_ADDR="192.0.2.63"), "dana").status_code == 403
