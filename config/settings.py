@@ -460,6 +460,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["kb.api.schema.api_v1_only"],
+    "ENUM_NAME_OVERRIDES": {"KeyState": ["active", "expired", "revoked"],
+                            "TurnState": ["answered", "streaming", "stopped", "failed"]},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -330,3 +330,39 @@ class EvaluationRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+class Conversation(models.Model):
+    """A person's thread of questions and answers (private to them), optionally scoped to a collection."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    collection = models.ForeignKey(Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    title = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
+
+
+class ConversationTurn(models.Model):
+    """One question of a conversation, what it was rewritten to for retrieval, and the answer with its citations."""
+
+    class State(models.TextChoices):
+        ANSWERED = "answered", "Answered"
+        STREAMING = "streaming", "Being answered"
+        STOPPED = "stopped", "Stopped before the end"
+        FAILED = "failed", "Failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    question = models.TextField()
+    standalone_question = models.TextField()
+    collection = models.ForeignKey(Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ANSWERED)
+    # The answer as /api/v1/ask returns it (answer, citations, passages, backend, …); empty until it exists.
+    answer = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]

@@ -19,7 +19,7 @@ cancelled; under WSGI a sync iterator does the same when the server closes it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from django.core.handlers.asgi import ASGIRequest
@@ -43,13 +43,20 @@ class Framer(Protocol):
     def frames(self, event: answering.GenerationEvent) -> bytes: ...
 
 
-class _Framer:
-    def __init__(self, generation: answering.Generation, passages: Sequence[Passage]) -> None:
+class EventFramer:
+    """This API's events.  Keeps the finished answer (``final``, as ``answer_out`` gives it) or the error."""
+
+    def __init__(self, generation: answering.Generation, passages: Sequence[Passage],
+                 start_extra: dict[str, Any] | None = None) -> None:
         self.generation = generation
         self.passages = tuple(passages)
+        self.start_extra = start_extra or {}
+        self.final: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
 
     def start(self) -> bytes:
-        return _frame("start", {"generation_id": self.generation.generation_id, "passages": len(self.passages)})
+        return _frame("start", {"generation_id": self.generation.generation_id, "passages": len(self.passages),
+                                **self.start_extra})
 
     def frames(self, event: answering.GenerationEvent) -> bytes:
         if event["event"] == "keepalive":
@@ -60,18 +67,22 @@ class _Framer:
             from inference.wire import answer_from_dict
 
             body = answer_out(answer_from_dict(event["answer"]), self.passages)
+            self.final = dict(body)
             citations = {key: body.pop(key) for key in CITATION_KEYS}
             done = {**body, "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {})}
             return _frame("citations", citations) + _frame("done", done)
-        return _frame("error", error_body(event["code"], event["message"]))
+        self.error = error_body(event["code"], event["message"])
+        return _frame("error", self.error)
 
 
 class _SyncBody:
     """The response body; Django calls ``close`` when the response ends, even if it was never iterated."""
 
-    def __init__(self, frames: Any, generation: answering.Generation) -> None:
+    def __init__(self, frames: Any, generation: answering.Generation,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.frames = frames
         self.generation = generation
+        self.on_close = on_close
 
     def __iter__(self) -> Any:
         return self.frames
@@ -79,6 +90,13 @@ class _SyncBody:
     def close(self) -> None:
         self.frames.close()
         self.generation.close()
+        self._closed()
+
+    def _closed(self) -> None:
+        # Django calls ``close`` in a synchronous thread (under ASGI too), so ``on_close`` may use the ORM.
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
 
 
 class _AsyncBody(_SyncBody):
@@ -91,16 +109,20 @@ class _AsyncBody(_SyncBody):
     def close(self) -> None:
         # The async generator's own ``finally`` cancels; this covers a body never iterated.
         self.generation.close()
+        self._closed()
 
 
 def event_stream_response(request: HttpRequest, generation: answering.Generation,
-                          passages: Sequence[Passage], framer: Framer | None = None) -> StreamingHttpResponse:
+                          passages: Sequence[Passage], framer: Framer | None = None,
+                          on_close: Callable[[], None] | None = None) -> StreamingHttpResponse:
     """The generation streamed as server-sent events, framed by ``framer`` (default: this API's events).
 
-    Shared by ``/api/v1/ask`` and ``/v1/chat/completions``: the same
-    keepalives, cancellation on disconnect and admission release.
+    Shared by ``/api/v1/ask``, conversations and ``/v1/chat/completions``:
+    the same keepalives, cancellation on disconnect and admission release.
+    ``on_close`` runs once when the response ends (finished, failed or the
+    client gone), in a synchronous thread.
     """
-    framer = framer or _Framer(generation, passages)
+    framer = framer or EventFramer(generation, passages)
     body: Any
     if isinstance(request, ASGIRequest):
         async def body_async() -> AsyncIterator[bytes]:
@@ -108,14 +130,14 @@ def event_stream_response(request: HttpRequest, generation: answering.Generation
             async for event in generation.aevents():
                 yield framer.frames(event)
 
-        body = _AsyncBody(body_async(), generation)
+        body = _AsyncBody(body_async(), generation, on_close)
     else:
         def body_sync() -> Iterator[bytes]:
             yield framer.start()
             for event in generation.events():
                 yield framer.frames(event)
 
-        body = _SyncBody(body_sync(), generation)
+        body = _SyncBody(body_sync(), generation, on_close)
     response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come

@@ -27,7 +27,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from kb.api import audit, golden, keys, sharing, views
+from kb.api import audit, conversations, golden, keys, sharing, views
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -255,6 +255,40 @@ class KeyList(serializers.Serializer):
     results = Key(many=True)
 
 
+class Turn(serializers.Serializer):
+    id = serializers.IntegerField()
+    question = serializers.CharField()
+    standalone_question = serializers.CharField(help_text="What retrieval and the generator were given.")
+    collection = serializers.IntegerField(allow_null=True)
+    state = serializers.ChoiceField(choices=["answered", "streaming", "stopped", "failed"])
+    created_at = serializers.DateTimeField()
+    answer = serializers.JSONField(help_text="As /api/v1/ask answers (AnswerResponse); an error body if it failed.")
+    withheld = serializers.IntegerField(help_text="Passages no longer readable by you: then the answer text is "
+                                                  "withheld too.")
+
+
+class ConversationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    collection = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ConversationWithTurns(ConversationOut):
+    turns = Turn(many=True)
+
+
+class ConversationList(serializers.Serializer):
+    results = ConversationOut(many=True)
+
+
+class ConversationAnswer(AnswerResponse):
+    standalone_question = serializers.CharField()
+    turn = serializers.IntegerField()
+    conversation = serializers.IntegerField()
+
+
 class Health(serializers.Serializer):
     status = serializers.CharField()
     mode = serializers.ChoiceField(choices=["personal", "team"])
@@ -286,11 +320,23 @@ class GoldenQuestionCreate(golden.GoldenQuestionsView.Input):
     pass
 
 
+class ConversationCreate(conversations.ConversationsView.Input):
+    pass
+
+
+class ConversationRename(conversations.ConversationView.Input):
+    pass
+
+
+class ConversationMessage(conversations.ConversationMessagesView.Input):
+    pass
+
+
 # --- operations --------------------------------------------------------------------------------
 
 NO_BODY = OpenApiResponse(description="Done; no body.")
 OBJECT_ID = {"collection_id": "collection", "document_id": "document", "chunk_id": "passage",
-             "question_id": "golden question"}
+             "question_id": "golden question", "conversation_id": "conversation"}
 
 
 def _ids(*names: str) -> list[OpenApiParameter]:
@@ -434,6 +480,26 @@ EXTENSIONS = [
               get=_op("Audit events, newest first (admins and auditors)",
                       parameters=[audit.AuditEventsView.Input], responses={200: AuditPage},
                       tags=["audit"])),
+    _describe("kb.api.conversations.ConversationsView",
+              get=_op("Your conversations, most recent first", responses={200: ConversationList},
+                      operation_id="conversations_list", tags=["conversations"]),
+              post=_op("Start a conversation", request=ConversationCreate, responses={201: ConversationWithTurns},
+                       tags=["conversations"])),
+    _describe("kb.api.conversations.ConversationView",
+              get=_op("A conversation with its turns", responses={200: ConversationWithTurns},
+                      parameters=_ids("conversation_id"), tags=["conversations"]),
+              patch=_op("Rename a conversation", request=ConversationRename, responses={200: ConversationOut},
+                        parameters=_ids("conversation_id"), tags=["conversations"]),
+              delete=_op("Delete a conversation", responses={204: NO_BODY}, parameters=_ids("conversation_id"),
+                         tags=["conversations"])),
+    _describe("kb.api.conversations.ConversationMessagesView",
+              post=_op("Ask in a conversation: a follow-up is understood through the earlier questions",
+                       request=ConversationMessage,
+                       responses={(200, "application/json"): ConversationAnswer,
+                                  (200, "text/event-stream"): OpenApiResponse(
+                                      OpenApiTypes.OBJECT, description="With \"stream\": true: the events of "
+                                      "/api/v1/ask; start carries standalone_question.")},
+                       parameters=_ids("conversation_id"), tags=["conversations"])),
     _describe("kb.api.keys.KeysView",
               get=_op("Your API keys (?all=1: everyone's, for admins)", responses={200: KeyList},
                       parameters=[OpenApiParameter("all", bool, description="Every user's keys (admins).")],

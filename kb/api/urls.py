@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, golden, keys, openai, sharing, views
+from kb.api import audit, conversations, golden, keys, openai, sharing, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -27,6 +27,9 @@ urlpatterns = [
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
     path("audit", audit.AuditEventsView.as_view()),
+    path("conversations", conversations.ConversationsView.as_view()),
+    path("conversations/<str:conversation_id>", conversations.ConversationView.as_view()),
+    path("conversations/<str:conversation_id>/messages", conversations.ConversationMessagesView.as_view()),
     path("keys", keys.KeysView.as_view()),
     path("keys/<str:prefix>", keys.KeyView.as_view()),
 ]

@@ -136,9 +136,9 @@ def test_metrics_are_prometheus_text_for_loopback_or_token_only(api, llm, client
 def test_reasoning_and_errors_are_framed_as_their_own_sse_events():
     from types import SimpleNamespace
 
-    from kb.api.ask_stream import _Framer
+    from kb.api.ask_stream import EventFramer
 
-    framer = _Framer(SimpleNamespace(generation_id="a" * 32), ())
+    framer = EventFramer(SimpleNamespace(generation_id="a" * 32), ())
     assert sse_events(framer.frames({"event": "reasoning", "text": "think\nmore"})) == [
         ("reasoning", {"text": "think\nmore"})]
     [(name, data)] = sse_events(framer.frames({"event": "error", "code": "timeout", "message": "Too slow."}))
