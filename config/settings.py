@@ -121,6 +121,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "access.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "access.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "access.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

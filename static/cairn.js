@@ -688,7 +688,17 @@
     setTimeout(poll, POLL_MS);
   }
 
+  /** Server-rendered progress bars carry their value in aria-valuenow (no inline style: the CSP forbids it). */
+  function sizeProgressBars() {
+    var bars = document.querySelectorAll(".progress[aria-valuenow] > .progress__bar");
+    for (var i = 0; i < bars.length; i++) {
+      var value = Number(bars[i].parentNode.getAttribute("aria-valuenow")) || 0;
+      bars[i].style.width = Math.max(0, Math.min(100, value)) + "%";
+    }
+  }
+
   function init() {
+    sizeProgressBars();
     var main = document.getElementById("main");
     if (!main) return;
     var page = main.getAttribute("data-page");

@@ -122,7 +122,7 @@ def cairn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CairnServ
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[Any]:
-    """A page in headless Debian Chromium; uncaught script errors collect in ``page.script_errors``."""
+    """A page in headless Debian Chromium; uncaught script errors and CSP violations collect in ``page.script_errors``."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -135,6 +135,9 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
             page = context.new_page()
             page.set_default_timeout(20_000)
             page.on("pageerror", lambda error: script_errors.append(str(error)))
+            # Anything the Content-Security-Policy blocks is reported on the console: count it as an error.
+            page.on("console", lambda message: script_errors.append(message.text)
+                    if "Content Security Policy" in message.text else None)
             page.script_errors = script_errors  # type: ignore[attr-defined]
             yield page
         finally:

@@ -125,3 +125,16 @@ def test_upload_search_and_ask_in_the_browser(cairn_server: CairnServer, browser
 
     assert not page.script_errors, f"JavaScript errors in the page: {page.script_errors}"
     print(f"\nbrowser flow took {time.monotonic() - started:.1f} s; screenshots in {shots}")
+
+
+def test_the_api_docs_page_renders_under_the_strict_policy(cairn_server: CairnServer, browser_page: Any,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    page = browser_page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{cairn_server.url}/api/docs/")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)  # operations rendered from /api/schema/
+    assert page.locator(".opblock-summary-path", has_text="/api/v1/search").count() >= 1
+    page.screenshot(path=str(_screenshot_dir(tmp_path) / "api-docs.png"), full_page=False)
+    assert not page.script_errors, page.script_errors
+    assert all(url.startswith(cairn_server.url) or url.startswith("data:") for url in requested), requested
