@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from access.models import AnyUser
-from access.services import access_denied_record, actor_from_request
+from access.services import access_denied_record, actor_from_request, signed_in_user
 from kb import selectors
 
 CHUNKS_PER_PAGE = 50
@@ -52,8 +52,11 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
 
         sharing = {"members": selectors.collection_members(collection),
                    "policy": policy_source(Policy.collection_scope(collection.pk))}
+    from kb.policy_preview import hidden_from
+
     return render(request, "kb/collection.html", {
         "collection": collection, "documents": documents, "role": role, "sharing": sharing,
+        "hidden_by_policy": hidden_from(signed_in_user(request), collection),
     })
 
 

@@ -155,6 +155,32 @@ class PolicyBody(serializers.Serializer):
     policy = serializers.CharField(allow_blank=True, help_text="ABAC policy source; empty: none.")
 
 
+class PolicyPut(serializers.Serializer):
+    policy = serializers.CharField(allow_blank=True, help_text="ABAC policy source; empty: none.")
+    confirm = serializers.BooleanField(required=False, help_text="Save even if it hides every document from you.")
+
+
+class PolicyEffectRow(serializers.Serializer):
+    user = serializers.CharField()
+    via = serializers.CharField(help_text="owner, user, group <name> or you")
+    before = serializers.IntegerField()
+    after = serializers.IntegerField()
+
+
+class PolicyEffectCounts(serializers.Serializer):
+    before = serializers.IntegerField()
+    after = serializers.IntegerField()
+
+
+class PolicyEffect(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Live documents in the collection.")
+    you = PolicyEffectCounts()
+    hides_everything_from_you = serializers.BooleanField()
+    people = PolicyEffectRow(many=True)
+    losing = PolicyEffectRow(many=True)
+    gaining = PolicyEffectRow(many=True)
+
+
 class Attributes(serializers.Serializer):
     attributes = serializers.DictField(child=serializers.JSONField())
 
@@ -433,9 +459,14 @@ EXTENSIONS = [
     _describe(f"{SHARING}.CollectionPolicyView",
               get=_op("A collection's ABAC policy (owner)", responses={200: PolicyBody},
                       parameters=_ids("collection_id"), tags=["sharing"]),
-              put=_op("Set a collection's ABAC policy (owner); an invalid one is a 400 with its position",
-                      request=PolicyBody, responses={200: PolicyBody}, parameters=_ids("collection_id"),
+              put=_op("Set a collection's ABAC policy (owner); an invalid one is a 400 with its position, one "
+                      "that hides every document from you a 409 confirm_required unless confirmed",
+                      request=PolicyPut, responses={200: PolicyBody}, parameters=_ids("collection_id"),
                       tags=["sharing"])),
+    _describe(f"{SHARING}.CollectionPolicyPreviewView",
+              post=_op("Preview a policy: who would see how many documents (owner; nothing is saved)",
+                       request=PolicyBody, responses={200: PolicyEffect}, parameters=_ids("collection_id"),
+                       tags=["sharing"])),
     _describe(f"{SHARING}.DocumentAttributesView",
               get=_op("A document's ABAC attributes", responses={200: DocumentAttributes},
                       parameters=_ids("document_id"), tags=["sharing"]),

@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 from access import administration
 from access import selectors as access_selectors
 from access.models import Policy, User
-from access.services import actor_from_request
-from kb import selectors, services
+from access.services import actor_from_request, signed_in_user
+from kb import policy_preview, selectors, services
 from kb.api.errors import error_body
 from kb.exceptions import InvalidPolicy
 
@@ -104,10 +104,16 @@ class CollectionMemberView(APIView):
 
 
 class CollectionPolicyView(APIView):
-    """GET/PUT ``{"policy": "…"}`` (empty: none) — owners only; an invalid policy is a 400 with its position."""
+    """GET/PUT ``{"policy": "…"}`` (empty: none) — owners only; an invalid policy is a 400 with its position.
+
+    A policy that would hide every document from the owner saving it is
+    refused with 409 ``confirm_required`` (its preview in ``details``) unless
+    the PUT says ``"confirm": true``.
+    """
 
     class Input(serializers.Serializer):
         policy = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False)
+        confirm = serializers.BooleanField(required=False, default=False)
 
     def get(self, request: Request, collection_id: str) -> Response:
         # Owners only: a policy names the attributes that decide access, which readers need not learn.
@@ -118,12 +124,35 @@ class CollectionPolicyView(APIView):
         collection = selectors.collection_get(request.user, collection_id, for_owner=True)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        source = data.validated_data["policy"]
         try:
-            services.collection_policy_set(actor=actor_from_request(request), collection=collection,
-                                           source=data.validated_data["policy"])
+            if source.strip() and not data.validated_data["confirm"]:
+                preview = policy_preview.policy_preview(collection=collection, source=source,
+                                                        saver=signed_in_user(request))
+                if preview["hides_everything_from_you"]:
+                    return Response(error_body(
+                        "confirm_required", f"This policy would hide all {preview['total']} documents from you. "
+                        "Label the documents first, or send \"confirm\": true to save it anyway.", preview),
+                        status=status.HTTP_409_CONFLICT)
+            services.collection_policy_set(actor=actor_from_request(request), collection=collection, source=source)
         except InvalidPolicy as exc:
             return policy_error(exc)
         return Response({"policy": access_selectors.policy_source(Policy.collection_scope(collection.pk))})
+
+
+class CollectionPolicyPreviewView(APIView):
+    """POST ``{"policy"}``: who would see how many documents if it were saved (owners only; nothing is saved)."""
+
+    def post(self, request: Request, collection_id: str) -> Response:
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        data = CollectionPolicyView.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            preview = policy_preview.policy_preview(collection=collection, source=data.validated_data["policy"],
+                                                    saver=signed_in_user(request))
+        except InvalidPolicy as exc:
+            return policy_error(exc)
+        return Response(preview)
 
 
 class DocumentAttributesView(APIView):

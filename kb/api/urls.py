@@ -10,6 +10,7 @@ urlpatterns = [
     path("collections/<str:collection_id>/members", sharing.CollectionMembersView.as_view()),
     path("collections/<str:collection_id>/members/<str:kind>/<str:name>", sharing.CollectionMemberView.as_view()),
     path("collections/<str:collection_id>/policy", sharing.CollectionPolicyView.as_view()),
+    path("collections/<str:collection_id>/policy/preview", sharing.CollectionPolicyPreviewView.as_view()),
     path("collections/<str:collection_id>/golden", golden.GoldenQuestionsView.as_view()),
     path("collections/<str:collection_id>/golden/<str:question_id>", golden.GoldenQuestionView.as_view()),
     path("collections/<str:collection_id>/evaluations", golden.EvaluationsView.as_view()),

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def shared(isolated_storage):
+def shared(isolated_storage, settings):
+    settings.CAIRN_MODE = "team"
     owner = User.objects.create(username="olga")
     viewer = User.objects.create(username="vic")
     collection = services.collection_create(actor=SYSTEM, owner=owner, name="Plans")
@@ -46,3 +47,9 @@ def test_a_viewer_sees_no_sharing_card_and_a_stranger_gets_404(shared):
     client = Client(REMOTE_ADDR="10.0.0.6")
     client.force_login(stranger)
     assert client.get(f"/collections/{collection.pk}/").status_code == 404
+
+
+def test_personal_mode_has_nobody_to_share_with_so_no_sharing_card(shared, settings):
+    owner, _, collection = shared
+    settings.CAIRN_MODE = "personal"
+    assert 'data-role="sharing"' not in page(owner, collection)
