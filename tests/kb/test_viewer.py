@@ -112,3 +112,20 @@ def test_a_damaged_pdf_page_is_refused_with_a_reason_not_a_crash(api, pdf_doc, i
 
     response = api.get(f"/api/v1/documents/{pdf_doc}/pages/1.png")
     assert response.status_code == 422 and response.json()["error"]["message"]
+
+
+def test_a_passage_comes_with_its_context_when_asked(api, pdf_doc):
+    chunk = chunk_with(pdf_doc, "turbine hall")
+    plain = api.get(f"/api/v1/chunks/{chunk.pk}").json()
+    assert "context_before" not in plain
+    body = api.get(f"/api/v1/chunks/{chunk.pk}", {"context": 300}).json()
+    assert 0 < len(body["context_before"]) <= 300 and "cloud service" in body["context_before"]
+    assert api.get(f"/api/v1/chunks/{chunk.pk}", {"context": 99999}).status_code == 400
+
+
+def test_the_deep_link_marks_the_passage_on_the_document_page(api, pdf_doc):
+    chunk = chunk_with(pdf_doc, "turbine hall")
+    html = api.get(f"/documents/{pdf_doc}/", {"chunk": chunk.pk}).content.decode()
+    assert html.count("passage--target") == 1
+    assert f'class="passage passage--target" id="chunk-{chunk.pk}"' in html
+    assert "passage--target" not in api.get(f"/documents/{pdf_doc}/", {"chunk": "12x"}).content.decode()
