@@ -5,8 +5,9 @@ Both jobs open a stored PDF with pdfium, which a hostile file can make hang
 or allocate without bound, so each runs in a child process
 (``python -m ingestion.pdf_pages``) that limits its own address space and
 CPU time before it touches the file; the caller waits at most
-``seconds`` of wall time and kills it after that — the same budgets the
-parsers use (``ingestion.parsing``).  A child per request costs a Python
+``seconds`` of wall time and kills it after that — the approach the
+parsers take (``ingestion.parsing``), with its own settings
+(``CAIRN_PAGE_RENDER_TIMEOUT``, ``CAIRN_PAGE_RENDER_MAX_MB``).  A child per request costs a Python
 start-up; the web layer caches the rendered pages on disk.
 
 Boxes: the passage's text is found in the page's text with whitespace and
@@ -77,10 +78,10 @@ def _in_child(request: dict[str, Any], memory_mb: int, seconds: float) -> Any:
         )
     except subprocess.TimeoutExpired:
         raise PageError(f"Reading the page took longer than its {seconds:g}-second budget "
-                        "(CAIRN_PARSE_TIMEOUT).") from None
+                        "(CAIRN_PAGE_RENDER_TIMEOUT).") from None
     if done.returncode != 0 or not done.stdout:
         raise PageError("Reading the page stopped (the PDF may be damaged, or it needed more than its "
-                        f"{memory_mb} MB memory budget, CAIRN_PARSE_MAX_MB).")
+                        f"{memory_mb} MB memory budget, CAIRN_PAGE_RENDER_MAX_MB).")
     outcome, value = pickle.loads(done.stdout)  # our own child's answer  # noqa: S301
     if outcome != "ok":
         raise PageError(str(value))
@@ -104,7 +105,7 @@ def _child_main() -> None:
         else:
             answer = ("ok", _boxes(request["path"], int(request["page"]), str(request["text"])))
     except MemoryError:
-        answer = ("error", "Reading the page needed more memory than its budget (CAIRN_PARSE_MAX_MB).")
+        answer = ("error", "Reading the page needed more memory than its budget (CAIRN_PAGE_RENDER_MAX_MB).")
     except PageError as exc:
         answer = ("error", str(exc))
     except Exception as exc:  # pdfium through ctypes on hostile input

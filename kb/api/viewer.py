@@ -43,9 +43,7 @@ def _page_width(asked: int) -> int:
     return max(MIN_WIDTH, round(clamped / WIDTH_STEP) * WIDTH_STEP)
 
 
-def _pdf_version(version: DocumentVersion | None) -> DocumentVersion:
-    if version is None:
-        raise selectors.NotFound("document")
+def _pdf_version(version: DocumentVersion) -> DocumentVersion:
     if version.kind != KIND_PDF:
         raise UnsupportedType("Only PDF documents have page images; this document is "
                               f"{version.kind or 'not a PDF'}. Its text is on the document's page.")
@@ -67,6 +65,9 @@ class DocumentPageView(APIView):
 
     def get(self, request: Request, document_id: str, page: str) -> HttpResponse | Response:
         document = selectors.document_get(request.user, document_id)
+        if document.current_version is None:  # readable, but no version is searchable yet: no denial to audit
+            return Response(error_body("not_found", "The document has no searchable version yet."),
+                            status=status.HTTP_404_NOT_FOUND)
         version = _pdf_version(document.current_version)
         data = self.Input(data=request.query_params)
         data.is_valid(raise_exception=True)

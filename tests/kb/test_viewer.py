@@ -129,3 +129,11 @@ def test_the_deep_link_marks_the_passage_on_the_document_page(api, pdf_doc):
     assert html.count("passage--target") == 1
     assert f'class="passage passage--target" id="chunk-{chunk.pk}"' in html
     assert "passage--target" not in api.get(f"/documents/{pdf_doc}/", {"chunk": "12x"}).content.decode()
+
+
+def test_a_render_past_its_time_budget_is_stopped_and_refused(api, pdf_doc, settings):
+    settings.CAIRN_PAGE_RENDER_TIMEOUT = 0.01  # no child process starts Python that fast
+
+    response = api.get(f"/api/v1/documents/{pdf_doc}/pages/3.png")
+
+    assert response.status_code == 422 and "CAIRN_PAGE_RENDER_TIMEOUT" in response.json()["error"]["message"]
