@@ -365,6 +365,13 @@ CAIRN_AUDIT_ANCHOR_INTERVAL = env_int("CAIRN_AUDIT_ANCHOR_INTERVAL", 3600, minim
 # One document's parse: seconds and memory (an address-space limit on the parsing process; ingestion/parsing.py).
 CAIRN_PARSE_TIMEOUT = env_float("CAIRN_PARSE_TIMEOUT", 120.0, minimum=1.0)
 CAIRN_PARSE_MAX_MB = env_int("CAIRN_PARSE_MAX_MB", 1024, minimum=128, maximum=1 << 20)
+# The citation viewer's page images (ingestion/pdf_pages.py): each page is rendered in a child process
+# within these seconds and megabytes of address space; rendered pages are cached under CAIRN_DATA_DIR,
+# the oldest dropped past CAIRN_PAGE_CACHE_MB.
+CAIRN_PAGE_RENDER_TIMEOUT = env_float("CAIRN_PAGE_RENDER_TIMEOUT", 20.0, minimum=1.0)
+CAIRN_PAGE_RENDER_MAX_MB = env_int("CAIRN_PAGE_RENDER_MAX_MB", 768, minimum=128, maximum=1 << 20)
+CAIRN_PAGE_CACHE_DIR = DATA_DIR / "page-cache"
+CAIRN_PAGE_CACHE_MB = env_int("CAIRN_PAGE_CACHE_MB", 256, minimum=1, maximum=1 << 20)
 CAIRN_INGEST_SOFT_LIMIT = env_int("CAIRN_INGEST_SOFT_LIMIT", 1800, minimum=10)
 CAIRN_INGEST_HARD_LIMIT = env_int("CAIRN_INGEST_HARD_LIMIT", 1900, minimum=20)
 if CAIRN_INGEST_HARD_LIMIT <= CAIRN_INGEST_SOFT_LIMIT:

@@ -1,5 +1,7 @@
 """The ingestion facade: what other apps' web layers and commands call.
 
+The citation viewer's page images and passage boxes come from here too
+(``ingestion.pdf_pages``: pdfium in a child process within a budget).
 Uploads, re-processing and deletion go through here (``ingestion.services``),
 so every one that starts or stops work also queues it; so do the command
 line's ways to run jobs and index passes in the calling process.
@@ -8,6 +10,7 @@ line's ways to run jobs and index passes in the calling process.
 from __future__ import annotations
 
 from ingestion.indexing import IndexPassResult, index_pass, index_rebuild
+from ingestion.pdf_pages import PageBoxes, PageError, page_boxes, page_png
 from ingestion.pipeline import jobs_run_here
 from ingestion.services import (
     collection_delete,
@@ -21,6 +24,8 @@ from kb.services import UploadResult
 
 __all__ = [
     "IndexPassResult",
+    "PageBoxes",
+    "PageError",
     "UploadResult",
     "collection_delete",
     "corpus_ingest",
@@ -33,4 +38,6 @@ __all__ = [
     "index_rebuild",
     "jobs_run_here",
     "local_worker",
+    "page_boxes",
+    "page_png",
 ]

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -18,6 +19,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from access.models import AnyUser
 from access.services import access_denied_record, actor_from_request, signed_in_user
 from kb import selectors
+from kb.models import Chunk
 
 CHUNKS_PER_PAGE = 50
 T = TypeVar("T")
@@ -68,9 +70,21 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     # current (searchable) version of a document this user may read.
     version = document.current_version
     chunks = version.chunks.restrict(request.user).order_by("ordinal") if version is not None else None
-    page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page")) if chunks is not None else None
+    # A deep link to a passage (?chunk=<id>, from a citation) opens the page of the list that holds it.
+    target = _target_chunk(chunks, request.GET.get("chunk"))
+    asked_page = request.GET.get("page") or (target[1] // CHUNKS_PER_PAGE + 1 if target else None)
+    page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(asked_page) if chunks is not None else None
     latest = document.latest_version
     job = getattr(latest, "job", None) if latest is not None else None
     return render(request, "kb/document.html", {
         "document": document, "version": version, "latest": latest, "job": job, "chunks": page,
+        "target_chunk": target[0] if target else None,
     })
+
+
+def _target_chunk(chunks: QuerySet[Chunk] | None, chunk_id: str | None) -> tuple[int, int] | None:
+    """``(id, ordinal)`` of the asked-for passage if it is one of ``chunks``."""
+    if chunks is None or not chunk_id or not chunk_id.isdigit() or len(chunk_id) > 18:
+        return None
+    ordinal = chunks.filter(pk=int(chunk_id)).values_list("ordinal", flat=True).first()
+    return (int(chunk_id), ordinal) if ordinal is not None else None

@@ -605,7 +605,8 @@
       numbers.forEach(function (n, i) {
         if (i) append(sup, ", ");
         append(sup, known[n]
-          ? el("a", { class: "cite-ref", href: "#cite-" + n, "aria-label": "Source " + n + ": " + known[n].title }, n)
+          ? el("a", { class: "cite-ref", href: "#cite-" + n, "data-number": n, "aria-haspopup": "dialog",
+                      "aria-label": "Source " + n + ": " + known[n].title + " (opens the passage beside the answer)" }, n)
           : n);
       });
       append(sup, "]");
@@ -639,32 +640,146 @@
         var meta = [];
         if (c.page !== null && c.page !== undefined) meta.push("Page " + c.page);
         if (c.heading) meta.push(c.heading);
-        append(list, el("li", { class: "citation", id: "cite-" + c.number },
+        append(list, el("li", { class: "citation", id: "cite-" + c.number, "data-number": c.number },
           el("span", { class: "citation__number" }, "[" + c.number + "]"),
-          el("a", { class: "citation__title", href: documentUrl(c.document_id) }, c.title),
+          el("a", { class: "citation__title", href: passageUrl(c.document_id, c.chunk_id) }, c.title),
           meta.length ? el("span", { class: "citation__meta" }, meta.join(" · ")) : null,
-          el("p", { class: "citation__text" }, reflow(c.text))));
+          el("p", { class: "citation__text" }, reflow(c.text)),
+          el("button", { type: "button", class: "button button--small citation__open", "data-number": c.number,
+                         "aria-haspopup": "dialog" }, "Show passage")));
       });
       parts.push(list);
     } else {
       parts.push(el("p", { class: "muted" }, "No passage in this collection matched the question, so there is nothing to cite."));
     }
     container.replaceChildren.apply(container, parts);
+    container.cairnCitations = known;
   }
 
-  // Clicking a [n] marker also highlights its source when the hash did not change.
+  function passageUrl(documentId, chunkId) {
+    return documentUrl(documentId) + "?chunk=" + encodeURIComponent(chunkId) + "#chunk-" + encodeURIComponent(chunkId);
+  }
+
+  // Clicking a [n] marker or a source card highlights the card and opens the passage beside the answer.
   document.addEventListener("click", function (event) {
-    var link = event.target.closest && event.target.closest("a.cite-ref");
-    if (!link) return;
-    var target = document.getElementById(link.getAttribute("href").slice(1));
-    if (!target) return;
+    if (!event.target.closest) return;
+    var trigger = event.target.closest("a.cite-ref, button.citation__open, li.citation");
+    if (!trigger || event.target.closest("a.citation__title")) return;
+    if (trigger.matches("li.citation") && window.getSelection && String(window.getSelection())) return;  // selecting text
+    var holder = trigger.closest(".answer");
+    var citation = holder && holder.cairnCitations && holder.cairnCitations[trigger.getAttribute("data-number")];
+    if (!citation) return;
+    event.preventDefault();
     document.querySelectorAll(".citation.is-highlighted").forEach(function (c) { c.classList.remove("is-highlighted"); });
-    target.classList.add("is-highlighted");
+    var card = document.getElementById("cite-" + citation.number);
+    if (card) card.classList.add("is-highlighted");
+    openViewer(citation, trigger.matches("li.citation") ? (card.querySelector(".citation__open") || card) : trigger);
   });
+
+  // --- the citation viewer: the passage in its context, and its PDF page with the passage marked -------
+
+  var viewer = null;
+
+  function viewerPanel() {
+    if (viewer) return viewer;
+    var title = el("h2", { id: "viewer-title", class: "viewer__title", tabindex: "-1" });
+    var close = el("button", { type: "button", class: "button button--small viewer__close", "aria-label": "Close the passage" }, "Close");
+    var meta = el("p", { class: "viewer__meta muted small" });
+    var body = el("div", { class: "viewer__body" });
+    var panel = el("aside", { id: "viewer", class: "viewer", role: "dialog", "aria-modal": "false",
+                              "aria-labelledby": "viewer-title", hidden: true },
+      el("div", { class: "viewer__head" }, title, close), meta, body);
+    close.addEventListener("click", function () { closeViewer(); });
+    panel.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.preventDefault(); closeViewer(); }
+    });
+    document.body.appendChild(panel);
+    viewer = { panel: panel, title: title, meta: meta, body: body, opener: null, request: 0 };
+    return viewer;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && viewer && !viewer.panel.hidden) closeViewer();
+  });
+
+  function closeViewer() {
+    if (!viewer || viewer.panel.hidden) return;
+    viewer.panel.hidden = true;
+    viewer.request += 1;
+    document.body.classList.remove("viewer-open");
+    var opener = viewer.opener;
+    viewer.opener = null;
+    if (opener && document.contains(opener)) opener.focus();
+  }
+
+  function openViewer(citation, opener) {
+    var v = viewerPanel();
+    var request = ++v.request;
+    v.opener = opener || null;
+    v.title.textContent = citation.title;
+    var meta = [];
+    if (citation.page !== null && citation.page !== undefined) meta.push("Page " + citation.page);
+    if (citation.heading) meta.push(citation.heading);
+    v.meta.replaceChildren(meta.join(" · "), meta.length ? " · " : "",
+      el("a", { href: passageUrl(citation.document_id, citation.chunk_id) }, "Open in the document"));
+    v.body.replaceChildren(passageInContext(citation.text, "", ""), loading("Loading the passage…"));
+    v.panel.hidden = false;
+    document.body.classList.add("viewer-open");
+    v.title.focus();
+    var id = encodeURIComponent(citation.chunk_id);
+    Promise.all([
+      api("GET", "/api/v1/chunks/" + id + "?context=400"),
+      citation.page !== null && citation.page !== undefined ? api("GET", "/api/v1/chunks/" + id + "/boxes").catch(function () { return null; }) : null
+    ]).then(function (answers) {
+      if (request !== v.request) return;
+      var chunk = answers[0], boxes = answers[1];
+      var parts = [passageInContext(chunk.text, chunk.context_before, chunk.context_after)];
+      if (boxes && boxes.page) parts.push(pageFigure(chunk.document_id, boxes));
+      v.body.replaceChildren.apply(v.body, parts);
+      var mark = v.body.querySelector(".viewer__passage");
+      if (mark && mark.scrollIntoView) mark.scrollIntoView({ block: "nearest" });
+    }).catch(function (error) {
+      if (request !== v.request) return;
+      v.body.replaceChildren(passageInContext(citation.text, "", ""));
+      append(v.body, el("div", { class: "alert alert--error", role: "alert" }, error.message));
+    });
+  }
+
+  function passageInContext(text, before, after) {
+    return el("section", { class: "viewer__context", "aria-label": "The passage in its context" },
+      el("p", { class: "viewer__text" },
+        before ? el("span", { class: "viewer__around" }, "…" + reflow(before)) : null,
+        el("mark", { class: "viewer__passage" }, reflow(text)),
+        after ? el("span", { class: "viewer__around" }, reflow(after) + "…") : null));
+  }
+
+  function pageFigure(documentId, boxes) {
+    var image = el("img", { class: "viewer__image", alt: "Page " + boxes.page + " of the document, the passage marked",
+                            src: "/api/v1/documents/" + encodeURIComponent(documentId) + "/pages/" + encodeURIComponent(boxes.page) + ".png?width=1000" });
+    var sheet = el("div", { class: "viewer__sheet" }, image);
+    (boxes.boxes || []).forEach(function (b) {
+      var mark = el("div", { class: "viewer__box", "aria-hidden": "true" });
+      mark.style.left = (b[0] * 100) + "%";
+      mark.style.top = (b[1] * 100) + "%";
+      mark.style.width = ((b[2] - b[0]) * 100) + "%";
+      mark.style.height = ((b[3] - b[1]) * 100) + "%";
+      sheet.appendChild(mark);
+    });
+    image.addEventListener("error", function () {
+      sheet.replaceWith(el("p", { class: "muted small" }, "The page image could not be shown."));
+    });
+    return el("figure", { class: "viewer__page" }, sheet,
+      el("figcaption", { class: "muted small" }, "Page " + boxes.page + (boxes.boxes && boxes.boxes.length ? ", the passage marked" : "")));
+  }
 
   // --- document: follow processing until it ends ------------------------------------
 
   function initDocument(main) {
+    var target = document.querySelector(".passage--target");
+    if (target) {
+      target.scrollIntoView({ block: "center" });
+      target.focus({ preventScroll: true });
+    }
     var status = main.getAttribute("data-status");
     if (FINAL_STATES.indexOf(status) >= 0) return;
     var id = main.getAttribute("data-document-id");

@@ -10,6 +10,7 @@ def isolated_storage(settings, tmp_path):
     """A fresh blob store and index directory for one test."""
     settings.CAIRN_STORAGE_DIR = tmp_path / "blobs"
     settings.CAIRN_INDEX_DIR = tmp_path / "index"
+    settings.CAIRN_PAGE_CACHE_DIR = tmp_path / "page-cache"
     return tmp_path
 
 

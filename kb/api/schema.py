@@ -27,7 +27,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from kb.api import audit, conversations, golden, keys, sharing, views
+from kb.api import audit, conversations, golden, keys, sharing, viewer, views
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -94,6 +94,21 @@ class Chunk(serializers.Serializer):
     text = serializers.CharField(allow_blank=True)
     char_start = serializers.IntegerField()
     char_end = serializers.IntegerField()
+    context_before = serializers.CharField(required=False, allow_blank=True,
+                                           help_text="With ?context=N: up to N characters of the document before it.")
+    context_after = serializers.CharField(required=False, allow_blank=True,
+                                          help_text="With ?context=N: up to N characters of the document after it.")
+
+
+class ChunkBoxes(serializers.Serializer):
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True, help_text="The passage's page (from 1); null when not a PDF.")
+    boxes = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(min_value=0, max_value=1), min_length=4, max_length=4),
+        help_text="One [x0, y0, x1, y1] per line of the passage, as fractions of the page (y grows down).")
+    page_size = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True,
+                                      help_text="[width, height] of the page in points; null when not a PDF.")
 
 
 class SearchHit(serializers.Serializer):
@@ -391,6 +406,7 @@ def _describe(path: str, **operations: Any) -> type[OpenApiViewExtension]:
 
 
 VIEWS = "kb.api.views"
+VIEWER = "kb.api.viewer"
 SHARING = "kb.api.sharing"
 GOLDEN = "kb.api.golden"
 
@@ -431,7 +447,19 @@ EXTENSIONS = [
                       parameters=_ids("document_id"), tags=["documents"])),
     _describe(f"{VIEWS}.ChunkView",
               get=_op("One passage, with its place in the document", responses={200: Chunk},
-                      parameters=_ids("chunk_id"), tags=["search"])),
+                      parameters=[*_ids("chunk_id"), views.ChunkView.Input], tags=["search"])),
+    _describe(f"{VIEWER}.DocumentPageView",
+              get=_op("A page of a PDF document (searchable version) as PNG, for the citation viewer; "
+                      "404 for a page it does not have, 415 when not a PDF",
+                      responses={(200, "image/png"): OpenApiTypes.BINARY},
+                      parameters=[*_ids("document_id"),
+                                  OpenApiParameter("page", OpenApiTypes.INT, OpenApiParameter.PATH,
+                                                   description="The page number, from 1 as in citations."),
+                                  viewer.DocumentPageView.Input],
+                      tags=["documents"])),
+    _describe(f"{VIEWER}.ChunkBoxesView",
+              get=_op("Where a passage lies on its PDF page: one rectangle per line, normalised to the page",
+                      responses={200: ChunkBoxes}, parameters=_ids("chunk_id"), tags=["search"])),
     _describe(f"{VIEWS}.SearchView",
               get=_op("Hybrid search over what you may read", parameters=[views.SearchView.Input],
                       responses={200: SearchResponse}, tags=["search"])),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, conversations, golden, keys, openai, sharing, views
+from kb.api import audit, conversations, golden, keys, openai, sharing, viewer, views
 
 urlpatterns = [
     path("health", views.HealthView.as_view()),
@@ -24,7 +24,9 @@ urlpatterns = [
     path("documents/<str:document_id>/versions", views.DocumentVersionsView.as_view()),
     path("documents/<str:document_id>/reprocess", views.DocumentReprocessView.as_view()),
     path("documents/<str:document_id>/download", views.DocumentDownloadView.as_view()),
+    path("documents/<str:document_id>/pages/<str:page>.png", viewer.DocumentPageView.as_view()),
     path("chunks/<str:chunk_id>", views.ChunkView.as_view()),
+    path("chunks/<str:chunk_id>/boxes", viewer.ChunkBoxesView.as_view()),
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
     path("audit", audit.AuditEventsView.as_view()),

@@ -167,13 +167,25 @@ class DocumentDownloadView(APIView):
 
 
 class ChunkView(APIView):
+    """A passage; with ``?context=N`` (up to 2000) also the N characters of the document before and after it."""
+
+    class Input(serializers.Serializer):
+        context = serializers.IntegerField(required=False, min_value=0, max_value=2000, default=0)  # type: ignore[assignment]  # ?context=; DRF moves it into _declared_fields
+
     def get(self, request: Request, chunk_id: str) -> Response:
         chunk = selectors.chunk_get(request.user, chunk_id)
-        return Response({
+        data = self.Input(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        body = {
             "chunk_id": chunk.pk, "document_id": chunk.document_id, "title": chunk.document.title,
             "page": chunk.page, "heading": chunk.heading, "text": chunk.text,
             "char_start": chunk.char_start, "char_end": chunk.char_end,
-        })
+        }
+        if context := data.validated_data["context"]:
+            text = chunk.version.text
+            body["context_before"] = text[max(0, chunk.char_start - context):chunk.char_start]
+            body["context_after"] = text[chunk.char_end:chunk.char_end + context]
+        return Response(body)
 
 
 class SearchView(APIView):

@@ -99,18 +99,25 @@ def test_upload_search_and_ask_in_the_browser(cairn_server: CairnServer, browser
     assert answer.strip(), "the answer is empty"
     citation_link = citation.locator("a.citation__title")
     assert citation_link.inner_text() == "lighthouse.md"
-    assert re.fullmatch(r"/documents/\d+/", citation_link.get_attribute("href") or "")
+    assert re.fullmatch(r"/documents/\d+/\?chunk=\d+#chunk-\d+", citation_link.get_attribute("href") or "")
     markers = page.locator("#ask-result a.cite-ref")
     assert markers.count() >= 1, f"no [n] marker in the answer turned into a link: {answer!r}"
     markers.first.click()
     assert "is-highlighted" in (page.locator("#ask-result .citation.is-highlighted").first.get_attribute("class") or "")
+    # The marker opened the passage beside the answer (a Markdown file: text, no page image); Escape closes it
+    viewer = page.locator("#viewer")
+    viewer.locator(".viewer__passage").wait_for()
+    assert "brass lens" in viewer.locator(".viewer__passage").inner_text().lower()
     page.screenshot(path=str(shots / "collection.png"), full_page=True)
+    page.keyboard.press("Escape")
+    viewer.wait_for(state="hidden")
 
-    # And the cited document's page shows its passages
+    # And the cited document's page shows its passages, the cited one highlighted
     citation_link.click()
-    page.wait_for_url(re.compile(r"/documents/\d+/$"))
+    page.wait_for_url(re.compile(r"/documents/\d+/\?chunk=\d+#chunk-\d+$"))
     assert page.get_by_role("heading", level=1).inner_text() == "lighthouse.md"
     assert page.locator(".passage", has_text="brass lens").count() >= 1
+    assert "brass lens" in page.locator(".passage--target").inner_text().lower()
     page.screenshot(path=str(shots / "document.png"), full_page=True)
 
     page.goto(f"{base}/")
@@ -138,3 +145,85 @@ def test_the_api_docs_page_renders_under_the_strict_policy(cairn_server: CairnSe
     page.screenshot(path=str(_screenshot_dir(tmp_path) / "api-docs.png"), full_page=False)
     assert not page.script_errors, page.script_errors
     assert all(url.startswith(cairn_server.url) or url.startswith("data:") for url in requested), requested
+
+
+def _pdf_with_a_passage_at_the_top_of_page_two() -> bytes:
+    from tests.ingestion.sample_files import make_pdf
+
+    filler = "\n".join(f"Routine entry {n} of the harbour log." for n in range(30))
+    return make_pdf([
+        "The harbour office opens at eight. Keepers report there before each shift.",
+        "The lighthouse beacon is tested every Thursday at noon by the duty keeper.\n\n" + filler,
+    ])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+def test_a_citation_opens_its_passage_on_the_rendered_pdf_page(cairn_server: CairnServer, browser_page: Any,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    page = browser_page
+    base = cairn_server.url
+    shots = _screenshot_dir(tmp_path)
+
+    # Given a collection with a PDF whose beacon passage opens page 2
+    page.goto(f"{base}/")
+    page.get_by_label("Name").fill("Beacon manuals")
+    page.get_by_role("button", name="Create collection").click()
+    page.get_by_role("link", name="Beacon manuals").click()
+    page.wait_for_url(re.compile(r"/collections/\d+/$"))
+    page.set_input_files("#upload-input", files=[{
+        "name": "beacon.pdf", "mimeType": "application/pdf", "buffer": _pdf_with_a_passage_at_the_top_of_page_two(),
+    }])
+    page.wait_for_function(
+        "() => { const r = document.querySelector('tr.doc-row');"
+        " return r && ['INDEXED', 'FAILED'].includes(r.dataset.status); }",
+        timeout=INGEST_TIMEOUT_MS,
+    )
+    assert page.locator("tr.doc-row").get_attribute("data-status") == "INDEXED", cairn_server.log_tail()
+
+    # When the user asks and clicks the first citation marker
+    page.get_by_label("Question").fill("When is the lighthouse beacon tested?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.locator("#ask-result .citation").first.wait_for(timeout=30_000)
+    marker = page.locator("#ask-result a.cite-ref").first
+    marker.click()
+
+    # Then a side panel shows the highlighted passage and page 2 with the passage's boxes over it
+    viewer = page.locator("#viewer")
+    viewer.locator(".viewer__page img").wait_for()
+    assert viewer.get_attribute("role") == "dialog"
+    assert "beacon is tested" in viewer.locator("mark.viewer__passage").inner_text()
+    assert page.evaluate("document.activeElement && document.activeElement.id") == "viewer-title"
+    page.wait_for_function("() => { const i = document.querySelector('#viewer .viewer__page img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    assert "/pages/2.png" in (viewer.locator(".viewer__page img").get_attribute("src") or "")
+    boxes = viewer.locator(".viewer__box")
+    assert boxes.count() >= 1
+    image_box = viewer.locator(".viewer__page img").bounding_box()
+    first_box = boxes.first.bounding_box()
+    assert image_box and first_box and first_box["height"] > 0
+    assert first_box["y"] < image_box["y"] + image_box["height"] / 2  # the passage is at the top of the page
+    # The answer stays beside the panel
+    assert page.locator("#ask-result .answer__text").is_visible()
+    page.screenshot(path=str(shots / "viewer.png"), full_page=False)
+
+    # Escape closes the panel and focus returns to the marker
+    page.keyboard.press("Escape")
+    viewer.wait_for(state="hidden")
+    assert page.evaluate("document.activeElement && document.activeElement.classList.contains('cite-ref')")
+
+    # A source card opens the panel too
+    page.locator("#ask-result .citation__open").first.click()
+    viewer.locator("mark.viewer__passage").wait_for()
+    page.keyboard.press("Escape")
+
+    # The deep link to the passage scrolls to it and highlights it on the document's page
+    href = page.locator("#ask-result a.citation__title").first.get_attribute("href") or ""
+    page.goto(base + href)
+    target = page.locator(".passage--target")
+    target.wait_for()
+    assert "beacon is tested" in target.inner_text()
+    assert target.is_visible() and page.evaluate("document.activeElement.classList.contains('passage--target')")
+    page.screenshot(path=str(shots / "document-deep-link.png"), full_page=False)
+
+    assert not page.script_errors, f"JavaScript errors in the page: {page.script_errors}"
