@@ -18,6 +18,8 @@ FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_F
 PEER_KEY = "CAIRN_PEER_ADDR"            # the socket peer, whatever REMOTE_ADDR became
 UNTRUSTED_PROXY_KEY = "CAIRN_UNTRUSTED_PROXY"  # set when an untrusted peer sent forwarding headers
 _FOR = re.compile(r'(?:^|[;,\s])for="?\[?([^\]";,\s]+)', re.IGNORECASE)
+# Health probes and the metrics scraper: no user is looked up for them (kb/api/health.py).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/health", "/metrics"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -144,6 +146,9 @@ class PersonalModeMiddleware:
         self.enabled = settings.CAIRN_MODE == "personal"
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # Probes and scrapers need no user, and must answer before migrations have created one.
+        if request.path in PROBE_PATHS:
+            return self.get_response(request)
         if self.enabled and not request.user.is_authenticated and is_loopback(request):
             from access.services import personal_user
 

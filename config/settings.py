@@ -209,7 +209,7 @@ SECURE_HSTS_SECONDS = env_int("CAIRN_HSTS_SECONDS", 31_536_000 if _tls_team else
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CAIRN_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("CAIRN_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = env_bool("CAIRN_SSL_REDIRECT", _tls_team)
-SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^metrics$"]  # probes and scrapers from inside the network
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and scrapers from inside the network
 # Submitting a host to the browsers' HSTS preload list is the operator's decision (CAIRN_HSTS_PRELOAD=1):
 # `check --deploy` would otherwise warn on every deployment that has not made it.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

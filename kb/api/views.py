@@ -279,11 +279,3 @@ class AskView(APIView):
             headers = {"Retry-After": "5"} if exc.status == 503 else None
             return Response(error_body(exc.code, exc.message), status=exc.status, headers=headers)
         return Response(answer_out(result.answer, result.passages))
-
-
-class HealthView(APIView):
-    authentication_classes: list[type] = []
-    permission_classes: list[type] = []
-
-    def get(self, request: Request) -> Response:
-        return Response({"status": "ok", "mode": settings.CAIRN_MODE, "tasks": settings.CAIRN_TASKS})
