@@ -434,12 +434,19 @@ REST_FRAMEWORK = {
 
 # --- logging ---------------------------------------------------------------------
 
+# One JSON object per line (team default: for a log collector) or one text line (personal default);
+# both carry the request id, user id and task, and redact secrets (config/logs.py).
+CAIRN_LOG_FORMAT = env_choice("CAIRN_LOG_FORMAT", "json" if CAIRN_MODE == "team" else "text", ("json", "text"))
+CAIRN_LOG_LEVEL = env_choice("CAIRN_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("CAIRN_LOG_LEVEL", "INFO") or "INFO"},
+    "formatters": {
+        "json": {"()": "config.logs.JsonFormatter"},
+        "text": {"()": "config.logs.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CAIRN_LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": CAIRN_LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
         # faiss' loader says at INFO, in every process, which CPU build it could not load.
@@ -447,5 +454,17 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # One line per request (access.middleware.RequestIdMiddleware); CAIRN_REQUEST_LOG=0 turns it off.
+        "cairn.requests": {"level": "INFO" if env_bool("CAIRN_REQUEST_LOG", True) else "WARNING"},
     },
 }
+if CAIRN_LOG_FORMAT == "json":
+    # Nothing but JSON lines on the output: Python's warnings go through logging, and the
+    # progress bars of model loading (tqdm, Hugging Face) are off.
+    import logging as _logging
+
+    _logging.captureWarnings(True)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Celery workers keep the configuration above instead of installing their own handler and format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

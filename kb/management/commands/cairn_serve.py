@@ -55,7 +55,7 @@ class Command(BaseCommand):
             f"— data in {settings.DATA_DIR}"
         )
         uvicorn.run("config.asgi:application", host=host, port=port, log_level=str(options["log_level"]),
-                    lifespan="off", access_log=False,
+                    lifespan="off", access_log=False, log_config=None,  # Cairn's log format (CAIRN_LOG_FORMAT)
                     # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
                     proxy_headers=False, forwarded_allow_ips="")
 

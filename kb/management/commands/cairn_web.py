@@ -26,6 +26,7 @@ class Command(BaseCommand):
             raise CommandError("--workers must be at least 1")
         uvicorn_options: dict[str, Any] = {
             "log_level": str(options["log_level"]), "lifespan": "off", "access_log": False,
+            "log_config": None,  # uvicorn's lines go through Cairn's handler and format (CAIRN_LOG_FORMAT)
             # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
             "proxy_headers": False, "forwarded_allow_ips": "",
         }
