@@ -120,6 +120,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "access.middleware.RequestIdMiddleware",
+    "kb.metrics.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -337,6 +338,11 @@ CAIRN_GEN_QUEUE_SIZE = env_int("CAIRN_GEN_QUEUE_SIZE", 64, minimum=1, maximum=10
 CAIRN_GEN_USER_CONCURRENCY = env_int("CAIRN_GEN_USER_CONCURRENCY", 4, minimum=1, maximum=10_000)
 CAIRN_GEN_TIMEOUT = env_float("CAIRN_GEN_TIMEOUT", 240.0, minimum=1.0)
 CAIRN_METRICS_TOKEN = env_str("CAIRN_METRICS_TOKEN")  # Bearer token for GET /metrics from non-loopback
+# Web worker processes share their request metrics through files here (prometheus_client's
+# multiprocess mode; kb/metrics.py). Set before anything imports prometheus_client.
+CAIRN_METRICS_DIR = Path(env_str("CAIRN_METRICS_DIR", str(DATA_DIR / "metrics")) or "").resolve()
+CAIRN_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(CAIRN_METRICS_DIR)
 
 CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
 # A job silent this long counts as lost (the reaper queues it again); keep it well above one embedding slice.

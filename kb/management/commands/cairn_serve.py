@@ -32,6 +32,9 @@ class Command(BaseCommand):
                 "warning: personal mode signs in loopback clients only; others will be asked to log in "
                 "and there is no password. Use team mode to serve a network."
             )
+        from kb.metrics import multiprocess_reset
+
+        multiprocess_reset()  # the previous server's counts start again
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         from access.services import personal_user
