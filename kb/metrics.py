@@ -149,6 +149,11 @@ def queue_families(redis_url: str, queues: Iterable[str]) -> Iterator[Metric]:
         client.close()
 
 
+def _bound(value: float) -> str:
+    """A bucket bound as the hand-written exposition wrote it (``1``, ``0.25``), so existing queries still match."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def generation_families(sources: Iterable[tuple[dict[str, str], dict]]) -> Iterator[Metric]:
     """The generation pools' numbers (``inference.metrics`` snapshots: this process's, and each worker's)."""
     from inference.metrics import METRICS
@@ -165,7 +170,7 @@ def generation_families(sources: Iterable[tuple[dict[str, str], dict]]) -> Itera
                 cumulative, pairs = 0.0, []
                 for bound, count in zip(buckets, row[: len(buckets)], strict=True):
                     cumulative += count
-                    pairs.append((str(float(bound)), cumulative))
+                    pairs.append((_bound(bound), cumulative))
                 pairs.append(("+Inf", row[-1]))
                 hist.add_metric([labels.get(k, "") for k in labelnames], pairs, row[-2])
             if rows:

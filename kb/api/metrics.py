@@ -89,6 +89,7 @@ class _State:
             "cairn_ingestion_jobs", "Ingestion jobs by state (INDEXED and FAILED are final).",
             [({"state": state}, n) for state, n in job_counts().items()])])
         yield from source("index", metrics.index_families)
+        yield from source("audit", _audit_families)
         if settings.CAIRN_TASKS == "celery":
             yield from source("queues", lambda: metrics.queue_families(settings.CAIRN_REDIS_URL or "",
                                                                        ("ingest", "index", "inference")))
@@ -99,6 +100,20 @@ class _State:
             [({"process": role}, registry.snapshot()), *_worker_snapshots()]))
         yield metrics.gauge("cairn_metrics_source_up", "Whether a source of state metrics could be read (1) or not (0).",
                             up)
+
+
+def _audit_families() -> list[Metric]:
+    from access.audit_review import audit_verification_read
+
+    status = audit_verification_read()
+    if status is None:  # never verified on this data directory
+        return []
+    return [
+        metrics.gauge("cairn_audit_chain_ok", "Whether the last cairn_audit_verify found the audit chain intact (1) "
+                      "or broken (0).", [({}, 1 if status.get("ok") else 0)]),
+        metrics.gauge("cairn_audit_chain_verified_timestamp_seconds", "When cairn_audit_verify last ran (Unix time).",
+                      [({}, float(status.get("at", 0)))]),
+    ]
 
 
 def exposition() -> bytes:

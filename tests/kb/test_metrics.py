@@ -51,3 +51,16 @@ def test_no_route_label_carries_an_id(api, collection_id, client):
     assert "unmatched" in routes
     assert "api/v1/collections/<str:collection_id>" in routes
     assert not any("12345" in route or f"collections/{collection_id}" in route for route in routes if route)
+
+
+def test_the_last_audit_verification_is_exported(api, collection_id, client, settings):
+    from pathlib import Path
+
+    from django.core.management import call_command
+
+    (Path(settings.DATA_DIR) / "audit-verification.json").unlink(missing_ok=True)
+    assert value(samples(client), "cairn_audit_chain_ok") == 0  # absent until a verification ran
+    call_command("cairn_audit_verify")
+    after = samples(client)
+    assert ("cairn_audit_chain_ok", frozenset()) in after and value(after, "cairn_audit_chain_ok") == 1
+    assert value(after, "cairn_audit_chain_verified_timestamp_seconds") > 1.7e9
