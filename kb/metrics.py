@@ -22,7 +22,9 @@ never paths with ids, and an unmatched path is ``unmatched``.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -100,8 +102,81 @@ def multiprocess_reset() -> None:
     directory = multiprocess_dir()
     if directory is None or not directory.is_dir():
         return
-    for path in directory.glob("*.db"):
-        path.unlink(missing_ok=True)
+    for pattern in ("*.db", "generation-*.json"):
+        for path in directory.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+# --- generation in web processes (personal shape) -------------------------------------------------
+# An in-process generation pool keeps its numbers in this process's ``inference.metrics`` registry.
+# With several web processes, each writes its snapshot to the multiprocess directory every few
+# seconds, and the one that answers a scrape adds its siblings' (live processes only).
+
+_PUBLISH_EVERY = 2.0
+_publisher_started = False
+_publisher_lock = threading.Lock()
+
+
+def _snapshot_path(directory: Path, pid: int) -> Path:
+    return directory / f"generation-{pid}.json"
+
+
+def local_generation_publish_once() -> None:
+    from inference.metrics import registry
+
+    directory = multiprocess_dir()
+    if directory is None:
+        return
+    path = _snapshot_path(directory, os.getpid())
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(registry.snapshot()))
+    partial.replace(path)
+
+
+def _publish_forever() -> None:
+    while True:
+        try:
+            local_generation_publish_once()
+        except OSError:  # metrics must never fail the process; the next round tries again
+            pass
+        time.sleep(_PUBLISH_EVERY)
+
+
+def local_generation_publish_start() -> None:
+    """Start (once per process) the thread that publishes this process's generation snapshot."""
+    global _publisher_started
+    with _publisher_lock:
+        if _publisher_started or multiprocess_dir() is None:
+            return
+        _publisher_started = True
+    threading.Thread(target=_publish_forever, name="cairn-generation-metrics", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sibling_generation_snapshots() -> list[tuple[dict[str, str], dict]]:
+    """The generation snapshots other live web processes of this host published (not this one's)."""
+    directory = multiprocess_dir()
+    if directory is None or not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob("generation-*.json")):
+        try:
+            pid = int(path.stem.split("-", 1)[1])
+            if pid == os.getpid() or not _alive(pid):
+                continue
+            found.append(({"pid": str(pid)}, json.loads(path.read_text())))
+        except (ValueError, OSError):
+            continue
+    return found
 
 
 # --- state, read at scrape time ---------------------------------------------------------------

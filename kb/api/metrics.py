@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -97,7 +98,9 @@ class _State:
         record_gpu_memory(registry)
         role = "web" if settings.CAIRN_TASKS == "celery" else "personal"
         yield from source("generation", lambda: metrics.generation_families(
-            [({"process": role}, registry.snapshot()), *_worker_snapshots()]))
+            [({"process": role, "pid": str(os.getpid())}, registry.snapshot()),
+             *[({"process": role, **labels}, snap) for labels, snap in metrics.sibling_generation_snapshots()],
+             *_worker_snapshots()]))
         yield metrics.gauge("cairn_metrics_source_up", "Whether a source of state metrics could be read (1) or not (0).",
                             up)
 
