@@ -11,10 +11,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -254,3 +257,25 @@ def audit_chain_check() -> ChainReport:
         AuditEvent.objects.order_by("id").values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_BATCH),
         anchors=retention_anchors(), key=audit_key(), heads=audit_anchors_read(),
     )
+
+
+def _verification_file() -> Path:
+    return Path(settings.DATA_DIR) / "audit-verification.json"
+
+
+def audit_verification_record(report: ChainReport) -> None:
+    """Keep the outcome of the last full verification (``cairn_audit_verify``) for ``/metrics``."""
+    status = {"ok": report.ok, "checked": report.checked, "at": time.time()}
+    path = _verification_file()
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(status))
+    partial.replace(path)
+
+
+def audit_verification_read() -> dict[str, Any] | None:
+    """``{"ok", "checked", "at"}`` of the last verification on this data directory, or None."""
+    try:
+        status = json.loads(_verification_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from access import log_context
+
+_requests_log = logging.getLogger("cairn.requests")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 # Headers a proxy adds about the client it forwards; only a trusted proxy's are believed.
@@ -18,6 +23,8 @@ FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_F
 PEER_KEY = "CAIRN_PEER_ADDR"            # the socket peer, whatever REMOTE_ADDR became
 UNTRUSTED_PROXY_KEY = "CAIRN_UNTRUSTED_PROXY"  # set when an untrusted peer sent forwarding headers
 _FOR = re.compile(r'(?:^|[;,\s])for="?\[?([^\]";,\s]+)', re.IGNORECASE)
+# Health probes and the metrics scraper: no user is looked up for them (kb/api/health.py).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/health", "/metrics"})
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -103,7 +110,12 @@ def loopback_client(meta: Mapping[str, str]) -> bool:
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (kept from ``X-Request-ID`` when well-formed)."""
+    """Gives every request an id (kept from ``X-Request-ID`` when well-formed), binds it to the log
+    context for the request's duration, echoes it in the response, and logs one line per request.
+
+    The line names the method, the route's path (never the query string, which can hold a
+    question's text), the status and the duration; the user id comes from the log context.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -113,8 +125,13 @@ class RequestIdMiddleware:
         request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         # Read back with getattr(request, "request_id", "") by the audit log and the API's errors.
         request.request_id = request_id  # type: ignore[attr-defined]  # HttpRequest's stubs declare no added attributes
-        response = self.get_response(request)
-        response["X-Request-ID"] = request_id
+        started = time.monotonic()
+        with log_context.bound(request, request_id=request_id):
+            response = self.get_response(request)
+            response["X-Request-ID"] = request_id
+            if request.path not in PROBE_PATHS:
+                _requests_log.info("%s %s %s %.1fms", request.method, request.path, response.status_code,
+                                   (time.monotonic() - started) * 1000)
         return response
 
 
@@ -144,6 +161,9 @@ class PersonalModeMiddleware:
         self.enabled = settings.CAIRN_MODE == "personal"
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # Probes and scrapers need no user, and must answer before migrations have created one.
+        if request.path in PROBE_PATHS:
+            return self.get_response(request)
         if self.enabled and not request.user.is_authenticated and is_loopback(request):
             from access.services import personal_user
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from celery import Celery
 
+from config.logs import connect_celery_signals
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("cairn")
@@ -27,6 +29,8 @@ app.autodiscover_tasks(["ingestion", "inference"])
 # The process-wide default in every thread, so that code sending a task by name
 # (``celery.current_app``) reaches this configured app, not Celery's fallback.
 app.set_default()
+# Workers log like the web (CAIRN_LOG_FORMAT, settings.LOGGING), with the request's ids carried to each task.
+connect_celery_signals()
 
 QUEUE_INGEST = "ingest"
 QUEUE_INDEX = "index"

@@ -124,6 +124,7 @@ MIDDLEWARE = [
     "access.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "access.middleware.RequestIdMiddleware",
+    "kb.metrics.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -213,7 +214,7 @@ SECURE_HSTS_SECONDS = env_int("CAIRN_HSTS_SECONDS", 31_536_000 if _tls_team else
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CAIRN_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("CAIRN_HSTS_PRELOAD", False)
 SECURE_SSL_REDIRECT = env_bool("CAIRN_SSL_REDIRECT", _tls_team)
-SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^metrics$"]  # probes and scrapers from inside the network
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and scrapers from inside the network
 # Submitting a host to the browsers' HSTS preload list is the operator's decision (CAIRN_HSTS_PRELOAD=1):
 # `check --deploy` would otherwise warn on every deployment that has not made it.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
@@ -346,6 +347,11 @@ CAIRN_GEN_QUEUE_SIZE = env_int("CAIRN_GEN_QUEUE_SIZE", 64, minimum=1, maximum=10
 CAIRN_GEN_USER_CONCURRENCY = env_int("CAIRN_GEN_USER_CONCURRENCY", 4, minimum=1, maximum=10_000)
 CAIRN_GEN_TIMEOUT = env_float("CAIRN_GEN_TIMEOUT", 240.0, minimum=1.0)
 CAIRN_METRICS_TOKEN = env_str("CAIRN_METRICS_TOKEN")  # Bearer token for GET /metrics from non-loopback
+# Web worker processes share their request metrics through files here (prometheus_client's
+# multiprocess mode; kb/metrics.py). Set before anything imports prometheus_client.
+CAIRN_METRICS_DIR = Path(env_str("CAIRN_METRICS_DIR", str(DATA_DIR / "metrics")) or "").resolve()
+CAIRN_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(CAIRN_METRICS_DIR)
 
 CAIRN_JOB_MAX_ATTEMPTS = env_int("CAIRN_JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
 # A job silent this long counts as lost (the reaper queues it again); keep it well above one embedding slice.
@@ -478,12 +484,19 @@ SPECTACULAR_SETTINGS = {
 
 # --- logging ---------------------------------------------------------------------
 
+# One JSON object per line (team default: for a log collector) or one text line (personal default);
+# both carry the request id, user id and task, and redact secrets (config/logs.py).
+CAIRN_LOG_FORMAT = env_choice("CAIRN_LOG_FORMAT", "json" if CAIRN_MODE == "team" else "text", ("json", "text"))
+CAIRN_LOG_LEVEL = env_choice("CAIRN_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("CAIRN_LOG_LEVEL", "INFO") or "INFO"},
+    "formatters": {
+        "json": {"()": "config.logs.JsonFormatter"},
+        "text": {"()": "config.logs.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CAIRN_LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": CAIRN_LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},
         # faiss' loader says at INFO, in every process, which CPU build it could not load.
@@ -491,5 +504,17 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # One line per request (access.middleware.RequestIdMiddleware); CAIRN_REQUEST_LOG=0 turns it off.
+        "cairn.requests": {"level": "INFO" if env_bool("CAIRN_REQUEST_LOG", True) else "WARNING"},
     },
 }
+if CAIRN_LOG_FORMAT == "json":
+    # Nothing but JSON lines on the output: Python's warnings go through logging, and the
+    # progress bars of model loading (tqdm, Hugging Face) are off.
+    import logging as _logging
+
+    _logging.captureWarnings(True)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Celery workers keep the configuration above instead of installing their own handler and format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from kb.api import errors
 from kb.api import schema as _schema  # noqa: F401 (registers the OpenAPI descriptions of the API views)
+from kb.api.health import healthz_view, readyz_view
 from kb.api.metrics import metrics_view
 from kb.api.urls import openai_urlpatterns
 
@@ -15,6 +16,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/", include(openai_urlpatterns)),
     path("metrics", metrics_view, name="metrics"),
     path("scim/v2/", include("access.scim_urls")),
+    path("healthz", healthz_view, name="healthz"),
+    path("readyz", readyz_view, name="readyz"),
     path("", include("access.urls")),
     path("", include("kb.urls")),
 ]

@@ -1,9 +1,12 @@
-"""Generation metrics in Prometheus' text format, without a client library.
+"""Generation metrics of one process, as JSON-able snapshots (this leaf app imports no Cairn module).
 
 One ``Registry`` per process holds counters, gauges and histograms. A
 registry turns into a JSON-able ``snapshot()`` so that an inference worker
-can publish its numbers (through Redis) to the web process, which renders
-its own snapshot and every worker's with ``render()`` on ``GET /metrics``.
+can publish its numbers (through Redis) to the web process, whose
+``GET /metrics`` turns its own snapshot and every worker's into
+``prometheus_client`` metric families (``kb.metrics.generation_families``).
+``render()`` writes the same snapshots as Prometheus text directly (the
+pool's own tests use it).
 
 Invariants: metric names and help texts are declared once in ``METRICS``;
 label values are escaped on output; histogram buckets are cumulative.

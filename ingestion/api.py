@@ -9,7 +9,10 @@ line's ways to run jobs and index passes in the calling process.
 
 from __future__ import annotations
 
+from django.db.models import Count
+
 from ingestion.indexing import IndexPassResult, index_pass, index_rebuild
+from ingestion.models import IngestionJob
 from ingestion.pdf_pages import PageBoxes, PageError, page_boxes, page_png
 from ingestion.pipeline import jobs_run_here
 from ingestion.services import (
@@ -36,8 +39,17 @@ __all__ = [
     "document_upload",
     "index_pass",
     "index_rebuild",
+    "job_counts",
     "jobs_run_here",
     "local_worker",
     "page_boxes",
     "page_png",
 ]
+
+
+def job_counts() -> dict[str, int]:
+    """Ingestion jobs by state, every state present (0 when none): what ``/metrics`` reports."""
+    counts = dict.fromkeys(IngestionJob.Status.values, 0)
+    for row in IngestionJob.objects.values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts

@@ -55,6 +55,7 @@ def ingest_process(job_id: int) -> str:
     from ingestion.pipeline import run_ingest_job
 
     outcome = run_ingest_job(int(job_id))
+    log.info("ingest job %s: %s", job_id, outcome.status)
     if outcome.status == "EMBEDDING":
         dispatch(TASK_INDEX)
     elif outcome.retry_in is not None:

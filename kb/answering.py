@@ -128,7 +128,9 @@ def reset_admission() -> None:
 def local_pool() -> GenerationPool:
     """The in-process generation pool (personal shape): one worker thread owning the model."""
     from inference.pool import get_pool
+    from kb.metrics import local_generation_publish_start
 
+    local_generation_publish_start()  # so that /metrics answered by a sibling web process sees this one's
     return get_pool(
         settings.CAIRN_LLM_BACKEND, settings.CAIRN_LLM_PATH,
         max_batch=settings.CAIRN_GEN_MAX_BATCH, max_wait=settings.CAIRN_GEN_BATCH_WAIT_MS / 1000,

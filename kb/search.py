@@ -19,6 +19,7 @@ from django.conf import settings
 from access.models import AnyUser, User
 from access.services import Actor, audit_record
 from kb import index
+from kb.metrics import SEARCH_LATENCY, timed
 from kb.models import Chunk
 from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
 from kb.retrieval.rerank import Reranker, rerank_order
@@ -65,28 +66,40 @@ def chunk_search(
     sees chunks the permission filter already let through.  ``scope``: the
     caller's ``read_scope(user, collection_ids=…)``, when it audits it.
     """
-    ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
+    with timed(SEARCH_LATENCY, leg="total"):
+        return _chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                             document_ids=document_ids, scope=scope)
+
+
+def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | None, k: int, mode: str,
+                  rerank: bool, document_ids: Sequence[int] | None, scope: ReadScope | None) -> list[SearchResult]:
+    with timed(SEARCH_LATENCY, leg="scope"):
+        ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
     if not len(ranges) or not query.strip():
         return []
     snapshot = index.index_reader().snapshot()
     if snapshot is None:
         return []
     mask = allowed_mask(ranges)
-    query_vector = index.embed_query(query) if mode in ("hybrid", "dense") else None
+    with timed(SEARCH_LATENCY, leg="embed"):
+        query_vector = index.embed_query(query) if mode in ("hybrid", "dense") else None
     reranker = index.active_reranker() if rerank else None
-    hits = hybrid_search(
-        snapshot,
-        query_vector=query_vector,
-        query_tokens=tokenize(query),
-        allowed=mask,
-        k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-        candidates=settings.CAIRN_SEARCH_CANDIDATES,
-        rrf_k=settings.CAIRN_RRF_K,
-        mode=mode,
-    )
-    results = _materialise(hits)
+    with timed(SEARCH_LATENCY, leg="retrieve"):
+        hits = hybrid_search(
+            snapshot,
+            query_vector=query_vector,
+            query_tokens=tokenize(query),
+            allowed=mask,
+            k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
+            candidates=settings.CAIRN_SEARCH_CANDIDATES,
+            rrf_k=settings.CAIRN_RRF_K,
+            mode=mode,
+        )
+    with timed(SEARCH_LATENCY, leg="materialise"):
+        results = _materialise(hits)
     if reranker is not None:
-        results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
+        with timed(SEARCH_LATENCY, leg="rerank"):
+            results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
     return results[:k]
 
 

@@ -330,11 +330,6 @@ class ConversationAnswer(AnswerResponse):
     conversation = serializers.IntegerField()
 
 
-class Health(serializers.Serializer):
-    status = serializers.CharField()
-    mode = serializers.ChoiceField(choices=["personal", "team"])
-    tasks = serializers.CharField()
-
 
 # Request bodies: the views' own input serializers, under names of their own (each view calls its "Input").
 class CollectionCreate(views.CollectionsView.Input):
@@ -411,7 +406,6 @@ SHARING = "kb.api.sharing"
 GOLDEN = "kb.api.golden"
 
 EXTENSIONS = [
-    _describe(f"{VIEWS}.HealthView", get=_op("Liveness", responses={200: Health}, tags=["health"])),
     _describe(f"{VIEWS}.CollectionsView",
               get=_op("Collections you can read", responses={200: CollectionList}, operation_id="collections_list",
                       tags=["collections"]),

@@ -1,9 +1,10 @@
 from django.urls import path
 
 from kb.api import audit, conversations, golden, keys, openai, sharing, viewer, views
+from kb.api.health import healthz_view
 
 urlpatterns = [
-    path("health", views.HealthView.as_view()),
+    path("health", healthz_view),  # the old name of /healthz
     path("collections", views.CollectionsView.as_view()),
     path("collections/<str:collection_id>", views.CollectionView.as_view()),
     path("collections/<str:collection_id>/documents", views.CollectionDocumentsView.as_view()),

@@ -17,6 +17,7 @@ from kb import answering, search, selectors, services
 from kb.api.answers import answer_out, ask_refusal
 from kb.api.errors import error_body
 from kb.exceptions import InvalidInput
+from kb.metrics import ASK_LATENCY, timed
 from kb.models import Collection, Document
 from kb.storage import UploadTooLarge, blob_path
 
@@ -272,13 +273,15 @@ class AskView(APIView):
         actor, question, limit = actor_from_request(request), params["question"], params.get("max_new_tokens")
         try:
             if wants_stream:
-                asking = answering.ask_stream(user=signed_in_user(request), actor=actor, question=question,
-                                              collection_ids=collection_ids, max_new_tokens=limit,
-                                              document_ids=document_ids)
+                with timed(ASK_LATENCY, mode="stream"):
+                    asking = answering.ask_stream(user=signed_in_user(request), actor=actor, question=question,
+                                                  collection_ids=collection_ids, max_new_tokens=limit,
+                                                  document_ids=document_ids)
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages)
-            result = answering.answer_question(user=signed_in_user(request), actor=actor, question=question,
-                                               collection_ids=collection_ids, max_new_tokens=limit,
-                                               document_ids=document_ids)
+            with timed(ASK_LATENCY, mode="sync"):
+                result = answering.answer_question(user=signed_in_user(request), actor=actor, question=question,
+                                                   collection_ids=collection_ids, max_new_tokens=limit,
+                                                   document_ids=document_ids)
         except Exception as exc:
             refusal = ask_refusal(exc)
             if refusal is None:
@@ -288,11 +291,3 @@ class AskView(APIView):
             return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
                             headers=headers)
         return Response(answer_out(result.answer, result.passages))
-
-
-class HealthView(APIView):
-    authentication_classes: list[type] = []
-    permission_classes: list[type] = []
-
-    def get(self, request: Request) -> Response:
-        return Response({"status": "ok", "mode": settings.CAIRN_MODE, "tasks": settings.CAIRN_TASKS})

@@ -164,7 +164,7 @@ def test_eight_concurrent_streams_are_batched_on_the_worker_and_equal_greedy(tea
     # The web process never loaded the language model; the worker did, once.
     assert sample(text, "cairn_language_models_loaded", process="web") == [0.0]
     assert sample(text, "cairn_language_models_loaded", process="inference") == [1.0]
-    worker_log = next(p for p in processes if p.name == "worker-inference").log()
+    worker_log = next(p for p in processes if p.name == "worker-inference").log_path.read_text()  # the whole log
     assert worker_log.count("generation pool ready") == 1
 
 

@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         pool = str(options["pool"])
-        base = [sys.executable, "-m", "celery", "-A", "config"]
+        base = [sys.executable, "-m", "celery", "-A", "config", "--quiet"]  # no banner: log lines only
         if pool == "beat":
             argv = [*base, "beat", "--loglevel", str(options["loglevel"]), "-s",
                     os.path.join(os.environ.get("CAIRN_DATA_DIR", "."), "celerybeat-schedule")]

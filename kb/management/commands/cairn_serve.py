@@ -32,6 +32,9 @@ class Command(BaseCommand):
                 "warning: personal mode signs in loopback clients only; others will be asked to log in "
                 "and there is no password. Use team mode to serve a network."
             )
+        from kb.metrics import multiprocess_reset
+
+        multiprocess_reset()  # the previous server's counts start again
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         from access.services import personal_user
@@ -55,7 +58,7 @@ class Command(BaseCommand):
             f"— data in {settings.DATA_DIR}"
         )
         uvicorn.run("config.asgi:application", host=host, port=port, log_level=str(options["log_level"]),
-                    lifespan="off", access_log=False,
+                    lifespan="off", access_log=False, log_config=None,  # Cairn's log format (CAIRN_LOG_FORMAT)
                     # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
                     proxy_headers=False, forwarded_allow_ips="")
 

@@ -24,8 +24,12 @@ class Command(BaseCommand):
         host, port, workers = str(options["host"]), int(options["port"]), int(options["workers"])
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        from kb.metrics import multiprocess_reset
+
+        multiprocess_reset()  # the previous server's processes are gone: their counts start again
         uvicorn_options: dict[str, Any] = {
             "log_level": str(options["log_level"]), "lifespan": "off", "access_log": False,
+            "log_config": None,  # uvicorn's lines go through Cairn's handler and format (CAIRN_LOG_FORMAT)
             # The socket peer, unchanged: Django believes forwarding headers from CAIRN_TRUSTED_PROXIES only.
             "proxy_headers": False, "forwarded_allow_ips": "",
         }
