@@ -5,7 +5,7 @@ The archive is a tar file:
 * ``manifest.json`` — the format, when and from what it was made, and the
   SHA-256 of every other file in the archive;
 * ``data.json`` — the collections (name, description, grants by user or
-  group name), their live documents (title, attributes) with the current
+  group name, the collection's access policy), their live documents (title, attributes) with the current
   version of each (text, parse results, chunks with their vectors and the
   model that made them), and the golden questions;
 * ``blobs/<sha256>`` — each stored original.
@@ -41,14 +41,21 @@ from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.utils import timezone
 
-from access.models import User
+from access.models import Policy, User
+from access.selectors import policy_source
 from access.services import Actor, audit_record
 from ingestion.indexing import index_rebuild
 from ingestion.models import IngestionJob
 from kb import index
 from kb.models import Chunk, Collection, Document, DocumentVersion, GoldenQuestion
 from kb.selectors import collection_members
-from kb.services import chunk_ids_reserve, collection_create, collection_share, version_add
+from kb.services import (
+    chunk_ids_reserve,
+    collection_create,
+    collection_policy_set,
+    collection_share,
+    version_add,
+)
 from kb.storage import blob_path, blob_store
 
 FORMAT = "cairn-export/1"
@@ -102,7 +109,8 @@ def _collection_data(collection: Collection) -> dict[str, Any]:
     members = [{"kind": m.kind, "name": m.name, "role": m.role.value}
                for m in collection_members(collection) if not m.implicit]
     return {"name": collection.name, "description": collection.description, "owner": collection.owner.get_username(),
-            "members": members, "documents": documents, "golden": golden}
+            "members": members, "documents": documents, "golden": golden,
+            "policy": policy_source(Policy.collection_scope(collection.pk))}
 
 
 def archive_export(destination: Path, *, collection_names: list[str] | None = None) -> dict[str, int]:
@@ -193,6 +201,7 @@ def archive_import(source: Path, *, owner: User, actor: Actor) -> ImportResult:
             for doc in entry["documents"]:
                 keys[doc["key"]] = _document_import(collection, doc, blobs, as_owner, model, result)
             _members_import(collection, entry["members"], as_owner, result)
+            _policy_import(collection, entry.get("policy") or "", as_owner)
             _golden_import(collection, entry["golden"], keys, owner)
     if result.documents_created:
         index_rebuild()
@@ -257,6 +266,12 @@ def _members_import(collection: Collection, members: list[dict[str, str]], actor
             result.grants_skipped.append(f"{member['kind']} {member['name']} ({member['role']})")
             continue
         collection_share(actor=actor, collection=collection, principal=principal, role=member["role"])
+
+
+def _policy_import(collection: Collection, source: str, actor: Actor) -> None:
+    """The collection's access policy as exported (set only when it differs: a second import changes nothing)."""
+    if source.strip() and policy_source(Policy.collection_scope(collection.pk)) != source:
+        collection_policy_set(actor=actor, collection=collection, source=source)
 
 
 def _golden_import(collection: Collection, golden: list[dict[str, Any]], keys: dict[int, Document],

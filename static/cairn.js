@@ -478,7 +478,69 @@
     var form = document.getElementById("ask-form");
     var textarea = document.getElementById("ask-question");
     var result = document.getElementById("ask-result");
+    var thread = document.getElementById("ask-thread");
     var button = form.querySelector('button[type="submit"]');
+    var stop = document.getElementById("ask-stop");
+    var fresh = document.getElementById("ask-new");
+    var params = new URLSearchParams(window.location.search);
+    var conversationId = /^\d+$/.test(params.get("conversation") || "") ? params.get("conversation") : null;
+    var current = null;
+
+    function setConversation(id) {
+      conversationId = id;
+      var url = new URL(window.location.href);
+      if (id) url.searchParams.set("conversation", id); else url.searchParams.delete("conversation");
+      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+      fresh.hidden = !id;
+    }
+
+    /** The latest answer joins the thread above (its element ids dropped: only the latest turn has them). */
+    function archiveLatest() {
+      if (!result.childNodes.length) return;
+      var turn = el("div", { class: "answer turn" });
+      while (result.firstChild) turn.appendChild(result.firstChild);
+      turn.cairnCitations = result.cairnCitations;
+      turn.querySelectorAll("[id]").forEach(function (node) { node.removeAttribute("id"); });
+      thread.appendChild(turn);
+    }
+
+    function showTurn(turn) {
+      archiveLatest();
+      if (turn.withheld) {
+        result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
+                               el("p", { class: "notice" }, "This answer cited passages you can no longer read, so it is not shown."));
+      } else if (turn.state === "answered") {
+        renderAnswer(result, turn.question, turn.answer || {});
+      } else {
+        result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
+                               el("p", { class: "muted small" }, turn.state === "stopped" ? "Stopped before the answer was finished." : "This answer failed."));
+      }
+    }
+
+    function ensureConversation() {
+      if (conversationId) return Promise.resolve(conversationId);
+      return api("POST", "/api/v1/conversations", { collection: Number(collectionId) }).then(function (created) {
+        setConversation(String(created.id));
+        return conversationId;
+      });
+    }
+
+    if (conversationId) {  // a reload, or a link to a conversation: show it again
+      api("GET", "/api/v1/conversations/" + conversationId).then(function (conversation) {
+        (conversation.turns || []).forEach(showTurn);
+        fresh.hidden = false;
+      }, function () { setConversation(null); });
+    }
+
+    fresh.addEventListener("click", function () {
+      if (current) current.abort();
+      thread.replaceChildren();
+      result.replaceChildren();
+      setConversation(null);
+      textarea.focus();
+    });
+
+    stop.addEventListener("click", function () { if (current) current.abort(); });
 
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -496,26 +558,37 @@
         return;
       }
       setBusy(button, true);
+      stop.hidden = false;
+      archiveLatest();
       result.setAttribute("aria-busy", "true");
       result.replaceChildren(loading("Reading your documents and writing an answer…"));
       if (current) current.abort();  // leaving a generation cancels it on the server
-      current = window.AbortController ? new AbortController() : null;
-      askStreaming(question, collectionId, result, current)
+      var controller = window.AbortController ? new AbortController() : null;
+      current = controller;
+      ensureConversation()
+        .then(function (id) {
+          return askStreaming(question, collectionId, result, controller, "/api/v1/conversations/" + id + "/messages");
+        })
+        .then(function () { textarea.value = ""; })
         .catch(function (error) {
-          if (error && error.name === "AbortError") return;
+          if (error && error.name === "AbortError") {
+            append(result, el("p", { class: "muted small", "data-role": "stopped" }, "Stopped."));
+            return;
+          }
           showAlert(result, error.message);
         })
         .then(function () {
+          if (current === controller) current = null;
           setBusy(button, false);
+          stop.hidden = true;
           result.removeAttribute("aria-busy");
         });
     });
-    var current = null;
     window.addEventListener("pagehide", function () { if (current) current.abort(); });
   }
 
-  /** POST /api/v1/ask as server-sent events: reasoning and answer appear as they are written. */
-  function askStreaming(question, collectionId, result, controller) {
+  /** A question as server-sent events (POST /api/v1/ask, or a conversation's messages): reasoning and answer appear as they are written. */
+  function askStreaming(question, collectionId, result, controller, url) {
     var headers = { "Accept": "text/event-stream", "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
     var body = JSON.stringify({ question: question, collection: Number(collectionId), stream: true });
     var live = { reasoning: "", answer: "", citations: null };
@@ -549,7 +622,7 @@
         throw new ApiError((data.error && data.error.message) || "The answer could not be generated.", 0, data.error && data.error.code);
       }
     }
-    return fetch("/api/v1/ask", { method: "POST", headers: headers, body: body, credentials: "same-origin",
+    return fetch(url || "/api/v1/ask", { method: "POST", headers: headers, body: body, credentials: "same-origin",
                                    signal: controller ? controller.signal : undefined })
       .catch(function (error) {
         if (error && error.name === "AbortError") throw error;

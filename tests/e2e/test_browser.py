@@ -227,3 +227,43 @@ def test_a_citation_opens_its_passage_on_the_rendered_pdf_page(cairn_server: Cai
     page.screenshot(path=str(shots / "document-deep-link.png"), full_page=False)
 
     assert not page.script_errors, f"JavaScript errors in the page: {page.script_errors}"
+
+
+@pytest.mark.slow
+def test_a_conversation_keeps_its_turns_and_understands_a_follow_up(
+        cairn_server: CairnServer, browser_page: Any, tmp_path: Path) -> None:  # noqa: F811
+    import requests
+
+    base = cairn_server.url
+    collection = requests.post(f"{base}/api/v1/collections", json={"name": "Keepers"}, timeout=30).json()["id"]
+    uploaded = requests.post(f"{base}/api/v1/collections/{collection}/documents", timeout=60,
+                             files={"file": ("lighthouse.md", DOCUMENT.encode(), "text/markdown")}).json()
+    deadline = time.monotonic() + INGEST_TIMEOUT_MS / 1000
+    while requests.get(f"{base}/api/v1/documents/{uploaded['id']}", timeout=30).json()["status"] != "INDEXED":
+        assert time.monotonic() < deadline, cairn_server.log_tail()
+        time.sleep(0.5)
+
+    page = browser_page
+    page.goto(f"{base}/collections/{collection}/")
+    page.get_by_label("Question").fill("When does the keeper polish the brass lens?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.locator("#ask-result .citation").first.wait_for(timeout=30_000)
+    page.wait_for_url(re.compile(r"\?conversation=\d+"))
+
+    # A follow-up that only makes sense with the first question is answered from the right passage.
+    page.get_by_label("Question").fill("And what if it is scratched?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('#ask-thread .turn').length === 1"
+                           " && document.querySelector('#ask-result .citation')", timeout=30_000)
+    latest = page.locator("#ask-result").inner_text().lower()
+    assert "scratched" in latest and "harbour master" in latest, latest
+    page.screenshot(path=str(_screenshot_dir(tmp_path) / "conversation.png"), full_page=True)
+
+    # A reload shows the whole conversation again; "New conversation" starts afresh.
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('#ask-thread .turn').length === 1"
+                           " && document.querySelector('#ask-result .citation')", timeout=30_000)
+    assert "polish the brass lens" in page.locator("#ask-thread").inner_text()
+    page.get_by_role("button", name="New conversation").click()
+    assert page.locator("#ask-thread .turn").count() == 0 and "conversation=" not in page.url
+    assert not page.script_errors, page.script_errors
