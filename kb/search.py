@@ -20,7 +20,9 @@ from access.models import AnyUser, User
 from access.services import Actor, audit_record
 from kb import index
 from kb.models import Chunk
-from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
+from kb.retrieval.evidence import Evidence, evidence_of
+from kb.retrieval.fusion import FusionConfig
+from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_retrieve
 from kb.retrieval.rerank import Reranker, rerank_order
 from kb.retrieval.tokenize import tokenize
 from kb.selectors import ReadScope, read_scope, searchable_ranges
@@ -41,10 +43,31 @@ class SearchResult:
     score: float
     dense_rank: int | None
     lexical_rank: int | None
-    # ``score`` is always the fusion (RRF) score.  When the cross-encoder
+    # ``score`` is always the fusion score (CAIRN_FUSION).  When the cross-encoder
     # reranked the head of the list, results are ordered by ``rerank_score``
     # there (None for results past CAIRN_RERANK_TOP_N or when reranking is off).
     rerank_score: float | None = None
+
+
+def fusion_config() -> FusionConfig:
+    """The fusion the settings name (``CAIRN_FUSION`` …); leg depths default to ``CAIRN_SEARCH_CANDIDATES``."""
+    depth = settings.CAIRN_SEARCH_CANDIDATES
+    return FusionConfig(
+        method=settings.CAIRN_FUSION, weight=settings.CAIRN_FUSION_WEIGHT, norm=settings.CAIRN_FUSION_NORM,
+        rrf_k=settings.CAIRN_RRF_K, dense_depth=settings.CAIRN_DENSE_CANDIDATES or depth,
+        lexical_depth=settings.CAIRN_LEXICAL_CANDIDATES or depth,
+    )
+
+
+NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Results plus how strong the legs' best evidence was (``evidence.no_good_match``)."""
+
+    results: list[SearchResult]
+    evidence: Evidence
 
 
 def chunk_search(
@@ -57,37 +80,58 @@ def chunk_search(
     rerank: bool = True,
     document_ids: Sequence[int] | None = None,
     scope: ReadScope | None = None,
+    fusion: FusionConfig | None = None,
 ) -> list[SearchResult]:
-    """Hybrid search restricted, in both legs, to what ``user`` may read.
+    """Hybrid search restricted, in both legs, to what ``user`` may read (see ``chunk_search_outcome``)."""
+    return chunk_search_outcome(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                                document_ids=document_ids, scope=scope, fusion=fusion).results
+
+
+def chunk_search_outcome(
+    user: AnyUser,
+    query: str,
+    *,
+    collection_ids: Sequence[int] | None = None,
+    k: int = 10,
+    mode: str = "hybrid",
+    rerank: bool = True,
+    document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
+    fusion: FusionConfig | None = None,
+) -> SearchOutcome:
+    """Hybrid search restricted, in both legs, to what ``user`` may read, with the evidence verdict.
 
     With a reranker configured (and ``rerank``), the fused top
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
     sees chunks the permission filter already let through.  ``scope``: the
     caller's ``read_scope(user, collection_ids=…)``, when it audits it.
+    ``fusion``: how to fuse the legs (default: the settings').
     """
     ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
     if not len(ranges) or not query.strip():
-        return []
+        return SearchOutcome([], NO_EVIDENCE)
     snapshot = index.index_reader().snapshot()
     if snapshot is None:
-        return []
+        return SearchOutcome([], NO_EVIDENCE)
     mask = allowed_mask(ranges)
     query_vector = index.embed_query(query) if mode in ("hybrid", "dense") else None
+    query_tokens = tokenize(query)
     reranker = index.active_reranker() if rerank else None
-    hits = hybrid_search(
+    retrieval = hybrid_retrieve(
         snapshot,
         query_vector=query_vector,
-        query_tokens=tokenize(query),
+        query_tokens=query_tokens,
         allowed=mask,
         k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-        candidates=settings.CAIRN_SEARCH_CANDIDATES,
-        rrf_k=settings.CAIRN_RRF_K,
+        fusion=fusion or fusion_config(),
         mode=mode,
     )
-    results = _materialise(hits)
+    evidence = evidence_of(retrieval, snapshot.lexical, query_tokens, dense_threshold=settings.CAIRN_NO_MATCH_DENSE,
+                           lexical_threshold=settings.CAIRN_NO_MATCH_LEXICAL)
+    results = _materialise(retrieval.hits)
     if reranker is not None:
         results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
-    return results[:k]
+    return SearchOutcome(results[:k], evidence)
 
 
 def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:
@@ -136,14 +180,25 @@ def search(
     mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """A permission-scoped search, recorded in the audit log with the chunk ids served."""
+    return search_outcome(user=user, actor=actor, query=query, collection_ids=collection_ids, k=k, mode=mode,
+                          rerank=rerank, document_ids=document_ids).results
+
+
+def search_outcome(
+    *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
+    mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
+) -> SearchOutcome:
+    """``search`` with the evidence verdict (``no_good_match``), audited the same way."""
     scope = read_scope(user, collection_ids=collection_ids)
-    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
-                           document_ids=document_ids, scope=scope)
+    outcome = chunk_search_outcome(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                                   document_ids=document_ids, scope=scope)
+    results = outcome.results
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
         rule=scope.rule,
         detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
-                "reranked": any(r.rerank_score is not None for r in results)},
+                "reranked": any(r.rerank_score is not None for r in results),
+                "no_good_match": outcome.evidence.no_good_match},
     )
-    return results
+    return outcome

@@ -85,6 +85,17 @@ class _AsyncBody(_SyncBody):
         self.generation.close()
 
 
+def no_good_match_response() -> StreamingHttpResponse:
+    """The stream of an ask whose evidence check found nothing relevant: the fixed answer, no generation."""
+    body = answer_out(answering.no_good_match_answer(), (), no_good_match=True)
+    citations = {key: body.pop(key) for key in CITATION_KEYS}
+    frames = [_frame("start", {"generation_id": None, "passages": 0}), _frame("token", {"text": body["answer"]}),
+              _frame("citations", citations), _frame("done", {**body, "generation_id": None, "metrics": {}})]
+    response = StreamingHttpResponse(iter(frames), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
 def event_stream_response(request: HttpRequest, generation: answering.Generation,
                           passages: Sequence[Passage]) -> StreamingHttpResponse:
     framer = _Framer(generation, passages)
