@@ -275,7 +275,7 @@ CAIRN_DENSE_CANDIDATES = env_int("CAIRN_DENSE_CANDIDATES", 0, minimum=0, maximum
 CAIRN_LEXICAL_CANDIDATES = env_int("CAIRN_LEXICAL_CANDIDATES", 0, minimum=0, maximum=10_000)
 # "No good match" (kb/retrieval/evidence.py): fires when the best dense cosine is below the first and the
 # best BM25 hit covers less than the second share of the query's IDF mass (calibrated by benchmarks/no_match.py).
-CAIRN_NO_MATCH_DENSE = env_float("CAIRN_NO_MATCH_DENSE", 0.3, minimum=-1.0)
+CAIRN_NO_MATCH_DENSE = env_float("CAIRN_NO_MATCH_DENSE", 0.35, minimum=-1.0)
 CAIRN_NO_MATCH_LEXICAL = env_float("CAIRN_NO_MATCH_LEXICAL", 0.5, minimum=0.0)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
