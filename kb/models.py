@@ -133,6 +133,8 @@ class Collection(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="collections")
     created_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The fusion ``cairn_tune`` chose from the golden set (``kb.tuning``); empty: the settings' default.
+    fusion = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name", "id"]

@@ -13,16 +13,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
 from access.models import AnyUser, User
 from access.services import Actor, audit_record
 from kb import index
-from kb.models import Chunk
+from kb.models import Chunk, Collection
 from kb.retrieval.evidence import Evidence, evidence_of
-from kb.retrieval.fusion import FusionConfig
-from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_retrieve
+from kb.retrieval.fusion import FusionConfig, Leg
+from kb.retrieval.hybrid import Hit, Retrieval, allowed_mask, hybrid_retrieve
 from kb.retrieval.rerank import Reranker, rerank_order
 from kb.retrieval.tokenize import tokenize
 from kb.selectors import ReadScope, read_scope, searchable_ranges
@@ -57,6 +58,25 @@ def fusion_config() -> FusionConfig:
         rrf_k=settings.CAIRN_RRF_K, dense_depth=settings.CAIRN_DENSE_CANDIDATES or depth,
         lexical_depth=settings.CAIRN_LEXICAL_CANDIDATES or depth,
     )
+
+
+def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | None:
+    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'."""
+    if not collection_ids or len(collection_ids) != 1:
+        return None
+    stored = Collection.objects.filter(pk=collection_ids[0]).values_list("fusion", flat=True).first()
+    return fusion_from_dict(stored) if stored else None
+
+
+def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
+    """A stored choice as a ``FusionConfig`` (leg depths stay the settings'); None if it no longer parses."""
+    default = fusion_config()
+    try:
+        return dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
+                                   norm=str(stored.get("norm", default.norm)),
+                                   rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
@@ -105,7 +125,8 @@ def chunk_search_outcome(
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
     sees chunks the permission filter already let through.  ``scope``: the
     caller's ``read_scope(user, collection_ids=…)``, when it audits it.
-    ``fusion``: how to fuse the legs (default: the settings').
+    ``fusion``: how to fuse the legs (default: the one collection's tuned
+    choice, else the settings').
     """
     ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
     if not len(ranges) or not query.strip():
@@ -123,7 +144,7 @@ def chunk_search_outcome(
         query_tokens=query_tokens,
         allowed=mask,
         k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-        fusion=fusion or fusion_config(),
+        fusion=fusion or collection_fusion(collection_ids) or fusion_config(),
         mode=mode,
     )
     evidence = evidence_of(retrieval, snapshot.lexical, query_tokens, dense_threshold=settings.CAIRN_NO_MATCH_DENSE,
@@ -132,6 +153,29 @@ def chunk_search_outcome(
     if reranker is not None:
         results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
     return SearchOutcome(results[:k], evidence)
+
+
+def chunk_legs(
+    user: AnyUser, query: str, *, collection_id: int, depth: int = 200
+) -> tuple[Retrieval, dict[int, int]]:
+    """Both legs' raw lists for ``query`` inside what ``user`` may read of one collection, unfused.
+
+    Returns the legs and each of their chunks' document id, for tuning the
+    fusion offline (``kb.tuning``): the permission filter runs exactly as in
+    ``chunk_search``.
+    """
+    empty = Retrieval([], Leg.empty(), Leg.empty())
+    ranges = searchable_ranges(user, collection_ids=[collection_id])
+    snapshot = index.index_reader().snapshot()
+    if not len(ranges) or not query.strip() or snapshot is None:
+        return empty, {}
+    retrieval = hybrid_retrieve(snapshot, query_vector=index.embed_query(query), query_tokens=tokenize(query),
+                                allowed=allowed_mask(ranges), k=depth,
+                                fusion=dataclasses.replace(fusion_config(), dense_depth=depth, lexical_depth=depth))
+    ids = set(retrieval.dense.ids.tolist()) | set(retrieval.lexical.ids.tolist())
+    documents = dict(Chunk.objects.unrestricted("legs of the read scope's chunk-id mask")
+                     .filter(pk__in=ids).values_list("id", "document_id"))
+    return retrieval, documents
 
 
 def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:

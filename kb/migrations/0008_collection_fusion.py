@@ -1,0 +1,16 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('kb', '0007_chunk_embedding_model'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='collection',
+            name='fusion',
+            field=models.JSONField(blank=True, default=dict),
+        ),
+    ]
