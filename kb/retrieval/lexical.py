@@ -368,8 +368,8 @@ class BM25Index:
 
         A term the index has never seen counts with the highest IDF (``df = 0``):
         a query of words no document holds covers nothing.  0 for an empty
-        query or a chunk the index does not hold.  One pass over each query
-        term's postings, whatever the number of chunks asked about.
+        query or a chunk the index does not hold.  A binary search in each
+        query term's postings per chunk asked about.
         """
         ids = _as_id_array(chunk_ids)
         coverage = np.zeros(len(ids), dtype=np.float64)
@@ -388,8 +388,11 @@ class BM25Index:
             idf = float(np.log1p((n_docs - df + 0.5) / (df + 0.5)))
             total += idf
             if df and term_id is not None:
+                # Each term's rows are ascending (``_consolidate``, ``_compact``): a binary search per chunk,
+                # not a scan of a common term's postings (measured: np.isin cost 12 ms p50 at 1M chunks).
                 postings = self._rows[int(self._indptr[term_id]):int(self._indptr[term_id + 1])]
-                coverage += idf * np.isin(rows, postings)
+                at = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
+                coverage += idf * (postings[at] == rows)
         return coverage / total if total > 0 else coverage
 
     def _allowed_by_row(self, allowed: np.ndarray) -> np.ndarray:

@@ -98,3 +98,23 @@ def test_thresholds_come_from_the_settings(api, handbook, settings):
     settings.CAIRN_NO_MATCH_DENSE = -1.0  # the dense leg vouches for anything
     body = api.get("/api/v1/search", {"q": "xylophone quantum zebra", "collection": handbook}).json()
     assert body["no_good_match"] is False
+
+
+def test_term_coverage_matches_a_brute_force_count_after_adds_in_batches_and_removals():
+    rng = np.random.default_rng(15)
+    words = [f"w{i}" for i in range(40)]
+    texts = {i: " ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for i in range(1, 301)}
+    index = BM25Index()
+    for start in range(1, 301, 50):  # several pending blocks, consolidated into one matrix
+        ids = list(range(start, start + 50))
+        index.add(np.array(ids), [tokenize(texts[i]) for i in ids])
+    index.remove(np.arange(1, 130, 2))  # 65 of 300: past the compaction threshold (20 %)
+    live = {i: set(tokenize(t)) for i, t in texts.items() if not (i < 130 and i % 2 == 1)}
+    n = len(live)
+    for query in ("w1 w2 w3", "w0 w39 nothing", "w7"):
+        terms = list(dict.fromkeys(tokenize(query)))
+        df = {t: sum(t in toks for toks in live.values()) for t in terms}
+        idf = {t: float(np.log1p((n - df[t] + 0.5) / (df[t] + 0.5))) for t in terms}
+        chunk_ids = [2, 4, 150, 299, 1]  # 1 was removed
+        expected = [sum(idf[t] for t in terms if i in live and t in live[i]) / sum(idf.values()) for i in chunk_ids]
+        assert index.term_coverage(tokenize(query), chunk_ids).tolist() == pytest.approx(expected)
