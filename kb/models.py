@@ -323,6 +323,7 @@ class EvaluationRun(models.Model):
     embedding_model = models.CharField(max_length=200)
     reranker = models.CharField(max_length=200, blank=True)
     index_version = models.PositiveIntegerField(null=True, blank=True)
+    fusion = models.CharField(max_length=100, blank=True)  # how the legs were fused, e.g. "convex minmax w=0.5"
     questions = models.PositiveIntegerField()
     ndcg10 = models.FloatField()
     recall10 = models.FloatField()

@@ -13,4 +13,9 @@ class Migration(migrations.Migration):
             name='fusion',
             field=models.JSONField(blank=True, default=dict),
         ),
+        migrations.AddField(
+            model_name='evaluationrun',
+            name='fusion',
+            field=models.CharField(blank=True, max_length=100),
+        ),
     ]
