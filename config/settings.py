@@ -272,8 +272,21 @@ CAIRN_CHUNK_TOKENS = env_int("CAIRN_CHUNK_TOKENS", 200, minimum=16, maximum=8192
 CAIRN_CHUNK_OVERLAP = env_int("CAIRN_CHUNK_OVERLAP", 40, minimum=0, maximum=4096)
 if CAIRN_CHUNK_OVERLAP >= CAIRN_CHUNK_TOKENS:
     raise ConfigError("CAIRN_CHUNK_OVERLAP must be smaller than CAIRN_CHUNK_TOKENS")
+# Fusion of the dense and BM25 legs (kb/retrieval/fusion.py; the default is explained in docs/retrieval.md).
+CAIRN_FUSION = env_choice("CAIRN_FUSION", "convex", ("rrf", "convex"))
+CAIRN_FUSION_WEIGHT = env_float("CAIRN_FUSION_WEIGHT", 0.5, minimum=0.0)  # the dense leg's share
+if CAIRN_FUSION_WEIGHT > 1.0:
+    raise ConfigError(f"CAIRN_FUSION_WEIGHT must be between 0 and 1, got {CAIRN_FUSION_WEIGHT}")
+CAIRN_FUSION_NORM = env_choice("CAIRN_FUSION_NORM", "minmax", ("minmax", "zscore"))
 CAIRN_RRF_K = env_int("CAIRN_RRF_K", 60, minimum=1, maximum=10_000)
 CAIRN_SEARCH_CANDIDATES = env_int("CAIRN_SEARCH_CANDIDATES", 100, minimum=10, maximum=10_000)
+# Per-leg depth; 0 means CAIRN_SEARCH_CANDIDATES.
+CAIRN_DENSE_CANDIDATES = env_int("CAIRN_DENSE_CANDIDATES", 0, minimum=0, maximum=10_000)
+CAIRN_LEXICAL_CANDIDATES = env_int("CAIRN_LEXICAL_CANDIDATES", 0, minimum=0, maximum=10_000)
+# "No good match" (kb/retrieval/evidence.py): fires when the best dense cosine is below the first and the
+# best BM25 hit covers less than the second share of the query's IDF mass (calibrated by benchmarks/no_match.py).
+CAIRN_NO_MATCH_DENSE = env_float("CAIRN_NO_MATCH_DENSE", 0.35, minimum=-1.0)
+CAIRN_NO_MATCH_LEXICAL = env_float("CAIRN_NO_MATCH_LEXICAL", 0.5, minimum=0.0)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
 CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)

@@ -25,7 +25,7 @@ from access.models import User
 from access.services import Actor, audit_record
 from inference.pool import ErrorEvent, PoolEvent, is_final
 from inference.types import Answer, GenerationRequest, Passage
-from kb.search import SearchResult, chunk_search
+from kb.search import SearchResult, chunk_search_outcome
 from kb.selectors import ReadScope, read_scope
 
 if TYPE_CHECKING:
@@ -53,11 +53,17 @@ def redis_url() -> str:
     return url
 
 
+# What ask answers, without calling the generator, when the evidence check finds nothing relevant.
+NO_GOOD_MATCH_ANSWER = ("No good match in your documents: nothing you can read is relevant enough to this "
+                        "question to answer it from.")
+
+
 @dataclass(frozen=True)
 class AskResult:
     answer: Answer
     passages: tuple[Passage, ...]
     cited: tuple[Passage, ...]
+    no_good_match: bool = False
 
 
 def passages_from(results: Sequence[SearchResult]) -> tuple[Passage, ...]:
@@ -318,10 +324,22 @@ def ask_audit(*, actor: Actor, question: str, collection_ids: Sequence[int] | No
 def retrieve_passages(
     *, user: User, question: str, collection_ids: Sequence[int] | None, document_ids: Sequence[int] | None = None,
     scope: ReadScope | None = None,
-) -> tuple[Passage, ...]:
-    results = chunk_search(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES,
-                           document_ids=document_ids, scope=scope)
-    return passages_from(results)
+) -> tuple[tuple[Passage, ...], bool]:
+    """The passages to answer from, and whether they are only unrelated ones ("no good match").
+
+    True only when there *are* passages and the evidence check finds them weak: with none at all the
+    generator's own "no passages" answer runs, as it always did.
+    """
+    outcome = chunk_search_outcome(user, question, collection_ids=collection_ids, k=settings.CAIRN_ASK_PASSAGES,
+                                   document_ids=document_ids, scope=scope)
+    if outcome.results and outcome.evidence.no_good_match:
+        return (), True
+    return passages_from(outcome.results), False
+
+
+def no_good_match_answer() -> Answer:
+    return Answer(answer=NO_GOOD_MATCH_ANSWER, reasoning="", cited_numbers=(), backend="none", generated=False,
+                  passages_used=0, passages_offered=0)
 
 
 def cited_passages(answer: Answer, passages: Sequence[Passage]) -> tuple[Passage, ...]:
@@ -335,7 +353,8 @@ class Asking:
 
     scope: ReadScope
     passages: tuple[Passage, ...]
-    generation: Generation
+    generation: Generation | None  # None when the evidence check found no good match: nothing to generate
+    no_good_match: bool = False
 
 
 def ask_start(
@@ -347,8 +366,10 @@ def ask_start(
     Raises ``AdmissionRefused`` or ``GenerationFailed`` before anything is queued.
     """
     scope = read_scope(user, collection_ids=collection_ids)
-    passages = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
-                                 document_ids=document_ids, scope=scope)
+    passages, no_good_match = retrieve_passages(user=user, question=question, collection_ids=collection_ids,
+                                                document_ids=document_ids, scope=scope)
+    if no_good_match:
+        return Asking(scope=scope, passages=(), generation=None, no_good_match=True)
     generation = generation_start(ask_request(question, passages, max_new_tokens), user=user)
     return Asking(scope=scope, passages=passages, generation=generation)
 
@@ -372,8 +393,8 @@ def answer_question(
     """An ask run to completion, audited with the passages the answer cites."""
     asking = ask_start(user=user, question=question, collection_ids=collection_ids,
                        max_new_tokens=max_new_tokens, document_ids=document_ids)
-    answer = asking.generation.result()
+    answer = asking.generation.result() if asking.generation is not None else no_good_match_answer()
     cited = cited_passages(answer, asking.passages)
     ask_audit(actor=actor, question=question, collection_ids=collection_ids, scope=asking.scope,
               passages=asking.passages, cited=cited, backend=answer.backend, via=via)
-    return AskResult(answer=answer, passages=asking.passages, cited=cited)
+    return AskResult(answer=answer, passages=asking.passages, cited=cited, no_good_match=asking.no_good_match)

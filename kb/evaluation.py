@@ -7,8 +7,9 @@ Markdown document named ``<_id>.md`` (title as its heading); chunk hits are
 folded to documents by their best rank, as BEIR scores documents.
 
 Modes: ``lexical``, ``dense`` and ``hybrid`` score the fused list without the
-cross-encoder; ``reranked`` is ``hybrid`` plus the configured reranker
-(``CAIRN_RERANKER``) — exactly what a user's search returns.
+cross-encoder (``hybrid`` fused as ``CAIRN_FUSION`` says, or as ``fusion``);
+``reranked`` is ``hybrid`` plus the configured reranker (``CAIRN_RERANKER``) —
+exactly what a user's search returns.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from access.models import User
 from kb.models import Collection
+from kb.retrieval.fusion import FusionConfig
 from kb.search import chunk_search
 from kb.selectors import readable_documents
 
@@ -142,8 +144,9 @@ class ModeScores:
 
 def evaluate(
     dataset: Dataset, *, user: User, collection: Collection, modes: Iterable[str] = ("lexical", "dense", "hybrid"),
-    depth: int = 200,
+    depth: int = 200, fusion: FusionConfig | None = None,
 ) -> list[ModeScores]:
+    """Scores per mode; ``fusion`` sets how ``hybrid``/``reranked`` fuse the legs (default: the settings')."""
     titles = dict(readable_documents(user, collection=collection).values_list("id", "title"))
     doc_key = {pk: title.removesuffix(".md") for pk, title in titles.items()}
     scores: list[ModeScores] = []
@@ -154,7 +157,8 @@ def evaluate(
         for query_id, text in dataset.queries.items():
             t0 = time.perf_counter()
             hits = chunk_search(user, text, collection_ids=[collection.pk], k=depth,
-                                mode="hybrid" if mode == "reranked" else mode, rerank=mode == "reranked")
+                                mode="hybrid" if mode == "reranked" else mode, rerank=mode == "reranked",
+                                fusion=fusion)
             timings.append((time.perf_counter() - t0) * 1000)
             ranked: list[str] = []
             seen: set[str] = set()

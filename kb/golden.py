@@ -28,7 +28,7 @@ from kb import index
 from kb.evaluation import mrr_at, ndcg_at, recall_at
 from kb.exceptions import InvalidInput, NotFound
 from kb.models import Collection, Document, EvaluationRun, GoldenQuestion
-from kb.search import chunk_search
+from kb.search import chunk_search, collection_fusion, fusion_config
 from kb.selectors import readable_documents
 
 # Chunks fetched per question; several chunks of one document fold into one rank.
@@ -144,6 +144,7 @@ def golden_evaluate(
         embedding_model=index.embedding_model_id(),
         reranker=reranker.model_id if reranker is not None else "",
         index_version=snapshot.version if snapshot is not None else None,
+        fusion=(collection_fusion([collection.pk]) or fusion_config()).describe(),
         questions=n, ndcg10=totals["ndcg10"] / n, recall10=totals["recall10"] / n, mrr10=totals["mrr10"] / n,
         seconds=time.perf_counter() - started, details=details,
     )
@@ -172,7 +173,7 @@ def run_out(run: EvaluationRun, previous: EvaluationRun | None = None) -> dict[s
     return {
         "id": run.pk, "created_at": run.created_at.isoformat(), "trigger": run.trigger,
         "embedding_model": run.embedding_model, "reranker": run.reranker or None,
-        "index_version": run.index_version, "questions": run.questions,
+        "index_version": run.index_version, "fusion": run.fusion or None, "questions": run.questions,
         "ndcg10": round(run.ndcg10, 4), "recall10": round(run.recall10, 4), "mrr10": round(run.mrr10, 4),
         "seconds": round(run.seconds, 3),
         "delta_ndcg10": None if previous is None else round(run.ndcg10 - previous.ndcg10, 4),

@@ -133,6 +133,8 @@ class Collection(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="collections")
     created_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The fusion ``cairn_tune`` chose from the golden set (``kb.tuning``); empty: the settings' default.
+    fusion = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name", "id"]
@@ -321,6 +323,7 @@ class EvaluationRun(models.Model):
     embedding_model = models.CharField(max_length=200)
     reranker = models.CharField(max_length=200, blank=True)
     index_version = models.PositiveIntegerField(null=True, blank=True)
+    fusion = models.CharField(max_length=100, blank=True)  # how the legs were fused, e.g. "convex minmax w=0.5"
     questions = models.PositiveIntegerField()
     ndcg10 = models.FloatField()
     recall10 = models.FloatField()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -20,8 +21,10 @@ from access.models import AnyUser, User
 from access.services import Actor, audit_record
 from kb import index
 from kb.metrics import SEARCH_LATENCY, timed
-from kb.models import Chunk
-from kb.retrieval.hybrid import Hit, allowed_mask, hybrid_search
+from kb.models import Chunk, Collection
+from kb.retrieval.evidence import Evidence, evidence_of
+from kb.retrieval.fusion import FusionConfig, Leg
+from kb.retrieval.hybrid import Hit, Retrieval, allowed_mask, hybrid_retrieve
 from kb.retrieval.rerank import Reranker, rerank_order
 from kb.retrieval.tokenize import tokenize
 from kb.selectors import ReadScope, read_scope, searchable_ranges
@@ -42,10 +45,50 @@ class SearchResult:
     score: float
     dense_rank: int | None
     lexical_rank: int | None
-    # ``score`` is always the fusion (RRF) score.  When the cross-encoder
+    # ``score`` is always the fusion score (CAIRN_FUSION).  When the cross-encoder
     # reranked the head of the list, results are ordered by ``rerank_score``
     # there (None for results past CAIRN_RERANK_TOP_N or when reranking is off).
     rerank_score: float | None = None
+
+
+def fusion_config() -> FusionConfig:
+    """The fusion the settings name (``CAIRN_FUSION`` …); leg depths default to ``CAIRN_SEARCH_CANDIDATES``."""
+    depth = settings.CAIRN_SEARCH_CANDIDATES
+    return FusionConfig(
+        method=settings.CAIRN_FUSION, weight=settings.CAIRN_FUSION_WEIGHT, norm=settings.CAIRN_FUSION_NORM,
+        rrf_k=settings.CAIRN_RRF_K, dense_depth=settings.CAIRN_DENSE_CANDIDATES or depth,
+        lexical_depth=settings.CAIRN_LEXICAL_CANDIDATES or depth,
+    )
+
+
+def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | None:
+    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'."""
+    if not collection_ids or len(collection_ids) != 1:
+        return None
+    stored = Collection.objects.filter(pk=collection_ids[0]).values_list("fusion", flat=True).first()
+    return fusion_from_dict(stored) if stored else None
+
+
+def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
+    """A stored choice as a ``FusionConfig`` (leg depths stay the settings'); None if it no longer parses."""
+    default = fusion_config()
+    try:
+        return dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
+                                   norm=str(stored.get("norm", default.norm)),
+                                   rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Results plus how strong the legs' best evidence was (``evidence.no_good_match``)."""
+
+    results: list[SearchResult]
+    evidence: Evidence
 
 
 def chunk_search(
@@ -58,49 +101,97 @@ def chunk_search(
     rerank: bool = True,
     document_ids: Sequence[int] | None = None,
     scope: ReadScope | None = None,
+    fusion: FusionConfig | None = None,
 ) -> list[SearchResult]:
-    """Hybrid search restricted, in both legs, to what ``user`` may read.
+    """Hybrid search restricted, in both legs, to what ``user`` may read (see ``chunk_search_outcome``)."""
+    return chunk_search_outcome(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                                document_ids=document_ids, scope=scope, fusion=fusion).results
+
+
+def chunk_search_outcome(
+    user: AnyUser,
+    query: str,
+    *,
+    collection_ids: Sequence[int] | None = None,
+    k: int = 10,
+    mode: str = "hybrid",
+    rerank: bool = True,
+    document_ids: Sequence[int] | None = None,
+    scope: ReadScope | None = None,
+    fusion: FusionConfig | None = None,
+) -> SearchOutcome:
+    """Hybrid search restricted, in both legs, to what ``user`` may read, with the evidence verdict.
 
     With a reranker configured (and ``rerank``), the fused top
     ``CAIRN_RERANK_TOP_N`` are re-ordered by the cross-encoder; it only ever
     sees chunks the permission filter already let through.  ``scope``: the
     caller's ``read_scope(user, collection_ids=…)``, when it audits it.
+    ``fusion``: how to fuse the legs (default: the one collection's tuned
+    choice, else the settings').
     """
     with timed(SEARCH_LATENCY, leg="total"):
         return _chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
-                             document_ids=document_ids, scope=scope)
+                             document_ids=document_ids, scope=scope, fusion=fusion)
 
 
 def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | None, k: int, mode: str,
-                  rerank: bool, document_ids: Sequence[int] | None, scope: ReadScope | None) -> list[SearchResult]:
+                  rerank: bool, document_ids: Sequence[int] | None, scope: ReadScope | None,
+                  fusion: FusionConfig | None) -> SearchOutcome:
     with timed(SEARCH_LATENCY, leg="scope"):
         ranges = searchable_ranges(user, collection_ids=collection_ids, document_ids=document_ids, scope=scope)
     if not len(ranges) or not query.strip():
-        return []
+        return SearchOutcome([], NO_EVIDENCE)
     snapshot = index.index_reader().snapshot()
     if snapshot is None:
-        return []
+        return SearchOutcome([], NO_EVIDENCE)
     mask = allowed_mask(ranges)
     with timed(SEARCH_LATENCY, leg="embed"):
         query_vector = index.embed_query(query) if mode in ("hybrid", "dense") else None
+    query_tokens = tokenize(query)
     reranker = index.active_reranker() if rerank else None
     with timed(SEARCH_LATENCY, leg="retrieve"):
-        hits = hybrid_search(
+        retrieval = hybrid_retrieve(
             snapshot,
             query_vector=query_vector,
-            query_tokens=tokenize(query),
+            query_tokens=query_tokens,
             allowed=mask,
             k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-            candidates=settings.CAIRN_SEARCH_CANDIDATES,
-            rrf_k=settings.CAIRN_RRF_K,
+            fusion=fusion or collection_fusion(collection_ids) or fusion_config(),
             mode=mode,
         )
+    with timed(SEARCH_LATENCY, leg="evidence"):
+        evidence = evidence_of(retrieval, snapshot.lexical, query_tokens,
+                               dense_threshold=settings.CAIRN_NO_MATCH_DENSE,
+                               lexical_threshold=settings.CAIRN_NO_MATCH_LEXICAL)
     with timed(SEARCH_LATENCY, leg="materialise"):
-        results = _materialise(hits)
+        results = _materialise(retrieval.hits)
     if reranker is not None:
         with timed(SEARCH_LATENCY, leg="rerank"):
             results = _rerank(reranker, query, results, top_n=settings.CAIRN_RERANK_TOP_N)
-    return results[:k]
+    return SearchOutcome(results[:k], evidence)
+
+
+def chunk_legs(
+    user: AnyUser, query: str, *, collection_id: int, depth: int = 200
+) -> tuple[Retrieval, dict[int, int]]:
+    """Both legs' raw lists for ``query`` inside what ``user`` may read of one collection, unfused.
+
+    Returns the legs and each of their chunks' document id, for tuning the
+    fusion offline (``kb.tuning``): the permission filter runs exactly as in
+    ``chunk_search``.
+    """
+    empty = Retrieval([], Leg.empty(), Leg.empty())
+    ranges = searchable_ranges(user, collection_ids=[collection_id])
+    snapshot = index.index_reader().snapshot()
+    if not len(ranges) or not query.strip() or snapshot is None:
+        return empty, {}
+    retrieval = hybrid_retrieve(snapshot, query_vector=index.embed_query(query), query_tokens=tokenize(query),
+                                allowed=allowed_mask(ranges), k=depth,
+                                fusion=dataclasses.replace(fusion_config(), dense_depth=depth, lexical_depth=depth))
+    ids = set(retrieval.dense.ids.tolist()) | set(retrieval.lexical.ids.tolist())
+    documents = dict(Chunk.objects.unrestricted("legs of the read scope's chunk-id mask")
+                     .filter(pk__in=ids).values_list("id", "document_id"))
+    return retrieval, documents
 
 
 def _rerank(reranker: Reranker, query: str, results: list[SearchResult], *, top_n: int) -> list[SearchResult]:
@@ -149,14 +240,25 @@ def search(
     mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
 ) -> list[SearchResult]:
     """A permission-scoped search, recorded in the audit log with the chunk ids served."""
+    return search_outcome(user=user, actor=actor, query=query, collection_ids=collection_ids, k=k, mode=mode,
+                          rerank=rerank, document_ids=document_ids).results
+
+
+def search_outcome(
+    *, user: User, actor: Actor, query: str, collection_ids: Sequence[int] | None = None, k: int = 10,
+    mode: str = "hybrid", rerank: bool = True, document_ids: Sequence[int] | None = None,
+) -> SearchOutcome:
+    """``search`` with the evidence verdict (``no_good_match``), audited the same way."""
     scope = read_scope(user, collection_ids=collection_ids)
-    results = chunk_search(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
-                           document_ids=document_ids, scope=scope)
+    outcome = chunk_search_outcome(user, query, collection_ids=collection_ids, k=k, mode=mode, rerank=rerank,
+                                   document_ids=document_ids, scope=scope)
+    results = outcome.results
     audit_record(
         actor=actor, action="kb.search", target_type="collection",
         target_id=",".join(str(c) for c in collection_ids) if collection_ids else "*",
         rule=scope.rule,
         detail={"query_chars": len(query), "k": k, "mode": mode, "chunks_served": [r.chunk_id for r in results],
-                "reranked": any(r.rerank_score is not None for r in results)},
+                "reranked": any(r.rerank_score is not None for r in results),
+                "no_good_match": outcome.evidence.no_good_match},
     )
-    return results
+    return outcome

@@ -20,7 +20,7 @@ def citation_out(passage: Passage) -> dict[str, Any]:
     }
 
 
-def answer_out(answer: Answer, passages: Sequence[Passage]) -> dict[str, Any]:
+def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bool = False) -> dict[str, Any]:
     """An answer with its citations: the passages it cites, or — when it cites none — those it was given.
 
     A model that cited nothing still answered from the passages that fit its
@@ -40,6 +40,8 @@ def answer_out(answer: Answer, passages: Sequence[Passage]) -> dict[str, Any]:
         # Passages that fit the model's context window / passages retrieved.
         "passages_used": answer.passages_used,
         "passages_offered": answer.passages_offered or len(passages),
+        # The evidence check found nothing relevant, so nothing was generated or cited.
+        "no_good_match": no_good_match,
     }
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
-from inference.types import Passage
+from inference.types import Answer, Passage
 from kb import answering
 from kb.api.answers import CITATION_KEYS, answer_out
 from kb.api.errors import error_body
@@ -46,7 +46,7 @@ class Framer(Protocol):
 class EventFramer:
     """This API's events.  Keeps the finished answer (``final``, as ``answer_out`` gives it) or the error."""
 
-    def __init__(self, generation: answering.Generation, passages: Sequence[Passage],
+    def __init__(self, generation: answering.Generation | None, passages: Sequence[Passage],
                  start_extra: dict[str, Any] | None = None) -> None:
         self.generation = generation
         self.passages = tuple(passages)
@@ -55,8 +55,8 @@ class EventFramer:
         self.error: dict[str, Any] | None = None
 
     def start(self) -> bytes:
-        return _frame("start", {"generation_id": self.generation.generation_id, "passages": len(self.passages),
-                                **self.start_extra})
+        return _frame("start", {"generation_id": self.generation.generation_id if self.generation else None,
+                                "passages": len(self.passages), **self.start_extra})
 
     def frames(self, event: answering.GenerationEvent) -> bytes:
         if event["event"] == "keepalive":
@@ -69,7 +69,8 @@ class EventFramer:
             body = answer_out(answer_from_dict(event["answer"]), self.passages)
             self.final = dict(body)
             citations = {key: body.pop(key) for key in CITATION_KEYS}
-            done = {**body, "generation_id": self.generation.generation_id, "metrics": event.get("metrics", {})}
+            done = {**body, "generation_id": self.generation.generation_id if self.generation else None,
+                    "metrics": event.get("metrics", {})}
             return _frame("citations", citations) + _frame("done", done)
         self.error = error_body(event["code"], event["message"])
         return _frame("error", self.error)
@@ -110,6 +111,36 @@ class _AsyncBody(_SyncBody):
         # The async generator's own ``finally`` cancels; this covers a body never iterated.
         self.generation.close()
         self._closed()
+
+
+def no_good_match_response() -> StreamingHttpResponse:
+    """The stream of an ask whose evidence check found nothing relevant: the fixed answer, no generation."""
+    body = answer_out(answering.no_good_match_answer(), (), no_good_match=True)
+    citations = {key: body.pop(key) for key in CITATION_KEYS}
+    frames = [_frame("start", {"generation_id": None, "passages": 0}), _frame("token", {"text": body["answer"]}),
+              _frame("citations", citations), _frame("done", {**body, "generation_id": None, "metrics": {}})]
+    response = StreamingHttpResponse(iter(frames), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+def fixed_answer_response(framer: Framer, answer: Answer,
+                          on_close: Callable[[], None] | None = None) -> StreamingHttpResponse:
+    """A stream for an answer that needed no generation (no good match): the same events, framed by ``framer``."""
+    from inference.wire import answer_to_dict
+
+    def frames() -> Iterator[bytes]:
+        try:
+            yield framer.start()
+            yield framer.frames({"event": "token", "text": answer.answer})
+            yield framer.frames({"event": "done", "answer": answer_to_dict(answer), "metrics": {}})  # type: ignore[typeddict-item]
+        finally:
+            if on_close is not None:
+                on_close()
+
+    response = StreamingHttpResponse(frames(), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 def event_stream_response(request: HttpRequest, generation: answering.Generation,

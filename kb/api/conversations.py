@@ -124,6 +124,8 @@ class ConversationMessagesView(APIView):
                                               collection_id=scope_id, answer=framer.final or framer.error,
                                               state=state)
 
+                if asking.generation is None:  # nothing relevant found: the fixed answer, no generation
+                    return ask_stream.fixed_answer_response(framer, answering.no_good_match_answer(), on_close=keep)
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages,
                                                         framer=framer, on_close=keep)
             result = answering.answer_question(user=user, actor=actor, question=standalone,
@@ -137,7 +139,7 @@ class ConversationMessagesView(APIView):
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
             return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
                             headers=headers)
-        body = answer_out(result.answer, result.passages)
+        body = answer_out(result.answer, result.passages, no_good_match=result.no_good_match)
         turn = conversations.turn_record(conversation=conversation, question=question, standalone=standalone,
                                          collection_id=scope_id, answer=body,
                                          state=ConversationTurn.State.ANSWERED)

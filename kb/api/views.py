@@ -208,13 +208,18 @@ class SearchView(APIView):
         if "collection" in params:
             collection_ids = [selectors.collection_get(request.user, params["collection"]).pk]
         document_ids = attached_documents(request, params.get("document"))
-        results = search.search(
+        outcome = search.search_outcome(
             user=signed_in_user(request), actor=actor_from_request(request), query=params["q"],
             collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
             document_ids=document_ids,
         )
+        results = outcome.results
         return Response({
             "query": params["q"],
+            # True when neither leg found strong evidence (kb/retrieval/evidence.py): the results are the
+            # least bad passages in scope, probably unrelated to the query.
+            "no_good_match": outcome.evidence.no_good_match,
+            "evidence": outcome.evidence.as_dict(),
             "results": [
                 {
                     "chunk_id": r.chunk_id, "document_id": r.document_id, "collection_id": r.collection_id,
@@ -277,6 +282,8 @@ class AskView(APIView):
                     asking = answering.ask_stream(user=signed_in_user(request), actor=actor, question=question,
                                                   collection_ids=collection_ids, max_new_tokens=limit,
                                                   document_ids=document_ids)
+                if asking.generation is None:
+                    return ask_stream.no_good_match_response()
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages)
             with timed(ASK_LATENCY, mode="sync"):
                 result = answering.answer_question(user=signed_in_user(request), actor=actor, question=question,
@@ -290,4 +297,4 @@ class AskView(APIView):
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
             return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
                             headers=headers)
-        return Response(answer_out(result.answer, result.passages))
+        return Response(answer_out(result.answer, result.passages, no_good_match=result.no_good_match))

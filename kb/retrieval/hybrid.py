@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.retrieval.fusion import reciprocal_rank_fusion
+from kb.retrieval.fusion import FusionConfig, Leg, fuse
 from kb.retrieval.index_store import IndexSnapshot
 
 
 @dataclass(frozen=True)
 class Hit:
     chunk_id: int
-    score: float                  # the fused RRF score
+    score: float                  # the fused score (RRF or convex; a lone leg's raw score)
     dense_rank: int | None        # 1-based rank in the dense leg
     lexical_rank: int | None      # 1-based rank in the BM25 leg
     dense_score: float | None
@@ -45,39 +45,48 @@ def allowed_mask(ranges: np.ndarray | Sequence[tuple[int, int]]) -> np.ndarray:
     return mask
 
 
-def hybrid_search(
+@dataclass(frozen=True)
+class Retrieval:
+    """A fused hit list and the two legs it came from (raw scores, best first), for the evidence check."""
+
+    hits: list[Hit]
+    dense: Leg
+    lexical: Leg
+
+
+def hybrid_retrieve(
     snapshot: IndexSnapshot,
     *,
     query_vector: np.ndarray | None,
     query_tokens: Sequence[str],
     allowed: np.ndarray,
     k: int,
-    candidates: int = 100,
-    rrf_k: int = 60,
+    fusion: FusionConfig | None = None,
     mode: str = "hybrid",
-) -> list[Hit]:
-    """Both legs search only inside ``allowed``; their lists are fused with RRF.
+) -> Retrieval:
+    """Both legs search only inside ``allowed``; their lists are fused as ``fusion`` says.
 
     ``mode`` is ``hybrid``, ``dense`` or ``lexical`` (one leg alone, for
-    evaluation and for users who want exact keyword matching).
+    evaluation and for users who want exact keyword matching).  Each leg is
+    asked for ``max(k, its depth)`` candidates.
     """
+    fusion = fusion or FusionConfig()
+    dense = lexical = Leg.empty()
     if not allowed.any():
-        return []
-    depth = max(k, candidates)
-    legs: list[np.ndarray] = []
-    dense_scores: dict[int, float] = {}
-    lexical_scores: dict[int, float] = {}
-    use_lexical = mode in ("hybrid", "lexical")
-    dense_ids = lexical_ids = np.zeros(0, np.int64)
+        return Retrieval([], dense, lexical)
     if mode in ("hybrid", "dense") and query_vector is not None:
-        dense_ids, scores = snapshot.dense.search(query_vector, depth, allowed)
-        dense_scores = dict(zip(dense_ids.tolist(), scores.tolist(), strict=True))
-    if use_lexical and query_tokens:
-        lexical_ids, scores = snapshot.lexical.search(query_tokens, depth, allowed)
-        lexical_scores = dict(zip(lexical_ids.tolist(), scores.tolist(), strict=True))
-    legs = [dense_ids, lexical_ids]
-    fused = reciprocal_rank_fusion(legs, k=rrf_k, limit=k)
-    return [
+        dense = Leg(*snapshot.dense.search(query_vector, max(k, fusion.dense_depth), allowed))
+    if mode in ("hybrid", "lexical") and query_tokens:
+        lexical = Leg(*snapshot.lexical.search(query_tokens, max(k, fusion.lexical_depth), allowed))
+    if mode == "hybrid":
+        fused = fuse(dense, lexical, fusion, limit=k)
+    else:  # one leg alone: its own order and raw score
+        leg, slot = (dense, 0) if mode == "dense" else (lexical, 1)
+        fused = [(int(doc), float(score), (i + 1, None) if slot == 0 else (None, i + 1))
+                 for i, (doc, score) in enumerate(zip(leg.ids[:k].tolist(), leg.scores[:k].tolist(), strict=True))]
+    dense_scores = dict(zip(dense.ids.tolist(), dense.scores.tolist(), strict=True))
+    lexical_scores = dict(zip(lexical.ids.tolist(), lexical.scores.tolist(), strict=True))
+    hits = [
         Hit(
             chunk_id=chunk_id,
             score=score,
@@ -88,3 +97,19 @@ def hybrid_search(
         )
         for chunk_id, score, ranks in fused
     ]
+    return Retrieval(hits, dense, lexical)
+
+
+def hybrid_search(
+    snapshot: IndexSnapshot,
+    *,
+    query_vector: np.ndarray | None,
+    query_tokens: Sequence[str],
+    allowed: np.ndarray,
+    k: int,
+    fusion: FusionConfig | None = None,
+    mode: str = "hybrid",
+) -> list[Hit]:
+    """``hybrid_retrieve``'s fused hits only."""
+    return hybrid_retrieve(snapshot, query_vector=query_vector, query_tokens=query_tokens, allowed=allowed, k=k,
+                           fusion=fusion, mode=mode).hits

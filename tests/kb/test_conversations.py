@@ -122,3 +122,19 @@ def test_an_answer_citing_what_you_can_no_longer_read_is_withheld(team):
     # Asking on in the conversation now: the collection is no longer theirs (404, as for anything unseen).
     assert bob.post(f"/api/v1/conversations/{cid}/messages", {"question": "And visitors?"},
                     format="json").status_code == 404
+
+
+def test_nothing_relevant_is_said_plainly_streamed_or_not_and_kept(team):
+    alice, collection = team
+    cid = alice.post("/api/v1/conversations", {"collection": collection}, format="json").json()["id"]
+    plain = alice.post(f"/api/v1/conversations/{cid}/messages", {"question": "xylophone quantum zebra"},
+                       format="json").json()
+    assert plain["no_good_match"] is True and plain["citations"] == [] and "No good match" in plain["answer"]
+    response = alice.post(f"/api/v1/conversations/{cid}/messages",
+                          {"question": "zeppelin marmalade tensor", "stream": True}, format="json")
+    events = sse_events(b"".join(response.streaming_content))
+    response.close()
+    assert [name for name, _ in events] == ["start", "token", "citations", "done"]
+    assert "No good match" in events[-1][1]["answer"]
+    turns = alice.get(f"/api/v1/conversations/{cid}").json()["turns"]
+    assert [t["state"] for t in turns] == ["answered", "answered"] and all(not t["answer"]["citations"] for t in turns)

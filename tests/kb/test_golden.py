@@ -55,6 +55,7 @@ def test_an_owner_builds_a_golden_set_and_each_run_records_metrics_and_the_model
     body = run.json()
     assert body["questions"] == 2 and body["ndcg10"] == 1.0 and body["recall10"] == 1.0 and body["mrr10"] == 1.0
     assert body["embedding_model"] and body["index_version"] >= 1 and body["delta_ndcg10"] is None
+    assert body["fusion"] == "convex minmax w=0.5"  # the settings' default: this collection was never tuned
     assert [d["ranks"] for d in body["details"]] == [{str(docs["boiler.txt"]): 1}, {str(docs["backups.txt"]): 1}]
 
     # The backups document goes away: the same question now misses, and the run says so against the last one.

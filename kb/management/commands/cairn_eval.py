@@ -14,6 +14,7 @@ from ingestion import api
 from kb import index
 from kb.cli import resolve_user
 from kb.evaluation import MODES, DatasetError, evaluate, load_beir
+from kb.search import fusion_config
 
 
 def run_jobs_here(job_ids: list[int]) -> None:
@@ -56,6 +57,8 @@ class Command(BaseCommand):
         collection = api.corpus_ingest(dataset, user=user, collection_name=str(options["collection"] or f"eval-{path.name}"),
                                    run_jobs=run_jobs_here)
         scores = evaluate(dataset, user=user, collection=collection, modes=modes)
+        fusion = fusion_config().describe()
+        self.stderr.write(f"hybrid fusion: {fusion}")
         self.stdout.write(f"{'mode':<9} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7}")
         for s in scores:
             self.stdout.write(
@@ -66,7 +69,7 @@ class Command(BaseCommand):
             payload = {
                 "dataset": path.name, "split": options["split"], "documents": len(dataset.corpus),
                 "queries": len(dataset.queries), "embedding_model": index.embedding_model_id(),
-                "reranker": reranker.model_id if reranker is not None else None,
+                "reranker": reranker.model_id if reranker is not None else None, "fusion": fusion,
                 "results": [
                     {k: v for k, v in s.__dict__.items() if k != "per_query_ms"} | {"p50_ms": s.p50_ms}
                     for s in scores

@@ -26,11 +26,14 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: Any) -> None:
         user = resolve_user(options["user"])
         ids = [resolve_collection(user, str(options["collection"]), create=False).pk] if options["collection"] else None
-        results = search.search(user=user, actor=Actor(user=user), query=str(options["query"]),
-                                   collection_ids=ids, k=int(options["k"]), mode=str(options["mode"]))
+        outcome = search.search_outcome(user=user, actor=Actor(user=user), query=str(options["query"]),
+                                        collection_ids=ids, k=int(options["k"]), mode=str(options["mode"]))
+        results = outcome.results
         if options["json"]:
             self.stdout.write(json.dumps([r.__dict__ for r in results], ensure_ascii=False, indent=2))
             return
+        if outcome.evidence.no_good_match and results:
+            self.stdout.write("No good match: nothing below is likely to be relevant.")
         for rank, r in enumerate(results, 1):
             where = f"p. {r.page}" if r.page else (r.heading or "")
             self.stdout.write(f"{rank}. [{r.score:.4f}] {r.title} {where} (chunk {r.chunk_id})")
