@@ -436,6 +436,19 @@
     var results = document.getElementById("search-results");
     var button = form.querySelector('button[type="submit"]');
 
+    function run(query) {
+      var params = new URLSearchParams({ q: query, collection: collectionId, k: "10" });
+      var url = new URL(window.location.href);  // the query in the URL: Back and a reload keep the results
+      url.searchParams.set("q", query);
+      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+      setBusy(button, true);
+      results.replaceChildren(loading("Searching…"));
+      api("GET", "/api/v1/search?" + params.toString())
+        .then(function (data) { renderResults(results, query, data || {}); })
+        .catch(function (error) { showAlert(results, error.message); })
+        .then(function () { setBusy(button, false); });
+    }
+
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var query = input.value.trim();
@@ -444,34 +457,44 @@
         input.focus();
         return;
       }
-      var params = new URLSearchParams({ q: query, collection: collectionId, k: "10" });
-      setBusy(button, true);
-      results.replaceChildren(loading("Searching…"));
-      api("GET", "/api/v1/search?" + params.toString())
-        .then(function (data) { renderResults(results, query, (data && data.results) || []); })
-        .catch(function (error) { showAlert(results, error.message); })
-        .then(function () { setBusy(button, false); });
+      run(query);
     });
+    var initial = new URLSearchParams(window.location.search).get("q");
+    if (initial && initial.trim()) {
+      input.value = initial.trim();
+      run(initial.trim());
+    }
   }
 
-  function renderResults(container, query, items) {
+  function renderResults(container, query, data) {
+    var items = data.results || [];
     if (!items.length) {
       container.replaceChildren(el("p", { class: "empty" },
-        "No passages match “" + query + "”. Documents that are still being processed are not searchable yet."));
+        "No passages in the documents you can read match “" + query + "”."));
       return;
     }
-    var list = el("ol", { class: "results", role: "list" });
+    var parts = [];
+    if (data.no_good_match) {
+      parts.push(el("p", { class: "notice", "data-role": "no-good-match" },
+        "Nothing in the documents you can read matches “" + query + "” well. The closest passages are below; they may not be relevant."));
+    }
+    var top = Math.max.apply(null, items.map(function (r) { return Number(r.score) || 0; })) || 1;
+    var list = el("ol", { class: "results" + (data.no_good_match ? " results--weak" : ""), role: "list" });
     items.forEach(function (r) {
       var meta = [];
       if (r.page !== null && r.page !== undefined) meta.push(el("span", null, "Page " + r.page));
       if (r.heading) meta.push(el("span", null, r.heading));
-      meta.push(el("span", { title: "Relevance score (reciprocal-rank fusion)" }, "Score " + Number(r.score).toFixed(4)));
+      var relative = Math.max(0, Math.min(1, (Number(r.score) || 0) / top));
+      meta.push(el("span", { class: "relevance" }, "Relevance ",
+        el("meter", { min: 0, max: 1, value: relative.toFixed(3), "aria-label": "Relevance compared with the best result" })));
       append(list, el("li", { class: "result" },
-        el("a", { class: "result__title", href: documentUrl(r.document_id) }, r.title),
+        el("a", { class: "result__title", href: passageUrl(r.document_id, r.chunk_id) }, r.title),
         el("div", { class: "result__meta" }, meta),
         el("p", { class: "result__text" }, highlighted(reflow(r.text), query))));
     });
-    container.replaceChildren(el("p", { class: "results-summary" }, plural(items.length, "result") + " for “" + query + "”"), list);
+    parts.unshift(el("p", { class: "results-summary" }, plural(items.length, "result") + " for “" + query + "”"));
+    parts.push(list);
+    container.replaceChildren.apply(container, parts);
   }
 
   function initAsk(collectionId) {

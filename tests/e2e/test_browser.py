@@ -266,4 +266,19 @@ def test_a_conversation_keeps_its_turns_and_understands_a_follow_up(
     assert "polish the brass lens" in page.locator("#ask-thread").inner_text()
     page.get_by_role("button", name="New conversation").click()
     assert page.locator("#ask-thread .turn").count() == 0 and "conversation=" not in page.url
+
+    # Search says when nothing matches well, shows relevance as a bar (not the fusion score), keeps the query
+    # in the URL and links each result to its passage.
+    page.get_by_label("Search this collection").fill("xylophone quantum zebra")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator('[data-role="no-good-match"]').wait_for(timeout=30_000)
+    page.get_by_label("Search this collection").fill("brass lens")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_url(re.compile(r"q=brass\+lens"))
+    page.reload()
+    first = page.locator("#search-results .result").first
+    first.wait_for(timeout=30_000)
+    assert page.locator('[data-role="no-good-match"]').count() == 0
+    assert "Score" not in first.inner_text() and first.locator("meter").count() == 1
+    assert "chunk=" in (first.locator("a.result__title").get_attribute("href") or "")
     assert not page.script_errors, page.script_errors
