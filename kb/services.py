@@ -52,6 +52,31 @@ def collection_create(*, actor: Actor, owner: User, name: str, description: str 
     return collection
 
 
+def collection_update(*, actor: Actor, collection: Collection, name: str | None = None,
+                      description: str | None = None) -> Collection:
+    """Rename a collection and/or change its description (the owner's call)."""
+    changes: dict[str, str] = {}
+    if name is not None:
+        name = name.strip()
+        if not name:
+            raise InvalidInput("A collection needs a name.")
+        if len(name) > 200:
+            raise InvalidInput("A collection name can be at most 200 characters.")
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = description.strip()[:5000]
+    if not changes:
+        return collection
+    with transaction.atomic():
+        previous = {field: getattr(collection, field) for field in changes}
+        for field, value in changes.items():
+            setattr(collection, field, value)
+        collection.save(update_fields=list(changes))
+        audit_record(actor=actor, action="collection.update", target_type="collection", target_id=collection.pk,
+                     detail={"changes": changes, "previous": previous})
+    return collection
+
+
 def collection_delete(*, actor: Actor, collection: Collection) -> None:
     """Tombstones every document of the collection, then the collection itself.
 

@@ -56,9 +56,10 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
                    "policy": policy_source(Policy.collection_scope(collection.pk))}
     from kb.policy_preview import hidden_from
 
+    hidden = hidden_from(signed_in_user(request), collection)
     return render(request, "kb/collection.html", {
         "collection": collection, "documents": documents, "role": role, "sharing": sharing,
-        "hidden_by_policy": hidden_from(signed_in_user(request), collection),
+        "hidden_by_policy": hidden, "document_total": len(documents) + hidden,
     })
 
 

@@ -196,6 +196,32 @@
     initDocuments(documentsUrl);
     initSearch(collectionId);
     initAsk(collectionId);
+    initManage(collectionId);
+  }
+
+  /** Owners: rename the collection, or delete it after a confirmation that says what goes with it. */
+  function initManage(collectionId) {
+    var rename = document.getElementById("rename-form");
+    if (!rename) return;
+    var errors = document.getElementById("manage-error");
+    var url = "/api/v1/collections/" + encodeURIComponent(collectionId);
+    rename.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var name = rename.name.value.trim();
+      if (!name) { showAlert(errors, "A collection needs a name."); return; }
+      api("PATCH", url, { name: name })
+        .then(function () { window.location.reload(); })
+        .catch(function (error) { showAlert(errors, error.message); });
+    });
+    var remove = document.querySelector('[data-action="delete-collection"]');
+    remove.addEventListener("click", function () {
+      var count = Number(remove.getAttribute("data-documents")) || 0;
+      if (!window.confirm("Delete “" + remove.getAttribute("data-name") + "” and its " + plural(count, "document") +
+                          "? Everyone it is shared with loses it; this cannot be undone.")) return;
+      api("DELETE", url)
+        .then(function () { window.location.assign("/"); })
+        .catch(function (error) { showAlert(errors, error.message); });
+    });
   }
 
   function initDocuments(documentsUrl) {

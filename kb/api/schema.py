@@ -336,6 +336,10 @@ class CollectionCreate(views.CollectionsView.Input):
     pass
 
 
+class CollectionUpdate(views.CollectionView.Input):
+    pass
+
+
 class Ask(views.AskView.Input):
     pass
 
@@ -414,6 +418,8 @@ EXTENSIONS = [
     _describe(f"{VIEWS}.CollectionView",
               get=_op("One collection", responses={200: Collection}, parameters=_ids("collection_id"),
                       tags=["collections"]),
+              patch=_op("Rename a collection or change its description (owner)", request=CollectionUpdate,
+                        responses={200: Collection}, parameters=_ids("collection_id"), tags=["collections"]),
               delete=_op("Delete a collection and its documents (owner)", responses={204: NO_BODY},
                          parameters=_ids("collection_id"), tags=["collections"])),
     _describe(f"{VIEWS}.CollectionDocumentsView",

@@ -76,8 +76,20 @@ class CollectionsView(APIView):
 
 
 class CollectionView(APIView):
+    class Input(serializers.Serializer):
+        name = serializers.CharField(max_length=200, required=False)
+        description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+
     def get(self, request: Request, collection_id: str) -> Response:
         return Response(collection_out(selectors.collection_get(request.user, collection_id)))
+
+    def patch(self, request: Request, collection_id: str) -> Response:
+        # Renaming is the owner's call, as deleting is.
+        collection = selectors.collection_get(request.user, collection_id, for_owner=True)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.collection_update(actor=actor_from_request(request), collection=collection, **data.validated_data)
+        return Response(collection_out(collection))
 
     def delete(self, request: Request, collection_id: str) -> Response:
         # Deleting the whole collection is the owner's call; editors delete documents.

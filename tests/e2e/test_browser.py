@@ -281,4 +281,17 @@ def test_a_conversation_keeps_its_turns_and_understands_a_follow_up(
     assert page.locator('[data-role="no-good-match"]').count() == 0
     assert "Score" not in first.inner_text() and first.locator("meter").count() == 1
     assert "chunk=" in (first.locator("a.result__title").get_attribute("href") or "")
+
+    # The owner renames the collection, then deletes it after a confirmation that says what goes with it.
+    page.get_by_text("Rename or delete").click()
+    page.locator("#rename-name").fill("Keepers' handbook")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    page.wait_for_function("() => document.querySelector('h1').textContent.trim() === \"Keepers' handbook\"")
+    messages: list[str] = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    page.get_by_text("Rename or delete").click()
+    page.get_by_role("button", name="Delete this collection").click()
+    page.wait_for_url(f"{base}/")
+    assert messages and "1 document" in messages[0] and "Keepers' handbook" in messages[0], messages
+    assert page.get_by_role("link", name="Keepers' handbook").count() == 0
     assert not page.script_errors, page.script_errors

@@ -171,3 +171,24 @@ def test_cross_site_browser_posts_are_refused_in_personal_mode(api):
     assert response.status_code == 403
     response = api.post("/api/v1/collections", {"name": "x"}, format="json", HTTP_ORIGIN="http://evil.example")
     assert response.status_code == 403
+
+
+def test_the_owner_renames_a_collection_and_nobody_else_can(api, collection_id, settings):
+    response = api.patch(f"/api/v1/collections/{collection_id}", {"name": "  Field manuals  "}, format="json")
+    assert response.status_code == 200 and response.json()["name"] == "Field manuals"
+    assert api.patch(f"/api/v1/collections/{collection_id}", {"name": ""}, format="json").status_code == 400
+    assert api.patch(f"/api/v1/collections/{collection_id}", {"name": "x" * 201}, format="json").status_code == 400
+    from access.models import AuditEvent, User
+    from access.services import SYSTEM, api_key_create
+    from kb.models import Collection
+    from kb.services import collection_share
+
+    assert AuditEvent.objects.filter(action="collection.update").count() == 1
+    settings.CAIRN_MODE = "team"
+    viewer = User.objects.create(username="vera")
+    collection_share(actor=SYSTEM, collection=Collection.objects.get(pk=collection_id), principal=viewer,
+                     role="editor")
+    _, secret = api_key_create(user=viewer, name="t", actor=SYSTEM)
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert api.patch(f"/api/v1/collections/{collection_id}", {"name": "Mine"}, format="json").status_code == 403
+    assert Collection.objects.get(pk=collection_id).name == "Field manuals"
