@@ -41,7 +41,7 @@ def job_create(version: DocumentVersion) -> IngestionJob:
 
 def document_upload(
     *, actor: Actor, collection: Collection, filename: str, chunks: Iterable[bytes],
-    replace: Document | None = None,
+    replace: Document | None = None, restore: bool = False,
 ) -> UploadResult:
     """Store an upload and queue it for ingestion (see ``kb.services.version_add`` for what it becomes).
 
@@ -63,7 +63,7 @@ def document_upload(
         raise UnsupportedType(str(exc)) from exc
     with transaction.atomic():
         result = kb_services.version_add(actor=actor, collection=collection, title=title, blob=blob, kind=kind,
-                                         replace=replace)
+                                         replace=replace, restore=restore)
         if not result.duplicate:
             job_create(result.version)
     return result

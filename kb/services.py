@@ -120,11 +120,13 @@ class UploadResult:
 
 def version_add(
     *, actor: Actor, collection: Collection, title: str, blob: StoredBlob, kind: str,
-    replace: Document | None = None,
+    replace: Document | None = None, restore: bool = False,
 ) -> UploadResult:
     """Record stored bytes as a new document version (or find them already there), audited.
 
-    * Same bytes as a live document of the collection → that document (no new version).
+    * Same bytes as a live document of the collection → that document (no new version);
+      with ``restore`` (an earlier version of ``replace`` brought back), only the same bytes
+      as its newest version count: older versions' bytes make a new version.
     * ``replace`` given, or a live document with the same title → a new version of it;
       the old version stays searchable until the new one is INDEXED.
     * Otherwise a new document.
@@ -138,12 +140,10 @@ def version_add(
         raise InvalidInput("An upload needs a user.")
     user = actor.user
     with transaction.atomic():
-        duplicate = (
-            DocumentVersion.objects.restrict(user).filter(sha256=blob.sha256, document__collection=collection)
-            .select_related("document")
-            .order_by("-id")
-            .first()
-        )
+        candidates = DocumentVersion.objects.restrict(user).filter(sha256=blob.sha256, document__collection=collection)
+        if restore and replace is not None:
+            candidates = candidates.filter(pk=replace.latest_version_id or 0)
+        duplicate = candidates.select_related("document").order_by("-id").first()
         if duplicate is not None and (replace is None or duplicate.document_id == replace.pk):
             audit_record(actor=actor, action="document.upload_duplicate", target_type="document",
                          target_id=duplicate.document_id, detail={"sha256": blob.sha256})

@@ -77,9 +77,13 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(asked_page) if chunks is not None else None
     latest = document.latest_version
     job = getattr(latest, "job", None) if latest is not None else None
+    role = selectors.collection_role(request.user, document.collection)
+    versions = (document.versions.restrict(request.user).select_related("job", "created_by")
+                .order_by("-number")[:50])
     return render(request, "kb/document.html", {
         "document": document, "version": version, "latest": latest, "job": job, "chunks": page,
-        "target_chunk": target[0] if target else None,
+        "target_chunk": target[0] if target else None, "versions": versions,
+        "can_edit": role in (selectors.Role.EDITOR, selectors.Role.OWNER),
     })
 
 

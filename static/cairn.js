@@ -896,12 +896,49 @@
 
   // --- document: follow processing until it ends ------------------------------------
 
+  /** Editors: Retry a FAILED document, Replace it with a new file, restore an earlier version, delete it. */
+  function initDocumentActions(main) {
+    var actions = document.querySelector('[data-role="document-actions"]');
+    if (!actions) return;
+    var id = main.getAttribute("data-document-id");
+    var url = "/api/v1/documents/" + encodeURIComponent(id);
+    var errors = document.getElementById("document-error");
+    function fail(error) { showAlert(errors, error.message); }
+    document.addEventListener("click", function (event) {
+      var button = event.target.closest && event.target.closest("[data-document-action]");
+      if (!button) return;
+      var action = button.getAttribute("data-document-action");
+      if (action === "retry") {
+        setBusy(button, true);
+        api("POST", url + "/reprocess").then(function () { window.location.reload(); }, function (error) { setBusy(button, false); fail(error); });
+      } else if (action === "delete") {
+        if (!window.confirm("Delete “" + button.getAttribute("data-title") + "” and all its versions? It disappears from search and answers at once.")) return;
+        api("DELETE", url).then(function () { window.location.assign(button.getAttribute("data-back")); }, fail);
+      } else if (action === "restore") {
+        var number = button.getAttribute("data-version");
+        if (!window.confirm("Make version " + number + " the newest version again? It is processed like an upload.")) return;
+        setBusy(button, true);
+        api("POST", url + "/versions/" + encodeURIComponent(number) + "/restore")
+          .then(function () { window.location.reload(); }, function (error) { setBusy(button, false); fail(error); });
+      }
+    });
+    var replace = document.getElementById("replace-input");
+    if (replace) {
+      replace.addEventListener("change", function () {
+        if (!replace.files.length) return;
+        uploadFile(url + "/versions", replace.files[0], function () {})
+          .then(function () { window.location.reload(); }, fail);
+      });
+    }
+  }
+
   function initDocument(main) {
     var target = document.querySelector(".passage--target");
     if (target) {
       target.scrollIntoView({ block: "center" });
       target.focus({ preventScroll: true });
     }
+    initDocumentActions(main);
     var status = main.getAttribute("data-status");
     if (FINAL_STATES.indexOf(status) >= 0) return;
     var id = main.getAttribute("data-document-id");

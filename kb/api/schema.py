@@ -77,6 +77,22 @@ class UploadedDocument(Document):
     duplicate = serializers.BooleanField(help_text="True: the same bytes were there already (200, not 201).")
 
 
+class Version(serializers.Serializer):
+    number = serializers.IntegerField()
+    size = serializers.IntegerField()
+    kind = serializers.CharField(allow_blank=True)
+    original_name = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    status = serializers.CharField()
+    searchable = serializers.BooleanField(help_text="The version search and answers use.")
+    bytes_kept = serializers.BooleanField(help_text="Its file is still stored (it can be restored).")
+
+
+class VersionList(serializers.Serializer):
+    results = Version(many=True)
+
+
 class DocumentList(serializers.Serializer):
     results = Document(many=True)
 
@@ -434,7 +450,15 @@ EXTENSIONS = [
                       parameters=_ids("document_id"), tags=["documents"]),
               delete=_op("Delete a document (editor)", responses={204: NO_BODY}, parameters=_ids("document_id"),
                          tags=["documents"])),
+    _describe(f"{VIEWS}.DocumentVersionRestoreView",
+              post=_op("Make an earlier version's file the newest version (editor); processed like an upload",
+                       request=None, responses={201: UploadedDocument, 200: UploadedDocument},
+                       parameters=[*_ids("document_id"),
+                                   OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH)],
+                       tags=["documents"])),
     _describe(f"{VIEWS}.DocumentVersionsView",
+              get=_op("A document's versions, newest first", responses={200: VersionList},
+                      parameters=_ids("document_id"), tags=["documents"]),
               post=_op("Upload a new version of a document (editor)", request={"multipart/form-data": Upload},
                        responses={201: UploadedDocument, 200: UploadedDocument}, parameters=_ids("document_id"),
                        tags=["documents"])),

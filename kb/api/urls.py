@@ -23,6 +23,7 @@ urlpatterns = [
     path("admin/policy", sharing.PlatformPolicyView.as_view()),
     path("documents/<str:document_id>", views.DocumentView.as_view()),
     path("documents/<str:document_id>/versions", views.DocumentVersionsView.as_view()),
+    path("documents/<str:document_id>/versions/<str:number>/restore", views.DocumentVersionRestoreView.as_view()),
     path("documents/<str:document_id>/reprocess", views.DocumentReprocessView.as_view()),
     path("documents/<str:document_id>/download", views.DocumentDownloadView.as_view()),
     path("documents/<str:document_id>/pages/<str:page>.png", viewer.DocumentPageView.as_view()),

@@ -139,8 +139,24 @@ class DocumentView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def version_out(version: Any, current_id: int | None) -> dict[str, Any]:
+    job = getattr(version, "job", None)
+    return {
+        "number": version.number, "size": version.size, "kind": version.kind,
+        "original_name": version.original_name, "created_at": version.created_at.isoformat(),
+        "created_by": version.created_by.get_username(), "status": job.status if job else "PENDING",
+        "searchable": version.pk == current_id, "bytes_kept": version.purged_at is None,
+    }
+
+
 class DocumentVersionsView(APIView):
-    """POST a changed file as a new version of an existing document."""
+    """GET the document's versions, newest first; POST a changed file as a new version (editors)."""
+
+    def get(self, request: Request, document_id: str) -> Response:
+        document = selectors.document_get(request.user, document_id)
+        versions = (document.versions.restrict(request.user).select_related("job", "created_by")
+                    .order_by("-number")[:200])
+        return Response({"results": [version_out(v, document.current_version_id) for v in versions]})
 
     def post(self, request: Request, document_id: str) -> Response:
         document = selectors.document_get(request.user, document_id, for_edit=True)
@@ -149,6 +165,29 @@ class DocumentVersionsView(APIView):
             actor=actor_from_request(request), collection=document.collection,
             filename=upload.name or document.title, chunks=upload.chunks(), replace=document,
         )
+        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
+        body["duplicate"] = result.duplicate
+        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+
+
+class DocumentVersionRestoreView(APIView):
+    """POST: version ``number``'s bytes become the document's newest version (editors); processed like an upload."""
+
+    def post(self, request: Request, document_id: str, number: str) -> Response:
+        document = selectors.document_get(request.user, document_id, for_edit=True)
+        version = (document.versions.restrict(request.user).filter(number=int(number)).first()
+                   if number.isdigit() and len(number) < 10 else None)
+        if version is None:
+            raise selectors.NotFound("version")
+        if version.purged_at is not None or not blob_path(version.sha256).exists():
+            return Response(error_body("gone", f"The file of version {version.number} is no longer kept."),
+                            status=status.HTTP_409_CONFLICT)
+        with open(blob_path(version.sha256), "rb") as stored:
+            result = ingestion.document_upload(
+                actor=actor_from_request(request), collection=document.collection,
+                filename=version.original_name or document.title, chunks=iter(lambda: stored.read(1 << 20), b""),
+                replace=document, restore=True,
+            )
         body = document_out(selectors.document_get_managed(request.user, result.document.pk))
         body["duplicate"] = result.duplicate
         return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)

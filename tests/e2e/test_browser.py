@@ -282,6 +282,16 @@ def test_a_conversation_keeps_its_turns_and_understands_a_follow_up(
     assert "Score" not in first.inner_text() and first.locator("meter").count() == 1
     assert "chunk=" in (first.locator("a.result__title").get_attribute("href") or "")
 
+    # On the document's page an editor replaces the file, sees the versions and restores the first one.
+    page.goto(f"{base}/documents/{uploaded['id']}/")
+    page.set_input_files("#replace-input", files=[{
+        "name": "lighthouse.md", "mimeType": "text/markdown", "buffer": (DOCUMENT + "\nRevised.\n").encode()}])
+    page.locator('[data-role="versions"] tr[data-version="2"]').wait_for(timeout=30_000)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator('tr[data-version="1"] [data-document-action="restore"]').click()
+    page.locator('[data-role="versions"] tr[data-version="3"]').wait_for(timeout=30_000)
+    page.goto(f"{base}/collections/{collection}/")
+
     # The owner renames the collection, then deletes it after a confirmation that says what goes with it.
     page.get_by_text("Rename or delete").click()
     page.locator("#rename-name").fill("Keepers' handbook")

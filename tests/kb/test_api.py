@@ -192,3 +192,25 @@ def test_the_owner_renames_a_collection_and_nobody_else_can(api, collection_id, 
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert api.patch(f"/api/v1/collections/{collection_id}", {"name": "Mine"}, format="json").status_code == 403
     assert Collection.objects.get(pk=collection_id).name == "Field manuals"
+
+
+def test_versions_are_listed_and_an_earlier_one_restored(api, collection_id):
+    first = upload(api, collection_id, "rota.txt", b"The night shift starts at ten.").json()
+    boundary = "cairnboundary7f3a"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="rota.txt"\r\n'
+            "Content-Type: text/plain\r\n\r\n").encode() + b"The night shift starts at eleven." + \
+        f"\r\n--{boundary}--\r\n".encode()
+    second = api.generic("POST", f"/api/v1/documents/{first['id']}/versions", body,
+                         content_type=f"multipart/form-data; boundary={boundary}")
+    assert second.status_code == 201 and second.json()["version"] == 2
+    listed = api.get(f"/api/v1/documents/{first['id']}/versions").json()["results"]
+    assert [v["number"] for v in listed] == [2, 1] and listed[0]["searchable"] and listed[1]["bytes_kept"]
+
+    restored = api.post(f"/api/v1/documents/{first['id']}/versions/1/restore")
+    assert restored.status_code == 201 and restored.json()["version"] == 3, restored.content
+    assert restored.json()["sha256"] == first["sha256"]
+    hits = api.get("/api/v1/search", {"q": "night shift", "k": 1}).json()["results"]
+    assert "ten" in hits[0]["text"] and hits[0]["version"] == 3
+    assert api.post(f"/api/v1/documents/{first['id']}/versions/3/restore").status_code == 200  # already newest
+    assert api.post(f"/api/v1/documents/{first['id']}/versions/9/restore").status_code == 404
+    assert api.post(f"/api/v1/documents/{first['id']}/versions/x/restore").status_code == 404
