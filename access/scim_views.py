@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -304,94 +305,102 @@ def resource_types_view(request: HttpRequest, type_id: str | None = None) -> Htt
 # --- Users and Groups --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What the endpoints of one resource type call (``access.scim``): Users and Groups share the rest."""
+
+    model: Any
+    rows: Callable[[], Any]
+    filtered: Callable[[Any], Any]
+    get: Callable[[str], Any]
+    resource: Callable[[Any, str], Any]
+    save: Callable[[Actor, Any, Any], Any]     # (actor, resource, existing row or None) → the row
+    delete: Callable[[Actor, Any], None]
+
+
+USERS = Kind(scim.ScimUser, scim.users, scim.users_filtered, scim.user_get, scim.user_resource,
+             lambda actor, resource, row: scim.user_save(actor=actor, resource=resource, user=row),
+             lambda actor, row: scim.user_delete(actor=actor, user=row))
+GROUPS = Kind(scim.ScimGroup, scim.groups, scim.groups_filtered, scim.group_get, scim.group_resource,
+              lambda actor, resource, row: scim.group_save(actor=actor, resource=resource, group=row),
+              lambda actor, row: scim.group_delete(actor=actor, group=row))
+
+
+def _listing(request: HttpRequest, kind: Kind, search: SearchRequest | None = None) -> HttpResponse:
+    base = _base_url(request)
+    return _list(request, kind.model, kind.rows(), lambda row: kind.resource(row, base), kind.filtered, search)
+
+
+def _resources(request: HttpRequest, kind: Kind) -> HttpResponse:
+    """``/Users``, ``/Groups``: GET lists (filter, pages), POST creates."""
+    if request.method == "GET":
+        return _listing(request, kind)
+    if request.method == "POST":
+        resource = _validated(kind.model, _body(request), Context.RESOURCE_CREATION_REQUEST)
+        row = kind.save(_actor(request), resource, None)
+        return _one(request, kind.resource(row, _base_url(request)), status=201)
+    return _method_not_allowed(request, "GET, POST")
+
+
+def _resource(request: HttpRequest, kind: Kind, resource_id: str) -> HttpResponse:
+    """``/Users/<id>``, ``/Groups/<id>``: GET, PUT (replace), PATCH, DELETE."""
+    base = _base_url(request)
+    row = kind.get(resource_id)
+    if request.method == "GET":
+        return _one(request, kind.resource(row, base))
+    if request.method == "PUT":
+        resource = _validated(kind.model, _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
+        resource.replace(kind.resource(row, base))
+        row = kind.save(_actor(request), resource, row)
+        return _one(request, kind.resource(row, base))
+    if request.method == "PATCH":
+        patch = _validated(PatchOp[kind.model], _body(request),  # type: ignore[name-defined]
+                           Context.RESOURCE_PATCH_REQUEST)
+        resource = kind.resource(row, base)
+        if patch.patch(resource):
+            row = kind.save(_actor(request), resource, row)
+        return _one(request, kind.resource(row, base))
+    if request.method == "DELETE":
+        kind.delete(_actor(request), row)
+        return HttpResponse(status=204)
+    return _method_not_allowed(request, "GET, PUT, PATCH, DELETE")
+
+
+def _posted_search(request: HttpRequest, kind: Kind) -> HttpResponse:
+    """``/Users/.search``, ``/Groups/.search``: a search request in the body (RFC 7644 §3.4.3)."""
+    if request.method != "POST":
+        return _method_not_allowed(request, "POST")
+    return _listing(request, kind, _search_posted(request))
+
+
 @_endpoint
 def users_view(request: HttpRequest) -> HttpResponse:
-    base = _base_url(request)
-    if request.method == "GET":
-        return _list(request, scim.ScimUser, scim.users(), lambda user: scim.user_resource(user, base),
-                     scim.users_filtered)
-    if request.method == "POST":
-        resource = _validated(scim.ScimUser, _body(request), Context.RESOURCE_CREATION_REQUEST)
-        user = scim.user_save(actor=_actor(request), resource=resource, user=None)
-        return _one(request, scim.user_resource(user, base), status=201)
-    return _method_not_allowed(request, "GET, POST")
+    return _resources(request, USERS)
 
 
 @_endpoint
 def user_view(request: HttpRequest, resource_id: str) -> HttpResponse:
-    base = _base_url(request)
-    user = scim.user_get(resource_id)
-    if request.method == "GET":
-        return _one(request, scim.user_resource(user, base))
-    if request.method == "PUT":
-        resource = _validated(scim.ScimUser, _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
-        resource.replace(scim.user_resource(user, base))
-        user = scim.user_save(actor=_actor(request), resource=resource, user=user)
-        return _one(request, scim.user_resource(user, base))
-    if request.method == "PATCH":
-        patch = _validated(PatchOp[scim.ScimUser], _body(request), Context.RESOURCE_PATCH_REQUEST)
-        resource = scim.user_resource(user, base)
-        if patch.patch(resource):
-            user = scim.user_save(actor=_actor(request), resource=resource, user=user)
-        return _one(request, scim.user_resource(user, base))
-    if request.method == "DELETE":
-        scim.user_delete(actor=_actor(request), user=user)
-        return HttpResponse(status=204)
-    return _method_not_allowed(request, "GET, PUT, PATCH, DELETE")
+    return _resource(request, USERS, resource_id)
 
 
 @_endpoint
 def groups_view(request: HttpRequest) -> HttpResponse:
-    base = _base_url(request)
-    if request.method == "GET":
-        return _list(request, scim.ScimGroup, scim.groups(), lambda group: scim.group_resource(group, base),
-                     scim.groups_filtered)
-    if request.method == "POST":
-        resource = _validated(scim.ScimGroup, _body(request), Context.RESOURCE_CREATION_REQUEST)
-        group = scim.group_save(actor=_actor(request), resource=resource, group=None)
-        return _one(request, scim.group_resource(group, base), status=201)
-    return _method_not_allowed(request, "GET, POST")
+    return _resources(request, GROUPS)
 
 
 @_endpoint
 def group_view(request: HttpRequest, resource_id: str) -> HttpResponse:
-    base = _base_url(request)
-    group = scim.group_get(resource_id)
-    if request.method == "GET":
-        return _one(request, scim.group_resource(group, base))
-    if request.method == "PUT":
-        resource = _validated(scim.ScimGroup, _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
-        resource.replace(scim.group_resource(group, base))
-        group = scim.group_save(actor=_actor(request), resource=resource, group=group)
-        return _one(request, scim.group_resource(group, base))
-    if request.method == "PATCH":
-        patch = _validated(PatchOp[scim.ScimGroup], _body(request), Context.RESOURCE_PATCH_REQUEST)
-        resource = scim.group_resource(group, base)
-        if patch.patch(resource):
-            group = scim.group_save(actor=_actor(request), resource=resource, group=group)
-        return _one(request, scim.group_resource(group, base))
-    if request.method == "DELETE":
-        scim.group_delete(actor=_actor(request), group=group)
-        return HttpResponse(status=204)
-    return _method_not_allowed(request, "GET, PUT, PATCH, DELETE")
+    return _resource(request, GROUPS, resource_id)
 
 
 @_endpoint
 def users_search_view(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return _method_not_allowed(request, "POST")
-    base = _base_url(request)
-    return _list(request, scim.ScimUser, scim.users(), lambda user: scim.user_resource(user, base),
-                 scim.users_filtered, _search_posted(request))
+    return _posted_search(request, USERS)
 
 
 @_endpoint
 def groups_search_view(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return _method_not_allowed(request, "POST")
-    base = _base_url(request)
-    return _list(request, scim.ScimGroup, scim.groups(), lambda group: scim.group_resource(group, base),
-                 scim.groups_filtered, _search_posted(request))
+    return _posted_search(request, GROUPS)
 
 
 @_endpoint

@@ -73,3 +73,17 @@ def ask_refusal(exc: Exception) -> Refusal | None:
     if isinstance(exc, GenerationFailed):
         return Refusal(exc.status, exc.code, exc.message, 5 if exc.status == 503 else None)
     return None
+
+
+def refusal_response(exc: Exception) -> Any:
+    """This API's error answer for a refused or failed ask (``ask_refusal``); None for any other error."""
+    from rest_framework.response import Response
+
+    from kb.api.errors import error_body
+
+    refusal = ask_refusal(exc)
+    if refusal is None:
+        return None
+    details = {"retry_after": refusal.retry_after} if refusal.status in (429, 503) else None
+    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+    return Response(error_body(refusal.code, refusal.message, details), status=refusal.status, headers=headers)

@@ -21,8 +21,7 @@ from rest_framework.views import APIView
 from access.services import actor_from_request, signed_in_user
 from kb import answering, conversations, selectors
 from kb.api import ask_stream
-from kb.api.answers import answer_out, ask_refusal
-from kb.api.errors import error_body
+from kb.api.answers import answer_out, refusal_response
 from kb.models import ConversationTurn
 
 
@@ -132,13 +131,10 @@ class ConversationMessagesView(APIView):
                                                collection_ids=collection_ids, max_new_tokens=limit,
                                                via="conversation")
         except Exception as exc:
-            refusal = ask_refusal(exc)
-            if refusal is None:
+            refused = refusal_response(exc)
+            if refused is None:
                 raise
-            details = {"retry_after": refusal.retry_after} if refusal.status in (429, 503) else None
-            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-            return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
-                            headers=headers)
+            return refused
         body = answer_out(result.answer, result.passages, no_good_match=result.no_good_match)
         turn = conversations.turn_record(conversation=conversation, question=question, standalone=standalone,
                                          collection_id=scope_id, answer=body,

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from access.services import actor_from_request, signed_in_user
 from ingestion import api as ingestion
 from kb import answering, search, selectors, services
-from kb.api.answers import answer_out, ask_refusal
+from kb.api.answers import answer_out, refusal_response
 from kb.api.errors import error_body
 from kb.exceptions import InvalidInput
 from kb.metrics import ASK_LATENCY, timed
@@ -341,11 +341,8 @@ class AskView(APIView):
                                                    collection_ids=collection_ids, max_new_tokens=limit,
                                                    document_ids=document_ids)
         except Exception as exc:
-            refusal = ask_refusal(exc)
-            if refusal is None:
+            refused = refusal_response(exc)
+            if refused is None:
                 raise
-            details = {"retry_after": refusal.retry_after} if refusal.status in (429, 503) else None
-            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-            return Response(error_body(refusal.code, refusal.message, details), status=refusal.status,
-                            headers=headers)
+            return refused
         return Response(answer_out(result.answer, result.passages, no_good_match=result.no_good_match))
