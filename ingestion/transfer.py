@@ -104,7 +104,8 @@ def _collection_data(collection: Collection) -> dict[str, Any]:
                 } for c in chunks],
             },
         })
-    golden = [{"question": q.question, "expected": sorted(q.expected_documents.values_list("pk", flat=True))}
+    golden = [{"question": q.question,
+               "expected": sorted(q.expected_documents.unrestricted(WHY).values_list("pk", flat=True))}
               for q in GoldenQuestion.objects.filter(collection=collection).order_by("id")]
     members = [{"kind": m.kind, "name": m.name, "role": m.role.value}
                for m in collection_members(collection) if not m.implicit]
@@ -281,4 +282,4 @@ def _golden_import(collection: Collection, golden: list[dict[str, Any]], keys: d
         if entry["question"] in present:
             continue
         question = GoldenQuestion.objects.create(collection=collection, question=entry["question"], created_by=owner)
-        question.expected_documents.set([keys[k] for k in entry["expected"] if k in keys])
+        question.expected_documents.add(*[keys[k] for k in entry["expected"] if k in keys])  # a new question

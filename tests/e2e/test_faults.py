@@ -261,7 +261,9 @@ def sse(port: str, token: str, payload: dict, on_token: Any, timeout: float) -> 
 
 def test_a_client_whose_inference_worker_is_killed_mid_stream_gets_an_error_soon(stack, collection):
     stack_, http, *_ = stack
-    question = {"question": "Who approves remote work?", "stream": True, "max_new_tokens": 1500,
+    # A question the manuals answer (an unrelated one gets "no good match" without any generation).
+    question = {"question": "Which pressure readings are logged before the handover?", "stream": True,
+                "max_new_tokens": 1500,
                 "collection": collection}
     names, seconds = sse(stack_.env["TEST_PORT"], http.token or "", question, lambda: stack_.kill("inference"), 60)
     assert "token" in names and names[-1] == "error", names
@@ -283,7 +285,8 @@ def test_redis_restarted_empty_while_jobs_are_queued_loses_no_document(stack, co
     stack_.kill("ingest")  # the jobs wait in Redis …
     ids = upload_all(http, collection, [(f"queued-{i}.md", text_document(200 + i, 6)) for i in range(4)])
     redis_server.kill()  # … which loses them: no persistence
-    status, body = http.post_json("/api/v1/ask", {"question": "anything", "collection": collection})
+    status, body = http.post_json("/api/v1/ask", {"question": "Which access code does manual 5 name?",
+                                                  "collection": collection})
     assert status == 503, body  # the queue is away: a clear 503, not a 500
     late = upload_all(http, collection, [("while-away.md", text_document(300, 4))])  # stored; queued later
     redis_server.start()
