@@ -8,6 +8,7 @@ the hub is switched off before the library is imported.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -81,8 +82,13 @@ def model_id(configured: str | None) -> str:
     return f"{slug}-{digest.hexdigest()[:8]}"
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), not by emulation."""
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), not by emulation.
+
+    Cached: the search path resolves the embedder's dtype on every query, and
+    reading ``/proc/cpuinfo`` each time showed in its profile.
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
