@@ -53,10 +53,11 @@ def test_results_follow_the_cross_encoders_own_scores(api, indexed, settings, cr
     assert oracle == sorted(oracle, reverse=True), "results are not in the cross-encoder's order"
     reranked = [r["rerank_score"] for r in results]
     assert all(s is not None for s in reranked) and reranked == sorted(reranked, reverse=True)
-    fused_order = [r["chunk_id"] for r in search(api, indexed, rerank=0)]
-    assert sorted(fused_order) == sorted(r["chunk_id"] for r in results)
-    # This random model disagrees with the fusion, so the stage visibly did something.
-    assert fused_order != [r["chunk_id"] for r in results]
+    fused = search(api, indexed, rerank=0)
+    assert sorted(r["chunk_id"] for r in fused) == sorted(r["chunk_id"] for r in results)
+    # rerank=0 skips the stage: no cross-encoder scores.  (Whether this random model's order differs
+    # from the fusion's depends on the fusion, so it is not asserted; the order check above is the test.)
+    assert all(r["rerank_score"] is None for r in fused)
 
 
 def test_the_stage_is_skipped_when_no_reranker_is_configured(api, indexed, settings):
