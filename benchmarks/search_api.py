@@ -82,6 +82,7 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
     docs = corpus.docs(n, mean=args.doc_tokens, sd=args.doc_tokens / 4)
     gen_s = time.perf_counter() - t
     now = timezone.now().isoformat()
+    model = active_model().model_id  # each chunk records the model that made its vector
     t = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cur:
         # Documents round-robin over the collections: reader's collection holds every 10th.
@@ -105,10 +106,10 @@ def build_corpus(args: argparse.Namespace) -> dict[str, Any]:
             for c in range(at, min(at + step, n_docs * per_doc)):
                 text = " ".join(docs[c])
                 rows.append((c + 1, c // per_doc + 1, c // per_doc + 1, c % per_doc, text, "", 0, len(text),
-                             len(docs[c])))
+                             len(docs[c]), model))
             cur.executemany(
                 "INSERT INTO kb_chunk (id, version_id, document_id, ordinal, text, heading, char_start, char_end, "
-                "token_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+                "token_count, embedding_model) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
     IdBlock.objects.update_or_create(name="chunk", defaults={"next_value": n_docs * per_doc + 1})
     db_s = time.perf_counter() - t
     print(f"database rows: {n_docs:,} documents, {n_docs * per_doc:,} chunks in {db_s:.0f}s", flush=True)
