@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
-from inference.types import Answer, Passage
+from inference.types import Passage
 from kb import answering
 from kb.api.answers import CITATION_KEYS, answer_out
 from kb.api.errors import error_body
@@ -51,6 +51,7 @@ class EventFramer:
         self.generation = generation
         self.passages = tuple(passages)
         self.start_extra = start_extra or {}
+        self.no_good_match = False  # set for the fixed answer of ``no_good_match_response``
         self.final: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
 
@@ -66,7 +67,7 @@ class EventFramer:
         if event["event"] == "done":
             from inference.wire import answer_from_dict
 
-            body = answer_out(answer_from_dict(event["answer"]), self.passages)
+            body = answer_out(answer_from_dict(event["answer"]), self.passages, no_good_match=self.no_good_match)
             self.final = dict(body)
             citations = {key: body.pop(key) for key in CITATION_KEYS}
             done = {**body, "generation_id": self.generation.generation_id if self.generation else None,
@@ -79,7 +80,7 @@ class EventFramer:
 class _SyncBody:
     """The response body; Django calls ``close`` when the response ends, even if it was never iterated."""
 
-    def __init__(self, frames: Any, generation: answering.Generation,
+    def __init__(self, frames: Any, generation: answering.Generation | None,
                  on_close: Callable[[], None] | None = None) -> None:
         self.frames = frames
         self.generation = generation
@@ -89,8 +90,10 @@ class _SyncBody:
         return self.frames
 
     def close(self) -> None:
-        self.frames.close()
-        self.generation.close()
+        if hasattr(self.frames, "close"):
+            self.frames.close()
+        if self.generation is not None:
+            self.generation.close()
         self._closed()
 
     def _closed(self) -> None:
@@ -109,36 +112,29 @@ class _AsyncBody(_SyncBody):
 
     def close(self) -> None:
         # The async generator's own ``finally`` cancels; this covers a body never iterated.
-        self.generation.close()
+        if self.generation is not None:
+            self.generation.close()
         self._closed()
 
 
-def no_good_match_response() -> StreamingHttpResponse:
-    """The stream of an ask whose evidence check found nothing relevant: the fixed answer, no generation."""
-    body = answer_out(answering.no_good_match_answer(), (), no_good_match=True)
-    citations = {key: body.pop(key) for key in CITATION_KEYS}
-    frames = [_frame("start", {"generation_id": None, "passages": 0}), _frame("token", {"text": body["answer"]}),
-              _frame("citations", citations), _frame("done", {**body, "generation_id": None, "metrics": {}})]
-    response = StreamingHttpResponse(iter(frames), content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    return response
+def no_good_match_response(framer: Framer | None = None,
+                           on_close: Callable[[], None] | None = None) -> StreamingHttpResponse:
+    """The stream of an ask whose evidence check found nothing relevant: the fixed answer, no generation.
 
-
-def fixed_answer_response(framer: Framer, answer: Answer,
-                          on_close: Callable[[], None] | None = None) -> StreamingHttpResponse:
-    """A stream for an answer that needed no generation (no good match): the same events, framed by ``framer``."""
+    Framed by ``framer`` (default: this API's events; ``/v1/`` passes its
+    chunk framer), with the same ``start``/``token``/``done`` shape as a
+    generated answer; ``on_close`` as for ``event_stream_response``.
+    """
     from inference.wire import answer_to_dict
 
-    def frames() -> Iterator[bytes]:
-        try:
-            yield framer.start()
-            yield framer.frames({"event": "token", "text": answer.answer})
-            yield framer.frames({"event": "done", "answer": answer_to_dict(answer), "metrics": {}})  # type: ignore[typeddict-item]
-        finally:
-            if on_close is not None:
-                on_close()
-
-    response = StreamingHttpResponse(frames(), content_type="text/event-stream; charset=utf-8")
+    framer = framer or EventFramer(None, ())
+    if isinstance(framer, EventFramer):
+        framer.no_good_match = True
+    answer = answering.no_good_match_answer()
+    done: Any = {"event": "done", "answer": answer_to_dict(answer), "metrics": {}}
+    frames = [framer.start(), framer.frames({"event": "token", "text": answer.answer}), framer.frames(done)]
+    response = StreamingHttpResponse(_SyncBody(iter(frames), None, on_close),
+                                     content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     return response
 

@@ -124,7 +124,7 @@ class ConversationMessagesView(APIView):
                                               state=state)
 
                 if asking.generation is None:  # nothing relevant found: the fixed answer, no generation
-                    return ask_stream.fixed_answer_response(framer, answering.no_good_match_answer(), on_close=keep)
+                    return ask_stream.no_good_match_response(framer, on_close=keep)
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages,
                                                         framer=framer, on_close=keep)
             result = answering.answer_question(user=user, actor=actor, question=standalone,

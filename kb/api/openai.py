@@ -195,7 +195,7 @@ class ChatCompletionsView(OpenAIView):
                 asking = answering.ask_stream(**ask)
                 framer = ChunkFramer(model=model, passages=asking.passages)
                 if asking.generation is None:  # nothing relevant found: the fixed answer, no generation
-                    return ask_stream.fixed_answer_response(framer, answering.no_good_match_answer())
+                    return ask_stream.no_good_match_response(framer)
                 return ask_stream.event_stream_response(request._request, asking.generation, asking.passages,
                                                         framer)
             result = answering.answer_question(**ask)

@@ -110,6 +110,13 @@ def _upload_file(request: Request) -> Any:
     return upload
 
 
+def uploaded(request: Request, result: ingestion.UploadResult) -> Response:
+    """The answer to an upload (a new document, version or restore): 201, or 200 with ``duplicate`` for known bytes."""
+    body = document_out(selectors.document_get_managed(request.user, result.document.pk))
+    body["duplicate"] = result.duplicate
+    return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+
+
 class CollectionDocumentsView(APIView):
     def get(self, request: Request, collection_id: str) -> Response:
         collection = selectors.collection_get(request.user, collection_id)
@@ -123,10 +130,7 @@ class CollectionDocumentsView(APIView):
             actor=actor_from_request(request), collection=collection,
             filename=upload.name or "untitled", chunks=upload.chunks(),
         )
-        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
-        body["duplicate"] = result.duplicate
-        code = status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED
-        return Response(body, status=code)
+        return uploaded(request, result)
 
 
 class DocumentView(APIView):
@@ -165,9 +169,7 @@ class DocumentVersionsView(APIView):
             actor=actor_from_request(request), collection=document.collection,
             filename=upload.name or document.title, chunks=upload.chunks(), replace=document,
         )
-        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
-        body["duplicate"] = result.duplicate
-        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+        return uploaded(request, result)
 
 
 class DocumentVersionRestoreView(APIView):
@@ -188,9 +190,7 @@ class DocumentVersionRestoreView(APIView):
                 filename=version.original_name or document.title, chunks=iter(lambda: stored.read(1 << 20), b""),
                 replace=document, restore=True,
             )
-        body = document_out(selectors.document_get_managed(request.user, result.document.pk))
-        body["duplicate"] = result.duplicate
-        return Response(body, status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
+        return uploaded(request, result)
 
 
 class DocumentReprocessView(APIView):
