@@ -24,11 +24,28 @@ from typing import Any, Protocol
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from inference.types import Passage
 from kb import answering
 from kb.api.answers import CITATION_KEYS, answer_out
 from kb.api.errors import error_body
+
+
+class AskingView(APIView):
+    """A view that answers questions (ask, conversations, ``/v1/`` chat).
+
+    It changes nothing, so a read-only API key may use it (``reads_only``),
+    and its errors are JSON even for a client that asked for
+    ``text/event-stream``.
+    """
+
+    reads_only = True
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return JSONRenderer(), "application/json"
 
 
 def _frame(event: str, data: dict[str, Any]) -> bytes:

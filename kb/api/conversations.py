@@ -10,8 +10,6 @@ when the stream ends (``stopped`` if the client went away first).
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import StreamingHttpResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -77,21 +75,14 @@ class ConversationView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ConversationMessagesView(APIView):
+class ConversationMessagesView(ask_stream.AskingView):
     """POST a question to a conversation; answered as ``/api/v1/ask`` answers, from the standalone question."""
-
-    reads_only = True  # a read-only API key may ask
 
     class Input(serializers.Serializer):
         question = serializers.CharField(max_length=4000, trim_whitespace=True)
         collection = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1)
         stream = serializers.BooleanField(required=False, default=False)
         max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        from rest_framework.renderers import JSONRenderer
-
-        return JSONRenderer(), "application/json"  # errors are JSON even to a client that asked for events
 
     def post(self, request: Request, conversation_id: str) -> Response | StreamingHttpResponse:
         user = signed_in_user(request)

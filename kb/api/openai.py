@@ -27,12 +27,11 @@ from django.http import StreamingHttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from access.services import actor_from_request, signed_in_user
 from inference.types import Answer, Passage
 from kb import answering, followup, selectors
-from kb.api import errors
+from kb.api import ask_stream, errors
 from kb.api.answers import answer_out, ask_refusal
 from kb.exceptions import NotFound
 from kb.models import Collection
@@ -100,18 +99,11 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     return response
 
 
-class OpenAIView(APIView):
-    """Errors in OpenAI's shape, and always JSON (a streaming client may send Accept: text/event-stream)."""
-
-    reads_only = True  # nothing here changes anything: a read-only API key may chat
+class OpenAIView(ask_stream.AskingView):
+    """Errors in OpenAI's shape (and, as every asking view's, always JSON)."""
 
     def get_exception_handler(self) -> Any:
         return openai_exception_handler
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        from rest_framework.renderers import JSONRenderer
-
-        return JSONRenderer(), "application/json"
 
 
 class ModelsView(OpenAIView):
@@ -190,8 +182,6 @@ class ChatCompletionsView(OpenAIView):
                                "via": "openai"}
         try:
             if params["stream"]:
-                from kb.api import ask_stream
-
                 asking = answering.ask_stream(**ask)
                 framer = ChunkFramer(model=model, passages=asking.passages)
                 if asking.generation is None:  # nothing relevant found: the fixed answer, no generation

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from access.services import actor_from_request, signed_in_user
 from ingestion import api as ingestion
 from kb import answering, search, selectors, services
+from kb.api import ask_stream
 from kb.api.answers import answer_out, refusal_response
 from kb.api.errors import error_body
 from kb.exceptions import InvalidInput
@@ -291,14 +292,12 @@ def attached_documents(request: Request, ids: list[int] | None) -> list[int] | N
     return [selectors.document_get(request.user, document_id).pk for document_id in dict.fromkeys(ids)]
 
 
-class AskView(APIView):
+class AskView(ask_stream.AskingView):
     """Answer a question; ``"stream": true`` (or ``Accept: text/event-stream``) streams it as SSE.
 
     Refused with 429 (this user's concurrent generations) or 503 (the pool is
     full), both with ``Retry-After``; see ``kb/api/ask_stream.py`` for the events.
     """
-
-    reads_only = True  # a POST that changes nothing: a read-only API key may ask
 
     class Input(serializers.Serializer):
         question = serializers.CharField(max_length=4000, trim_whitespace=True)
@@ -309,15 +308,7 @@ class AskView(APIView):
         # Capped at CAIRN_MAX_NEW_TOKENS (asking for more gets the cap).
         max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        # Errors are JSON even for a client that asked for text/event-stream.
-        from rest_framework.renderers import JSONRenderer
-
-        return JSONRenderer(), "application/json"
-
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        from kb.api import ask_stream
-
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
