@@ -598,32 +598,32 @@ EXTENSIONS = [
 # --- authentication ----------------------------------------------------------------------------
 
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "access.authentication.ApiKeyAuthentication"
-    name = "apiKey"
+def _bearer_scheme(target: str, name: str, description: str, bearer_format: str = "") -> type:
+    """The OpenAPI security scheme of one of Cairn's bearer authenticators."""
+    definition = {"type": "http", "scheme": "bearer", "description": description}
+    if bearer_format:
+        definition["bearerFormat"] = bearer_format
 
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "cairn_… API key",
-                "description": "A Cairn API key: Authorization: Bearer cairn_…"}
+    class Scheme(OpenApiAuthenticationExtension):
+        target_class = target
+
+        def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+            return dict(definition)
+
+    Scheme.name = name
+    Scheme.__name__ = Scheme.__qualname__ = f"{name}Scheme"
+    return Scheme
 
 
-class IdpTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "access.authentication.IdpTokenAuthentication"
-    name = "idpToken"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "An access token from the configured identity provider (CAIRN_OIDC_ISSUER)."}
-
-
-class PersonalScheme(OpenApiAuthenticationExtension):
-    target_class = "access.authentication.PersonalModeAuthentication"
-    name = "personal"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "Personal mode on this computer: requests from loopback are its owner's "
-                               "(any bearer value, as chat clients always send one)."}
+AUTHENTICATION = [
+    _bearer_scheme("access.authentication.ApiKeyAuthentication", "apiKey",
+                   "A Cairn API key: Authorization: Bearer cairn_…", "cairn_… API key"),
+    _bearer_scheme("access.authentication.IdpTokenAuthentication", "idpToken",
+                   "An access token from the configured identity provider (CAIRN_OIDC_ISSUER).", "JWT"),
+    _bearer_scheme("access.authentication.PersonalModeAuthentication", "personal",
+                   "Personal mode on this computer: requests from loopback are its owner's "
+                   "(any bearer value, as chat clients always send one)."),
+]
 
 
 # --- what the schema covers ----------------------------------------------------------------------
