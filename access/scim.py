@@ -370,7 +370,7 @@ def user_delete(*, actor: Actor, user: User) -> None:
 
 
 def _member_users(members: Iterable[ScimGroupMember]) -> dict[int, User]:
-    wanted: dict[int, User] = {}
+    wanted: set[int] = set()
     members = list(members)
     if len(members) > MAX_MEMBERS:
         raise InvalidValueException(detail=f"At most {MAX_MEMBERS} members per request.")
@@ -380,9 +380,9 @@ def _member_users(members: Iterable[ScimGroupMember]) -> dict[int, User]:
         value = str(member.value or "")
         if not value.isdigit() or len(value) > 18:
             raise InvalidValueException(detail=f"No user {value[:40]!r}.")
-        wanted[int(value)] = None  # type: ignore[assignment]
-    found = {user.pk: user for user in users().filter(pk__in=list(wanted))}
-    missing = wanted.keys() - found.keys()
+        wanted.add(int(value))
+    found = {user.pk: user for user in users().filter(pk__in=wanted)}
+    missing = wanted - found.keys()
     if missing:
         raise InvalidValueException(detail=f"No user {min(missing)}.")
     return found

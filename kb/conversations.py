@@ -86,9 +86,9 @@ def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
 
 def standalone_for(conversation: Conversation, question: str) -> str:
     """``question`` rewritten with the conversation's earlier questions it leans on (``kb.followup``)."""
-    if conversation.turns.count() >= MAX_TURNS:
-        raise InvalidInput(f"A conversation holds at most {MAX_TURNS} questions; start a new one.")
     earlier = list(conversation.turns.order_by("created_at", "id").values_list("question", flat=True))
+    if len(earlier) >= MAX_TURNS:
+        raise InvalidInput(f"A conversation holds at most {MAX_TURNS} questions; start a new one.")
     messages = [{"role": "user", "content": text} for text in earlier] + [{"role": "user", "content": question}]
     try:
         return followup.standalone_question(messages)
