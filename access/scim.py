@@ -160,7 +160,9 @@ def resource_types() -> list[ResourceType]:
 def users() -> QuerySet[User]:
     """The users SCIM can see: all but those it deleted (and django-guardian's internal anonymous user)."""
     anonymous = getattr(settings, "ANONYMOUS_USER_NAME", "AnonymousUser")
-    return User.objects.filter(deprovisioned_at__isnull=True).exclude(username=anonymous).order_by("pk")
+    # Groups prefetched: every listed user's resource names them (one query a page, not one a user).
+    return (User.objects.filter(deprovisioned_at__isnull=True).exclude(username=anonymous).order_by("pk")
+            .prefetch_related("groups"))
 
 
 def groups() -> QuerySet[Group]:
@@ -202,7 +204,7 @@ def user_resource(user: User, base_url: str) -> ScimUser:
         display_name=profile.get("displayName") or None, emails=emails or None,
         # Left out when SCIM never set it (or removed it) and the user is active, as Cairn reads "unset".
         active=None if (profile.get("active", True) is None and user.is_active) else user.is_active,
-        groups=[ScimGroupRef(value=str(group.pk), display=group.name, ref=None, type=None) for group in user.groups.order_by("pk")]
+        groups=[ScimGroupRef(value=str(group.pk), display=group.name, ref=None, type=None) for group in sorted(user.groups.all(), key=lambda g: g.pk)]
         or None,
         meta=Meta(resource_type="User", created=user.date_joined,
                   last_modified=_modified(profile, user.date_joined), location=f"{base_url}/Users/{user.pk}"),
