@@ -72,7 +72,7 @@ def document_upload(
 def job_reprocess(job: IngestionJob) -> bool:
     """A FAILED job goes back to PENDING with a fresh attempt budget, queued after commit."""
     queued = IngestionJob.objects.filter(pk=job.pk, status=Status.FAILED).update(
-        status=Status.PENDING, attempts=0, error="", detail="Queued again", progress=0.0,
+        status=Status.PENDING, attempts=0, error="", failure_reason="", detail="Queued again", progress=0.0,
         updated_at=timezone.now(), finished_at=None,
     )
     if queued:
