@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,36 @@ def audit_chain_check() -> ChainReport:
         AuditEvent.objects.order_by("id").values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_BATCH),
         anchors=retention_anchors(), key=audit_key(), heads=audit_anchors_read(),
     )
+
+
+def audit_jsonl_rows(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+    """Events of a JSONL audit export (``jsonl_line``), as rows ``verify_chain`` reads; ``ValueError`` names a bad line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or set(EXPORT_FIELDS) - set(row):
+                raise ValueError("not an audit event")
+            row["at"] = dt.datetime.fromisoformat(row["at"]) if row["at"] is not None else None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"line {number} is not an exported audit event ({exc})") from None
+        yield row
+
+
+def audit_jsonl_verify(lines: Sequence[str | bytes], *, key: bytes | None = None) -> ChainReport:
+    """Verify an exported audit log on its own, as ``cairn_audit_verify`` does the stored one.
+
+    The same rules: every link from the first event (which may link to a retention checkpoint recorded in
+    the log itself) to the last, every row's hash, keyed rows with ``key``.  An audit log imported from
+    another install is kept like this, apart from the receiving chain, and checked with
+    ``cairn_audit_verify --archive``.
+    """
+    from access.services import RETENTION_ACTION
+
+    anchors = [str(row["detail"].get("anchor_hash") or "") for row in audit_jsonl_rows(lines)
+               if row["action"] == RETENTION_ACTION and isinstance(row["detail"], dict)]
+    return verify_chain(audit_jsonl_rows(lines), anchors=anchors, key=key)
 
 
 def _verification_file() -> Path:
