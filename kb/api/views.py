@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -108,7 +109,7 @@ def _upload_file(request: Request) -> Any:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     upload = request.FILES.get("file")
     if upload is None:
-        raise InvalidInput("Send the document as a multipart form field named 'file'.")
+        raise InvalidInput(_("Send the document as a multipart form field named 'file'."))
     if upload.size > settings.CAIRN_MAX_UPLOAD_BYTES:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     return upload
