@@ -29,27 +29,38 @@ _EXACT: dict[str, Promise] = {
     "Re-queued after a lost worker": _("Re-queued after a lost worker"),
     "Queued again": _("Queued again"),
     "Imported": _("Imported"),
-    "The previous attempt did not finish; retrying.": _("The previous attempt did not finish; retrying."),
+    "The previous attempt did not finish; retrying.": _(
+        "The previous attempt did not finish; retrying."
+    ),
     "The document contains no text to index.": _("The document contains no text to index."),
     "The file is empty": _("The file is empty."),
     "The file is empty.": _("The file is empty."),
-    "The file looks like binary data of an unsupported type":
-        _("The file looks like binary data of an unsupported type."),
-    "The DOCX file is damaged or is not a valid Word document":
-        _("The DOCX file is damaged or is not a valid Word document."),
+    "The file looks like binary data of an unsupported type": _(
+        "The file looks like binary data of an unsupported type."
+    ),
+    "The DOCX file is damaged or is not a valid Word document": _(
+        "The DOCX file is damaged or is not a valid Word document."
+    ),
     "The DOCX file is damaged or truncated": _("The DOCX file is damaged or truncated."),
     "The DOCX file is too large once unpacked": _("The DOCX file is too large once unpacked."),
-    "The file looks like a damaged ZIP archive, which is not supported":
-        _("The file looks like a damaged ZIP archive, which is not supported."),
-    "ZIP archives other than DOCX are not supported": _("ZIP archives other than DOCX are not supported."),
+    "The file looks like a damaged ZIP archive, which is not supported": _(
+        "The file looks like a damaged ZIP archive, which is not supported."
+    ),
+    "ZIP archives other than DOCX are not supported": _(
+        "ZIP archives other than DOCX are not supported."
+    ),
     "The file is nested too deeply to read": _("The file is nested too deeply to read."),
     "The PDF is password-protected": _("The PDF is password-protected."),
-    "The PDF has no extractable text (scanned images need OCR, which is not enabled)":
-        _("The PDF has no extractable text (scanned images need OCR, which is not enabled)."),
-    "The PDF uses an unsupported kind of encryption": _("The PDF uses an unsupported kind of encryption."),
+    "The PDF has no extractable text (scanned images need OCR, which is not enabled)": _(
+        "The PDF has no extractable text (scanned images need OCR, which is not enabled)."
+    ),
+    "The PDF uses an unsupported kind of encryption": _(
+        "The PDF uses an unsupported kind of encryption."
+    ),
     "The PDF is damaged or truncated": _("The PDF is damaged or truncated."),
-    "The file could not be read (the parser answered something else).":
-        _("The file could not be read (the parser answered something else)."),
+    "The file could not be read (the parser answered something else).": _(
+        "The file could not be read (the parser answered something else)."
+    ),
 }
 
 # Messages with parameters: a regular expression over the stored English, and the template its groups fill.
@@ -57,35 +68,71 @@ _EXACT: dict[str, Promise] = {
 _PATTERNS: tuple[tuple[re.Pattern[str], Promise], ...] = tuple(
     (re.compile(pattern, re.DOTALL), template)
     for pattern, template in (
-        (r"Embedding (?P<done>[\d,]+) of (?P<total>[\d,]+) passages",
-         _("Embedding %(done)s of %(total)s passages")),
+        (
+            r"Embedding (?P<done>[\d,]+) of (?P<total>[\d,]+) passages",
+            _("Embedding %(done)s of %(total)s passages"),
+        ),
         (r"Gave up after (?P<attempts>\d+) attempts\.", _("Gave up after %(attempts)s attempts.")),
-        (r"Processing failed after (?P<attempts>\d+) attempts\. Last error: (?P<message>.*)",
-         _("Processing failed after %(attempts)s attempts. Last error: %(message)s")),
-        (r"Attempt (?P<attempt>\d+) failed, will retry: (?P<message>.*)",
-         _("Attempt %(attempt)s failed, will retry: %(message)s")),
-        (r"Processing did not finish after (?P<attempts>\d+) attempts \(the worker was lost or ran out of time\)\.",
-         _("Processing did not finish after %(attempts)s attempts (the worker was lost or ran out of time).")),
-        (r"The document would make at least (?P<count>[\d,]+) passages, more than the limit of (?P<limit>[\d,]+) "
-         r"per document \(CAIRN_MAX_PASSAGES_PER_DOCUMENT\)\.",
-         _("The document would make at least %(count)s passages, more than the limit of %(limit)s per document "
-           "(CAIRN_MAX_PASSAGES_PER_DOCUMENT).")),
-        (r"The document makes (?P<count>[\d,]+) passages, more than the limit of (?P<limit>[\d,]+) per document "
-         r"\(CAIRN_MAX_PASSAGES_PER_DOCUMENT\)\.",
-         _("The document makes %(count)s passages, more than the limit of %(limit)s per document "
-           "(CAIRN_MAX_PASSAGES_PER_DOCUMENT).")),
-        (r"The PDF is damaged or truncated: none of its (?P<pages>\d+) pages could be read",
-         _("The PDF is damaged or truncated: none of its %(pages)s pages could be read.")),
-        (r"The PDF is damaged or truncated: (?P<reason>.*)", _("The PDF is damaged or truncated: %(reason)s")),
-        (r"The DOCX file is damaged or is not a valid Word document \((?P<reason>\w+)\)",
-         _("The DOCX file is damaged or is not a valid Word document (%(reason)s).")),
-        (r"The file could not be read \((?P<reason>\w+)\)", _("The file could not be read (%(reason)s).")),
-        (r"The file could not be read: the parser stopped \((?P<reason>.*)\)\.",
-         _("The file could not be read: the parser stopped (%(reason)s).")),
-        (r"Reading the file needed more than its (?P<mb>\d+) MB memory budget \(CAIRN_PARSE_MAX_MB\)\.",
-         _("Reading the file needed more than its %(mb)s MB memory budget (CAIRN_PARSE_MAX_MB).")),
-        (r"Reading the file took longer than its (?P<seconds>[\d.]+)-second budget(?P<rest>.*)",
-         _("Reading the file took longer than its %(seconds)s-second budget%(rest)s")),
+        (
+            r"Processing failed after (?P<attempts>\d+) attempts\. Last error: (?P<message>.*)",
+            _("Processing failed after %(attempts)s attempts. Last error: %(message)s"),
+        ),
+        (
+            r"Attempt (?P<attempt>\d+) failed, will retry: (?P<message>.*)",
+            _("Attempt %(attempt)s failed, will retry: %(message)s"),
+        ),
+        (
+            r"Processing did not finish after (?P<attempts>\d+) attempts \(the worker was lost or ran out of time\)\.",
+            _(
+                "Processing did not finish after %(attempts)s attempts (the worker was lost or ran out of time)."
+            ),
+        ),
+        (
+            r"The document would make at least (?P<count>[\d,]+) passages, more than the limit of (?P<limit>[\d,]+) "
+            r"per document \(CAIRN_MAX_PASSAGES_PER_DOCUMENT\)\.",
+            _(
+                "The document would make at least %(count)s passages, more than the limit of %(limit)s per document "
+                "(CAIRN_MAX_PASSAGES_PER_DOCUMENT)."
+            ),
+        ),
+        (
+            r"The document makes (?P<count>[\d,]+) passages, more than the limit of (?P<limit>[\d,]+) per document "
+            r"\(CAIRN_MAX_PASSAGES_PER_DOCUMENT\)\.",
+            _(
+                "The document makes %(count)s passages, more than the limit of %(limit)s per document "
+                "(CAIRN_MAX_PASSAGES_PER_DOCUMENT)."
+            ),
+        ),
+        (
+            r"The PDF is damaged or truncated: none of its (?P<pages>\d+) pages could be read",
+            _("The PDF is damaged or truncated: none of its %(pages)s pages could be read."),
+        ),
+        (
+            r"The PDF is damaged or truncated: (?P<reason>.*)",
+            _("The PDF is damaged or truncated: %(reason)s"),
+        ),
+        (
+            r"The DOCX file is damaged or is not a valid Word document \((?P<reason>\w+)\)",
+            _("The DOCX file is damaged or is not a valid Word document (%(reason)s)."),
+        ),
+        (
+            r"The file could not be read \((?P<reason>\w+)\)",
+            _("The file could not be read (%(reason)s)."),
+        ),
+        (
+            r"The file could not be read: the parser stopped \((?P<reason>.*)\)\.",
+            _("The file could not be read: the parser stopped (%(reason)s)."),
+        ),
+        (
+            r"Reading the file needed more than its (?P<mb>\d+) MB memory budget \(CAIRN_PARSE_MAX_MB\)\.",
+            _(
+                "Reading the file needed more than its %(mb)s MB memory budget (CAIRN_PARSE_MAX_MB)."
+            ),
+        ),
+        (
+            r"Reading the file took longer than its (?P<seconds>[\d.]+)-second budget(?P<rest>.*)",
+            _("Reading the file took longer than its %(seconds)s-second budget%(rest)s"),
+        ),
     )
 )
 

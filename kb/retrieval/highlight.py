@@ -50,7 +50,7 @@ def highlight_spans(terms: Iterable[str], text: str) -> list[str]:
         # so 带薪年假 in a passage is one highlight when the query holds 带薪, 薪年 and 年假.
         covered = [False] * len(run)
         for i in range(len(run) - 1):
-            bigram = tokenize(run[i:i + 2])
+            bigram = tokenize(run[i : i + 2])
             if bigram and bigram[0] in wanted:
                 covered[i] = covered[i + 1] = True
         start = None

@@ -33,7 +33,9 @@ def _switch(page: Any, language: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
+)
 def test_the_ui_in_chinese_via_the_switcher(cairn_server: CairnServer, browser_page: Any) -> None:  # noqa: F811
     page = browser_page
     base = cairn_server.url
@@ -61,9 +63,16 @@ def test_the_ui_in_chinese_via_the_switcher(cairn_server: CairnServer, browser_p
     assert page.get_by_role("heading", name="检索", exact=True).is_visible()
 
     # And a Chinese document is uploaded: the scripts' progress and result lines are Chinese
-    page.set_input_files("#upload-input", files=[{
-        "name": "休假制度.txt", "mimeType": "text/plain", "buffer": DOCUMENT.encode(),
-    }])
+    page.set_input_files(
+        "#upload-input",
+        files=[
+            {
+                "name": "休假制度.txt",
+                "mimeType": "text/plain",
+                "buffer": DOCUMENT.encode(),
+            }
+        ],
+    )
     row = page.locator("tr.doc-row", has_text="休假制度.txt")
     row.wait_for()
     page.wait_for_function(
@@ -71,11 +80,15 @@ def test_the_ui_in_chinese_via_the_switcher(cairn_server: CairnServer, browser_p
         " return r && ['INDEXED', 'FAILED'].includes(r.dataset.status); }",
         timeout=INGEST_TIMEOUT_MS,
     )
-    assert row.get_attribute("data-status") == "INDEXED", f"{row.inner_text()}\n{cairn_server.log_tail()}"
+    assert row.get_attribute("data-status") == "INDEXED", (
+        f"{row.inner_text()}\n{cairn_server.log_tail()}"
+    )
     assert row.locator(".status").inner_text().strip() == "已索引"
     assert re.search(r"\d+ 个段落", row.inner_text())
     state = page.locator(".upload-result", has_text="休假制度.txt").locator(".upload-result__state")
-    page.wait_for_function("() => /已索引|已上传/.test(document.querySelector('.upload-result__state').textContent)")
+    page.wait_for_function(
+        "() => /已索引|已上传/.test(document.querySelector('.upload-result__state').textContent)"
+    )
     assert re.search(r"已索引|已上传", state.inner_text())
     assert page.locator("#documents-count").inner_text() == "1 个文档"
 
@@ -97,9 +110,13 @@ def test_the_ui_in_chinese_via_the_switcher(cairn_server: CairnServer, browser_p
     page.get_by_label("在此集合中检索").fill("火星探测器轨道参数")
     page.get_by_role("button", name="检索", exact=True).click()
     page.wait_for_function(
-        "() => /“火星探测器轨道参数”/.test(document.getElementById('search-results').textContent)")
+        "() => /“火星探测器轨道参数”/.test(document.getElementById('search-results').textContent)"
+    )
     other = page.locator("#search-results").inner_text()
-    assert re.search(r"没有与“火星探测器轨道参数”高度匹配|没有段落与“火星探测器轨道参数”匹配|“火星探测器轨道参数”的检索结果", other)
+    assert re.search(
+        r"没有与“火星探测器轨道参数”高度匹配|没有段落与“火星探测器轨道参数”匹配|“火星探测器轨道参数”的检索结果",
+        other,
+    )
     assert "Nothing in the documents" not in other and "results for" not in other
 
     # The document page is Chinese too, its facts and dates in the Chinese locale
@@ -116,4 +133,6 @@ def test_the_ui_in_chinese_via_the_switcher(cairn_server: CairnServer, browser_p
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.get_by_role("heading", name="Passages", exact=True).is_visible()
 
-    assert not page.script_errors, f"JavaScript errors or CSP violations in the page: {page.script_errors}"
+    assert not page.script_errors, (
+        f"JavaScript errors or CSP violations in the page: {page.script_errors}"
+    )

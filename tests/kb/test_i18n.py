@@ -66,7 +66,7 @@ def _entries(po: Path) -> list[dict[str, object]]:
 
 def _unquote(text: str) -> str:
     body = text[1:-1]
-    return re.sub(r'\\(.)', lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -74,12 +74,14 @@ def test_every_msgid_of_the_chinese_catalogue_has_a_translation(domain):
     entries = [e for e in _entries(LOCALE / f"{domain}.po") if e["msgid"]]
     assert len(entries) > 50  # the catalogue is the real one, not an empty file
     missing = [
-        (e.get("msgctxt"), e["msgid"]) for e in entries
+        (e.get("msgctxt"), e["msgid"])
+        for e in entries
         if "fuzzy" in e.get("flags", set())  # type: ignore[operator]
         or not all(str(e[k]).strip() for k in e if str(k).startswith("msgstr"))
     ]
     assert not missing, f"{domain}.po: {len(missing)} msgids untranslated or fuzzy:\n" + "\n".join(
-        f"  [{ctx}] {msgid!r}" if ctx else f"  {msgid!r}" for ctx, msgid in missing)
+        f"  [{ctx}] {msgid!r}" if ctx else f"  {msgid!r}" for ctx, msgid in missing
+    )
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -92,7 +94,8 @@ def test_the_placeholders_of_each_translation_match_its_msgid(domain):
         wanted = sorted(placeholder.findall(str(e["msgid"])))
         for key in (k for k in e if str(k).startswith("msgstr")):
             if sorted(placeholder.findall(str(e[key]))) != wanted and not (
-                    "msgid_plural" in e and "%s" not in wanted and not wanted):
+                "msgid_plural" in e and "%s" not in wanted and not wanted
+            ):
                 wrong.append((e["msgid"], e[key]))
     assert not wrong, wrong
 
@@ -101,21 +104,26 @@ def test_the_placeholders_of_each_translation_match_its_msgid(domain):
 def test_the_committed_mo_files_are_compiled_from_the_po_files(domain, tmp_path):
     msgfmt = shutil.which("msgfmt")
     if msgfmt is None:
-        pytest.skip("msgfmt (GNU gettext) is not installed: cannot check the .mo files against the .po files")
+        pytest.skip(
+            "msgfmt (GNU gettext) is not installed: cannot check the .mo files against the .po files"
+        )
     fresh = tmp_path / f"{domain}.mo"
     subprocess.run([msgfmt, "--check", "-o", str(fresh), str(LOCALE / f"{domain}.po")], check=True)
     committed = LOCALE / f"{domain}.mo"
     assert committed.exists(), f"{committed} is missing: run manage.py compilemessages"
     assert committed.read_bytes() == fresh.read_bytes(), (
-        f"{committed.name} is older than {domain}.po: run `python manage.py compilemessages -l zh_Hans` and commit it")
+        f"{committed.name} is older than {domain}.po: run `python manage.py compilemessages -l zh_Hans` and commit it"
+    )
 
 
 # --- templates: nothing visible outside the translation tags -----------------------------------------------------
 
 TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
 # Words that are not English to translate: the brand, metric names, a policy expression shown as an example.
-_NEUTRAL_WORDS = re.compile(r"\bCairn\b|\bSHA-256\b|\bnDCG@10\b|\bRecall@10\b|\bMRR@10\b"
-                            r"|user\.department == doc\.department and user\.clearance >= doc\.sensitivity")
+_NEUTRAL_WORDS = re.compile(
+    r"\bCairn\b|\bSHA-256\b|\bnDCG@10\b|\bRecall@10\b|\bMRR@10\b"
+    r"|user\.department == doc\.department and user\.clearance >= doc\.sensitivity"
+)
 _VISIBLE_ATTRS = ("title", "aria-label", "placeholder", "alt")
 
 
@@ -131,7 +139,11 @@ class _TextFinder(HTMLParser):
         if tag in ("style", "script"):
             self._skip += 1
         for name, value in attrs:
-            if name in _VISIBLE_ATTRS and value and re.search(r"[A-Za-z]{2,}", _NEUTRAL_WORDS.sub("", value)):
+            if (
+                name in _VISIBLE_ATTRS
+                and value
+                and re.search(r"[A-Za-z]{2,}", _NEUTRAL_WORDS.sub("", value))
+            ):
                 self.found.append(f"{name}={value!r}")
 
     def handle_endtag(self, tag: str) -> None:
@@ -147,7 +159,9 @@ class _TextFinder(HTMLParser):
 
 def _untranslated(source: str) -> list[str]:
     # Translated text goes; so do comments and every other tag or variable (their output is data, not UI text).
-    source = re.sub(r"{%\s*blocktranslate.*?{%\s*endblocktranslate\s*%}", "", source, flags=re.DOTALL)
+    source = re.sub(
+        r"{%\s*blocktranslate.*?{%\s*endblocktranslate\s*%}", "", source, flags=re.DOTALL
+    )
     source = re.sub(r"{%\s*comment\s*%}.*?{%\s*endcomment\s*%}", "", source, flags=re.DOTALL)
     # The page's data-* attributes on <main> (a block that holds attributes, not text).
     source = re.sub(r"{%\s*block main_attrs\s*%}.*?{%\s*endblock\s*%}", "", source, flags=re.DOTALL)
@@ -160,13 +174,28 @@ def _untranslated(source: str) -> list[str]:
 def test_the_text_finder_reports_untranslated_text():
     # The check below must be able to fail: English left outside the tags is found, translated text is not.
     assert _untranslated('<p>Hello there</p><input placeholder="Type here">') == [
-        "placeholder='Type here'", "Hello there"] or _untranslated(
-        '<p>Hello there</p><input placeholder="Type here">') == ["Hello there", "placeholder='Type here'"]
-    assert _untranslated('<p>{% translate "Hello there" %}</p><b title="{% translate \'x y\' %}">{{ name }}</b>') == []
+        "placeholder='Type here'",
+        "Hello there",
+    ] or _untranslated('<p>Hello there</p><input placeholder="Type here">') == [
+        "Hello there",
+        "placeholder='Type here'",
+    ]
+    assert (
+        _untranslated(
+            '<p>{% translate "Hello there" %}</p><b title="{% translate \'x y\' %}">{{ name }}</b>'
+        )
+        == []
+    )
 
 
-@pytest.mark.parametrize("template", sorted(
-    str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html") if not p.match("drf_spectacular/*")))
+@pytest.mark.parametrize(
+    "template",
+    sorted(
+        str(p.relative_to(TEMPLATES))
+        for p in TEMPLATES.rglob("*.html")
+        if not p.match("drf_spectacular/*")
+    ),
+)
 def test_no_template_has_visible_text_outside_the_translation_tags(template):
     found = _untranslated((TEMPLATES / template).read_text(encoding="utf-8"))
     assert not found, f"{template}: untranslated text: {found}"
@@ -204,9 +233,26 @@ def test_main_pages_in_chinese_keep_no_known_english_phrase(team, path):
     response = client.get(url, **ZH)
     html = response.content.decode()
     assert '<html lang="zh-Hans">' in html
-    visible = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.DOTALL))
-    for phrase in ("Skip to content", "Log out", "Search", "Documents", "Upload", "Delete", "Collections", "API keys",
-                   "Not found", "Name", "Ask", "Question", "Create key", "No keys yet", "Sharing"):
+    visible = re.sub(
+        r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.DOTALL)
+    )
+    for phrase in (
+        "Skip to content",
+        "Log out",
+        "Search",
+        "Documents",
+        "Upload",
+        "Delete",
+        "Collections",
+        "API keys",
+        "Not found",
+        "Name",
+        "Ask",
+        "Question",
+        "Create key",
+        "No keys yet",
+        "Sharing",
+    ):
         assert not re.search(rf"\b{phrase}\b", visible), f"{url}: {phrase!r} left in English"
 
 
@@ -229,10 +275,20 @@ def test_the_switcher_is_a_csrf_protected_post_form_without_inline_script(team):
     client, _ = team
     html = client.get("/", **ZH).content.decode()
     form = re.search(r'<form[^>]*data-role="language-switcher".*?</form>', html, re.DOTALL)
-    assert form is not None and 'method="post"' in form.group(0) and "csrfmiddlewaretoken" in form.group(0)
-    assert 'value="zh-hans"' in form.group(0) and "简体中文" in form.group(0) and "English" in form.group(0)
+    assert (
+        form is not None
+        and 'method="post"' in form.group(0)
+        and "csrfmiddlewaretoken" in form.group(0)
+    )
+    assert (
+        'value="zh-hans"' in form.group(0)
+        and "简体中文" in form.group(0)
+        and "English" in form.group(0)
+    )
     assert "onchange" not in html and "<script>" not in html
-    assert re.search(r'<script src="/jsi18n/[^"]*" defer></script>\s*<script src="[^"]*language\.js"', html)
+    assert re.search(
+        r'<script src="/jsi18n/[^"]*" defer></script>\s*<script src="[^"]*language\.js"', html
+    )
 
 
 @pytest.mark.django_db
@@ -249,12 +305,23 @@ def test_api_errors_come_back_in_the_readers_language(team):
     client, collection = team
     missing = client.get("/api/v1/collections/999999", **ZH)
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "集合不存在。"
-    empty = client.patch(f"/api/v1/collections/{collection.pk}", {"name": "  "}, content_type="application/json",
-                         **ZH)
+    empty = client.patch(
+        f"/api/v1/collections/{collection.pk}",
+        {"name": "  "},
+        content_type="application/json",
+        **ZH,
+    )
     assert empty.status_code == 400 and "不能为空" in empty.json()["error"]["message"]
-    nobody = client.post(f"/api/v1/collections/{collection.pk}/members", {"user": "nobody", "role": "viewer"},
-                         content_type="application/json", **ZH)
-    assert nobody.status_code == 400 and nobody.json()["error"]["message"] == "user: 用户不存在：'nobody'。"
+    nobody = client.post(
+        f"/api/v1/collections/{collection.pk}/members",
+        {"user": "nobody", "role": "viewer"},
+        content_type="application/json",
+        **ZH,
+    )
+    assert (
+        nobody.status_code == 400
+        and nobody.json()["error"]["message"] == "user: 用户不存在：'nobody'。"
+    )
     assert client.get("/api/v1/nowhere", **ZH).json()["error"]["message"] == "资源不存在。"
     english = client.get("/api/v1/collections/999999", HTTP_ACCEPT_LANGUAGE="en")
     assert english.json()["error"]["message"] == "No such collection."
@@ -273,11 +340,15 @@ def test_dates_on_pages_follow_the_locale(team):
 def test_stored_processing_messages_are_translated_when_shown():
     with translation.override("zh-hans"):
         assert processing_message("Embedding 3 of 10 passages") == "正在向量化段落：3 / 10"
-        assert processing_message(
-            "Processing failed after 3 attempts. Last error: ParseError: The PDF is password-protected"
-        ) == "尝试 3 次后处理失败。最后一次错误：ParseError: 该 PDF 受密码保护。"
+        assert (
+            processing_message(
+                "Processing failed after 3 attempts. Last error: ParseError: The PDF is password-protected"
+            )
+            == "尝试 3 次后处理失败。最后一次错误：ParseError: 该 PDF 受密码保护。"
+        )
         assert processing_message("The file looks like binary data of an unsupported type") == (
-            "该文件似乎是不支持类型的二进制数据。")
+            "该文件似乎是不支持类型的二进制数据。"
+        )
         assert processing_message("something nobody listed") == "something nobody listed"
         assert status_label("INDEXED") == "已索引"
     with translation.override("en"):
@@ -296,7 +367,10 @@ def test_a_chinese_query_highlights_the_words_its_bigrams_match():
 
 def test_english_highlights_follow_stems_and_whole_words():
     terms = highlight_terms("Policies")
-    assert set(highlight_spans(terms, "The POLICY and its policies; apolitical")) == {"POLICY", "policies"}
+    assert set(highlight_spans(terms, "The POLICY and its policies; apolitical")) == {
+        "POLICY",
+        "policies",
+    }
 
 
 @pytest.mark.django_db(transaction=True)  # the upload's processing runs on commit
