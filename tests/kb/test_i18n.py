@@ -382,3 +382,12 @@ def test_search_gives_the_query_terms_and_the_pieces_to_highlight(api, collectio
     body = response.json()
     assert body["query_terms"][:3] == ["带薪", "薪年", "年假"]
     assert body["results"] and "带薪年假" in body["results"][0]["highlights"]
+
+
+def test_the_fixed_no_good_match_answer_is_in_the_askers_language():
+    from kb.answering import NO_GOOD_MATCH_ANSWER, no_good_match_answer
+
+    with translation.override("zh-hans"):
+        assert no_good_match_answer().answer.startswith("您的文档中没有合适的匹配")
+    with translation.override("en"):
+        assert no_good_match_answer().answer == NO_GOOD_MATCH_ANSWER
