@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext as _
 
 from access.audit import ChainReport, verify_chain
 from access.models import AuditEvent, User
@@ -64,15 +65,15 @@ class AuditFilter:
         for name in ("actor", "action", "target", "outcome", "since", "until"):
             value = str(params.get(name, "") or "").strip()
             if len(value) > _MAX_FILTER_CHARS:
-                raise InvalidFilter(f"{name}: at most {_MAX_FILTER_CHARS} characters.")
+                raise InvalidFilter(_("%(name)s: at most %(limit)s characters.") % {"name": name, "limit": _MAX_FILTER_CHARS})
             values[name] = value
         outcome = values["outcome"].lower()
         if outcome and outcome not in AuditEvent.Outcome.values:
-            raise InvalidFilter(f"outcome: one of {', '.join(AuditEvent.Outcome.values)}.")
+            raise InvalidFilter(_("outcome: one of %(values)s.") % {"values": ", ".join(AuditEvent.Outcome.values)})
         since = _parse_time("since", values["since"], end_of_day=False)
         until = _parse_time("until", values["until"], end_of_day=True)
         if since and until and since >= until:
-            raise InvalidFilter("since must be before until.")
+            raise InvalidFilter(_("since must be before until."))
         return cls(actor=values["actor"], action=values["action"], target=values["target"], outcome=outcome,
                    since=since, until=until)
 
@@ -125,7 +126,7 @@ def _parse_time(name: str, value: str, *, end_of_day: bool) -> dt.datetime | Non
     except ValueError:
         moment = day = None
     if moment is None and day is None:
-        raise InvalidFilter(f"{name}: use a date (2026-01-31) or a date and time (2026-01-31T14:00).")
+        raise InvalidFilter(_("%(name)s: use a date (2026-01-31) or a date and time (2026-01-31T14:00).") % {"name": name})
     if moment is None:
         assert day is not None
         moment = dt.datetime.combine(day + dt.timedelta(days=1 if end_of_day else 0), dt.time())

@@ -22,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from access.audit import CANONICAL, GENESIS, KEYED, Anchor, event_hash, hashed_fields, storable
 from access.models import ApiKey, AuditEvent, User
@@ -59,7 +60,7 @@ def signed_in_user(request: HttpRequest) -> User:
     """
     user = getattr(request, "user", None)
     if not isinstance(user, User):
-        raise PermissionDenied("Sign in first.")
+        raise PermissionDenied(_("Sign in first."))
     return user
 
 
