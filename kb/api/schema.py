@@ -144,9 +144,22 @@ class SearchHit(serializers.Serializer):
     char_end = serializers.IntegerField()
 
 
+class SearchGroup(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    collection_id = serializers.IntegerField()
+    title = serializers.CharField()
+    best_rank = serializers.IntegerField(help_text="1-based rank of the document's best result in `results`.")
+    results = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="Indexes into `results` of this document's passages, best first.")
+
+
 class SearchResponse(serializers.Serializer):
     query = serializers.CharField()
+    no_good_match = serializers.BooleanField(
+        help_text="True when nothing matched the query well: the results are the least bad passages in scope.")
+    evidence = serializers.DictField(help_text="The evidence check's numbers (dense best, lexical coverage).")
     results = SearchHit(many=True)
+    groups = SearchGroup(many=True, help_text="The results grouped by document, in the order of each one's best.")
 
 
 class Citation(serializers.Serializer):
