@@ -176,7 +176,11 @@ class AnswerResponse(serializers.Serializer):
     answer = serializers.CharField(allow_blank=True)
     reasoning = serializers.CharField(allow_blank=True, allow_null=True)
     backend = serializers.CharField()
+    model = serializers.CharField(help_text="The model that wrote the answer (\"extractive\" for quotes).")
     generated = serializers.BooleanField(help_text="False: extracts from the passages, not generated text.")
+    finish_reason = serializers.ChoiceField(choices=["stop", "length"],
+                                            help_text="\"length\": cut at the token limit (max_new_tokens).")
+    truncated = serializers.BooleanField(help_text="True when the answer was cut at the token limit.")
     citation_mode = serializers.ChoiceField(choices=["marked", "context"])
     citations = Citation(many=True)
     passages = Citation(many=True)
