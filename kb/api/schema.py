@@ -27,7 +27,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from kb.api import audit, conversations, golden, keys, sharing, viewer, views
+from kb.api import audit, conversations, feedback, golden, keys, sharing, viewer, views
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -397,6 +397,19 @@ class ConversationCreate(conversations.ConversationsView.Input):
     pass
 
 
+class FeedbackCreate(feedback.FeedbackView.Input):
+    pass
+
+
+class FeedbackOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    collection = serializers.IntegerField()
+    turn = serializers.IntegerField(allow_null=True)
+    rating = serializers.ChoiceField(choices=["up", "down"])
+    comment = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
 class ConversationRename(conversations.ConversationView.Input):
     pass
 
@@ -576,6 +589,13 @@ EXTENSIONS = [
                       parameters=_ids("collection_id"), tags=["evaluation"]),
               post=_op("Run the golden set now (nDCG@10, recall@10, MRR@10)", request=None,
                        responses={201: EvaluationRun}, parameters=_ids("collection_id"), tags=["evaluation"])),
+    _describe("kb.api.feedback.FeedbackView",
+              post=_op("Rate an answer (thumbs up or down, optional comment); stored with its question and "
+                       "passages", request=FeedbackCreate, responses={201: FeedbackOut}, tags=["answers"])),
+    _describe("kb.api.feedback.FeedbackExportView",
+              get=_op("The collection's answer feedback as JSON lines, in the golden-set import's shape (owners)",
+                      parameters=[*_ids("collection_id"), feedback.FeedbackExportView.Input],
+                      responses={(200, "application/jsonl"): OpenApiTypes.BINARY}, tags=["evaluation"])),
     _describe("kb.api.audit.AuditEventsView",
               get=_op("Audit events, newest first (admins and auditors)",
                       parameters=[audit.AuditEventsView.Input], responses={200: AuditPage},

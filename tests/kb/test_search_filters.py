@@ -46,16 +46,23 @@ def world(isolated_storage, settings, one_torch_thread):  # noqa: F811 (a fixtur
         research = i % 4 == 0
         hidden = i % 8 == 0  # half of the research PDFs are secret
         Document.objects.unrestricted("test setup").filter(pk=document.pk).update(
-            attributes={"department": "research" if research else "sales",
-                        "tags": ["field", "herd"] if research else ["field"],
-                        "sensitivity": "secret" if hidden else "internal"},
+            attributes={
+                "department": "research" if research else "sales",
+                "tags": ["field", "herd"] if research else ["field"],
+                "sensitivity": "secret" if hidden else "internal",
+            },
             created_at=datetime(2024 if research else 2025, 3, 1 + i % 20, 12, tzinfo=UTC),
         )
         DocumentVersion.objects.unrestricted("test setup").filter(document=document).update(
-            kind="pdf" if research else "text")
+            kind="pdf" if research else "text"
+        )
     services.collection_share(actor=SYSTEM, collection=collection, principal=reader, role="viewer")
-    policy_set(actor=SYSTEM, scope=PolicyRow.collection_scope(collection.pk), source='doc.sensitivity == "internal" or user.clearance == "secret"',
-               collection_id=collection.pk)
+    policy_set(
+        actor=SYSTEM,
+        scope=PolicyRow.collection_scope(collection.pk),
+        source='doc.sensitivity == "internal" or user.clearance == "secret"',
+        collection_id=collection.pk,
+    )
     return client_for(owner), client_for(reader), collection, documents
 
 
@@ -81,7 +88,9 @@ def test_filters_with_permissions_still_return_k_results_when_k_match(world):
     # The unfiltered top 5 would have held other documents (so dropping after top-k could not pass this)
     assert titles(search(reader, collection=collection.pk)) != readable_research
     # And the owner, who sees the secret ones too, gets 5 of the 10 research PDFs
-    assert titles(search(owner, collection=collection.pk, kind="pdf")) <= {f"doc-{i}" for i in range(0, N_DOCS, 4)}
+    assert titles(search(owner, collection=collection.pk, kind="pdf")) <= {
+        f"doc-{i}" for i in range(0, N_DOCS, 4)
+    }
     assert len(search(owner, collection=collection.pk, kind="pdf")["results"]) == 5
 
 
@@ -90,7 +99,8 @@ def test_attribute_filters_match_strings_and_lists_and_are_anded(world):
     research = {f"doc-{i}" for i in range(0, N_DOCS, 4)}
     assert titles(search(owner, k=50, attr="tags=herd")) == research
     assert titles(search(owner, k=50, attr=["tags=herd", "sensitivity=secret"])) == {
-        f"doc-{i}" for i in range(0, N_DOCS, 8)}
+        f"doc-{i}" for i in range(0, N_DOCS, 8)
+    }
     assert search(owner, k=50, attr=["department=research", "department=sales"])["results"] == []
     assert search(owner, k=50, kind="docx")["results"] == []
 
@@ -100,7 +110,8 @@ def test_upload_date_filter_includes_both_days(world):
     body = search(owner, k=50, uploaded_after="2024-03-01", uploaded_before="2024-03-01")
     assert titles(body) == {"doc-0", "doc-20"}  # research documents uploaded on 1 March 2024
     assert titles(search(owner, k=50, uploaded_after="2025-01-01")) == {
-        f"doc-{i}" for i in range(N_DOCS) if i % 4}
+        f"doc-{i}" for i in range(N_DOCS) if i % 4
+    }
     event = AuditEvent.objects.filter(action="kb.search").last()
     assert event.detail["filters"]["uploaded_after"].startswith("2025-01-01")
 
@@ -113,17 +124,20 @@ def test_filters_are_audited_without_attribute_values(world):
     assert "research" not in str(event.detail)
 
 
-@pytest.mark.parametrize("params", [
-    {"kind": "exe"},
-    {"uploaded_after": "2024-13-01"},
-    {"uploaded_before": "yesterday"},
-    {"uploaded_before": "2024-05-01", "uploaded_after": "2024-05-02"},
-    {"attr": "no equals sign"},
-    {"attr": "bad key=1"},
-    {"attr": "=value"},
-    {"attr": [f"k{i}=v" for i in range(11)]},
-    {"mode": "fuzzy"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"kind": "exe"},
+        {"uploaded_after": "2024-13-01"},
+        {"uploaded_before": "yesterday"},
+        {"uploaded_before": "2024-05-01", "uploaded_after": "2024-05-02"},
+        {"attr": "no equals sign"},
+        {"attr": "bad key=1"},
+        {"attr": "=value"},
+        {"attr": [f"k{i}=v" for i in range(11)]},
+        {"mode": "fuzzy"},
+    ],
+)
 def test_bad_filter_values_are_a_400_naming_the_parameter(world, params):
     owner, _, _, _ = world
     response = owner.get("/api/v1/search", {"q": WORD, **params})
@@ -132,16 +146,31 @@ def test_bad_filter_values_are_a_400_naming_the_parameter(world, params):
 
 
 def result(chunk_id: int, document_id: int) -> SearchResult:
-    return SearchResult(chunk_id=chunk_id, document_id=document_id, collection_id=1, title=f"d{document_id}",
-                        version=1, page=None, heading="", text="", char_start=0, char_end=0, score=1.0 / chunk_id,
-                        dense_rank=None, lexical_rank=None)
+    return SearchResult(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        collection_id=1,
+        title=f"d{document_id}",
+        version=1,
+        page=None,
+        heading="",
+        text="",
+        char_start=0,
+        char_end=0,
+        score=1.0 / chunk_id,
+        dense_rank=None,
+        lexical_rank=None,
+    )
 
 
 def test_results_are_grouped_by_document_in_order_of_their_best_result():
     ranked = [result(1, 7), result(2, 3), result(3, 7), result(4, 9), result(5, 3), result(6, 7)]
     groups = result_groups(ranked)
     assert [(g["document_id"], g["best_rank"], g["results"]) for g in groups] == [
-        (7, 1, [0, 2, 5]), (3, 2, [1, 4]), (9, 4, [3])]
+        (7, 1, [0, 2, 5]),
+        (3, 2, [1, 4]),
+        (9, 4, [3]),
+    ]
 
 
 def test_the_api_returns_the_groups_with_the_flat_ranking(world):
