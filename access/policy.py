@@ -641,3 +641,18 @@ class Policy:
 
     def q(self, user_attrs: Mapping[str, Any], *, field: str = "attributes") -> Compiled:
         return compile_q(self.tree, user_attrs or {}, field=field)
+
+
+ATTRIBUTE_NAME = _NAME
+
+
+def attribute_equals(key: str, value: str, *, field: str = "attributes") -> Q:
+    """Documents whose attribute ``key`` is the string ``value``, or a list holding it (a search filter).
+
+    The same SQL tests as a policy's ``doc.key == "value"`` / ``"value" in doc.key``, on SQLite and
+    PostgreSQL; ``key`` must be an attribute name (``ATTRIBUTE_NAME``), else ``ValueError``.
+    """
+    if not ATTRIBUTE_NAME.fullmatch(key):
+        raise ValueError(f"not an attribute name: {key!r}")
+    return (Q(_AttributeTest(F(field), key, "str_in", "==", (value,)))
+            | Q(_AttributeTest(F(field), key, "contains", "==", (value,))))

@@ -23,7 +23,7 @@ from inference.backends import (
     create_generator,
 )
 from inference.citations import cited_numbers, normalize_markers
-from inference.types import Answer, GenerationRequest, Passage, StreamEvent
+from inference.types import Answer, Finished, GenerationRequest, Passage, StreamEvent
 
 __all__ = [
     "BACKENDS",
@@ -123,7 +123,8 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
     request = pack(generator, request)
     reasoning: list[str] = []
     answer: list[str] = []
-    for event in generator.stream(request):
+    finished = Finished(generator.stream(request))
+    for event in finished:
         (reasoning if event.channel == "reasoning" else answer).append(event.text)
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
@@ -137,4 +138,6 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
         generated=generator.generated,
         passages_used=len(request.passages),
         passages_offered=offered,
+        model=str(getattr(generator, "model_name", "") or generator.name),
+        finish_reason=finished.reason,
     )

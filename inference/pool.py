@@ -49,7 +49,7 @@ from inference.citations import cited_numbers, normalize_markers
 from inference.metrics import Registry
 from inference.metrics import registry as default_registry
 from inference.reasoning import ReasoningSplitter
-from inference.types import GenerationRequest, StreamEvent
+from inference.types import Finished, FinishReason, GenerationRequest, StreamEvent
 
 if TYPE_CHECKING:  # heavy: imported for real only when a batching pool starts (``_BatchRunner``)
     import torch
@@ -90,6 +90,8 @@ class AnswerDict(TypedDict):
     generated: bool
     passages_used: int
     passages_offered: int
+    model: str
+    finish_reason: FinishReason
 
 
 class TextEvent(TypedDict):
@@ -236,7 +238,8 @@ class _Output:
 
 
 def answer_dict(
-    *, name: str, generated: bool, request: GenerationRequest, offered: int, reasoning: str, answer: str
+    *, name: str, generated: bool, request: GenerationRequest, offered: int, reasoning: str, answer: str,
+    model: str = "", finish_reason: FinishReason = "stop",
 ) -> AnswerDict:
     """The finished answer as ``inference.wire`` dicts it, by the rules of ``inference.api.generate``."""
     numbers = {p.number for p in request.passages}
@@ -250,6 +253,8 @@ def answer_dict(
         "generated": generated,
         "passages_used": len(request.passages),
         "passages_offered": offered,
+        "model": model or name,
+        "finish_reason": finish_reason,
     }
 
 
@@ -390,11 +395,14 @@ class GenerationPool:
         event["metrics"] = metrics
         output.ticket.push(event)
 
-    def _done_event(self, output: _Output, request: GenerationRequest, offered: int) -> DoneEvent:
+    def _done_event(self, output: _Output, request: GenerationRequest, offered: int,
+                    finish_reason: FinishReason = "stop") -> DoneEvent:
         output.close()
+        name = getattr(self.generator, "name", "?")
         answer = answer_dict(
-            name=getattr(self.generator, "name", "?"), generated=bool(getattr(self.generator, "generated", True)),
+            name=name, generated=bool(getattr(self.generator, "generated", True)),
             request=request, offered=offered, reasoning="".join(output.reasoning), answer="".join(output.answer),
+            model=str(getattr(self.generator, "model_name", "") or name), finish_reason=finish_reason,
         )
         return {"event": "done", "answer": answer}
 
@@ -432,8 +440,9 @@ class GenerationPool:
         request = _pack(self.generator, ticket.request)
         output.started_at = time.monotonic()
         events = self.generator.stream(request)
+        finished = Finished(events)
         try:
-            for event in events:
+            for event in finished:
                 output.tokens += 1
                 # The backend already split reasoning from the answer: pass its pieces through.
                 if output.first_at is None:
@@ -448,7 +457,7 @@ class GenerationPool:
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-        self._finish(output, self._done_event(output, request, offered))
+        self._finish(output, self._done_event(output, request, offered, finished.reason))
 
 
 class _Row:
@@ -695,7 +704,9 @@ class _BatchRunner:
             stop: FinalEvent | None = self.pool._stop_reason(row.ticket)
             if stop is None and (token in self.eos_ids or output.tokens >= row.limit):
                 row.streamer.end()
-                stop = self.pool._done_event(output, row.request, row.offered)
+                # Cut at the limit only when the last token was not the end of the answer anyway.
+                reason: FinishReason = "stop" if token in self.eos_ids else "length"
+                stop = self.pool._done_event(output, row.request, row.offered, reason)
             if stop is not None:
                 self.pool._finish(output, stop)
                 self.pool._release()

@@ -7,10 +7,13 @@ are frozen dataclasses of builtins so that they cross process boundaries
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias, cast
 
 Channel = Literal["reasoning", "answer"]
+# Why generation ended: the model stopped by itself, or it reached ``max_new_tokens`` (the answer is cut).
+FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,36 @@ class Answer:
     # the rest did not fit the model's context window (packing drops whole
     # passages from the end, never a part of one).
     passages_offered: int = 0
+    # The model that wrote it (a model directory's name, a served model's name; the backend's name
+    # for backends without one, e.g. "extractive"), and why it stopped ("length": cut at the limit).
+    model: str = ""
+    finish_reason: FinishReason = "stop"
+
+
+# What a backend's ``stream`` is: events, then (as the generator's return value) why it ended.
+StreamEvents: TypeAlias = Generator[StreamEvent, None, FinishReason | None]
+
+
+def finish_reason_of(value: object) -> FinishReason:
+    """A backend stream's return value (or a wire dict's field) as a ``FinishReason``: "length" or "stop"."""
+    return "length" if value == "length" else "stop"
+
+
+class Finished:
+    """Iterates a backend's ``stream`` and keeps what it returned: its ``FinishReason`` (``reason``).
+
+    A backend's ``stream`` is a generator that ``return``s "length" when it stopped at
+    ``max_new_tokens`` (anything else, or nothing, means it stopped by itself).
+    """
+
+    def __init__(self, events: Iterator[StreamEvent]) -> None:
+        self.events = events
+        self.reason: FinishReason = "stop"
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        self.reason = finish_reason_of((yield from cast(StreamEvents, self.events)))
+
+    def close(self) -> None:
+        close = getattr(self.events, "close", None)
+        if close is not None:
+            close()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from inference.types import Answer, GenerationRequest, Passage
+from inference.types import Answer, GenerationRequest, Passage, finish_reason_of
 
 
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
@@ -36,4 +36,7 @@ def answer_from_dict(data: Mapping[str, Any]) -> Answer:  # a ``done`` event's A
         generated=bool(data["generated"]),
         passages_used=int(data.get("passages_used", 0)),
         passages_offered=int(data.get("passages_offered", data.get("passages_used", 0))),
+        # Absent from answers of workers older than these fields: the backend's name, stopped by itself.
+        model=str(data.get("model") or data["backend"]),
+        finish_reason=finish_reason_of(data.get("finish_reason")),
     )

@@ -16,6 +16,7 @@ from django.db.models import Count, Q, Sum
 
 from ingestion.indexing import IndexPassResult, index_pass, index_rebuild
 from ingestion.models import IngestionJob
+from ingestion.parsers import SUPPORTED_KINDS
 from ingestion.pdf_pages import PageBoxes, PageError, page_boxes, page_png
 from ingestion.pipeline import jobs_run_here
 from ingestion.services import (
@@ -32,6 +33,7 @@ __all__ = [
     "IndexPassResult",
     "PageBoxes",
     "PageError",
+    "SUPPORTED_KINDS",
     "UploadResult",
     "collection_delete",
     "corpus_ingest",

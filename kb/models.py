@@ -369,3 +369,35 @@ class ConversationTurn(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+class AnswerFeedback(models.Model):
+    """A reader's thumbs up or down on an answer, with what it was about, frozen when it was given.
+
+    ``passages`` is a snapshot (``number``, ``chunk_id``, ``document_id``, ``title``, ``text``) of the
+    passages the answer cited, taken from the server's own records (the conversation turn, or the
+    chunks as stored), never from the client; the collection's owners export it (``kb.feedback``)
+    in the golden-set import's shape.
+    """
+
+    class Rating(models.TextChoices):
+        UP = "up", "Helpful"
+        DOWN = "down", "Not helpful"
+
+    MAX_COMMENT = 2000
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="feedback")
+    turn = models.ForeignKey(ConversationTurn, null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback")
+    question = models.TextField()
+    answer = models.TextField(blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    passages = models.JSONField(default=list, blank=True)
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    comment = models.TextField(blank=True, max_length=MAX_COMMENT)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["collection", "created_at"], name="feedback_collection_time")]

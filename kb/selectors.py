@@ -23,6 +23,7 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeGuard
 
@@ -36,7 +37,7 @@ from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from access.models import AnyUser, User
-from access.policy import Compiled, policy_and, policy_or
+from access.policy import Compiled, attribute_equals, policy_and, policy_or
 from access.selectors import key_collection_limit, policies_for
 from kb.exceptions import Forbidden, NotFound
 from kb.models import (
@@ -334,6 +335,43 @@ def document_get_managed(user: AnyUser, document_id: object) -> Document:
     return document
 
 
+@dataclass(frozen=True)
+class DocumentFilters:
+    """What a search may be narrowed to beyond the read scope: file types, upload dates, attributes.
+
+    Applied to the documents the chunk-id mask is built from (``searchable_ranges``), so both
+    retrieval legs rank only passages that pass them, together with the permission filter: a
+    filtered search still returns ``k`` results when ``k`` passages match.  Attribute pairs are
+    ANDed; each holds when the document's attribute is that string or a list holding it.
+    """
+
+    kinds: tuple[str, ...] = ()                   # the searchable version's file type (pdf, docx, …): any of them
+    uploaded_after: datetime | None = None        # the document was first uploaded at or after this
+    uploaded_before: datetime | None = None       # … and before this
+    attributes: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, all of which must hold
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds or self.uploaded_after or self.uploaded_before or self.attributes)
+
+    def apply(self, documents: DocumentQuerySet) -> DocumentQuerySet:
+        if self.kinds:
+            documents = documents.filter(current_version__kind__in=list(self.kinds))
+        if self.uploaded_after is not None:
+            documents = documents.filter(created_at__gte=self.uploaded_after)
+        if self.uploaded_before is not None:
+            documents = documents.filter(created_at__lt=self.uploaded_before)
+        for key, value in self.attributes:
+            documents = documents.filter(attribute_equals(key, value))
+        return documents
+
+    def audit(self) -> dict[str, Any]:
+        """The filters for an audit event: which were used, not the attribute values searched for."""
+        return {"kinds": list(self.kinds),
+                "uploaded_after": self.uploaded_after.isoformat() if self.uploaded_after else None,
+                "uploaded_before": self.uploaded_before.isoformat() if self.uploaded_before else None,
+                "attribute_keys": sorted({key for key, _ in self.attributes})}
+
+
 def searchable_versions(
     user: AnyUser, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None
 ) -> QuerySet[DocumentVersion]:
@@ -345,7 +383,7 @@ def searchable_versions(
 
 def searchable_ranges(
     user: AnyUser, *, collection_ids: Sequence[int] | None = None, document_ids: Sequence[int] | None = None,
-    scope: ReadScope | None = None,
+    scope: ReadScope | None = None, filters: DocumentFilters | None = None,
 ) -> np.ndarray:
     """``(chunk_id_start, chunk_count)`` rows, as an ``(n, 2)`` int64 array, of every version
     ``searchable_versions`` returns.
@@ -354,11 +392,14 @@ def searchable_ranges(
     version's range (``Document.make_current``): one scan of a covering
     index, no join.  It runs on every search, so the rows go from the
     cursor straight into the array rather than through model iteration.
+    ``filters`` narrow the documents further (``DocumentFilters``), inside the same query.
     """
     scope = _scope_for(user, scope, collection_ids)
     documents = scope.documents()
     if document_ids is not None:
         documents = documents.filter(pk__in=list(document_ids))
+    if filters:
+        documents = filters.apply(documents)
     ranges = (documents.order_by().filter(search_chunk_start__isnull=False)
               .values_list("search_chunk_start", "search_chunk_count"))
     try:

@@ -238,7 +238,6 @@
     var collectionId = main.getAttribute("data-collection-id");
     var documentsUrl = "/api/v1/collections/" + encodeURIComponent(collectionId) + "/documents";
     initDocuments(documentsUrl);
-    initSearch(collectionId);
     initAsk(collectionId);
     initManage(collectionId);
   }
@@ -505,74 +504,6 @@
     if (anyActive()) refresh();
   }
 
-  function initSearch(collectionId) {
-    var form = document.getElementById("search-form");
-    var input = document.getElementById("search-query");
-    var results = document.getElementById("search-results");
-    var button = form.querySelector('button[type="submit"]');
-
-    function run(query) {
-      var params = new URLSearchParams({ q: query, collection: collectionId, k: "10" });
-      var url = new URL(window.location.href);  // the query in the URL: Back and a reload keep the results
-      url.searchParams.set("q", query);
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-      setBusy(button, true);
-      results.replaceChildren(loading(gettext("Searching…")));
-      api("GET", "/api/v1/search?" + params.toString())
-        .then(function (data) { renderResults(results, query, data || {}); })
-        .catch(function (error) { showAlert(results, error.message); })
-        .then(function () { setBusy(button, false); });
-    }
-
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var query = input.value.trim();
-      if (!query) {
-        showAlert(results, gettext("Type something to search for."));
-        input.focus();
-        return;
-      }
-      run(query);
-    });
-    var initial = new URLSearchParams(window.location.search).get("q");
-    if (initial && initial.trim()) {
-      input.value = initial.trim();
-      run(initial.trim());
-    }
-  }
-
-  function renderResults(container, query, data) {
-    var items = data.results || [];
-    if (!items.length) {
-      container.replaceChildren(el("p", { class: "empty" },
-        interpolate(gettext("No passages in the documents you can read match “%s”."), [query])));
-      return;
-    }
-    var parts = [];
-    if (data.no_good_match) {
-      parts.push(el("p", { class: "notice", "data-role": "no-good-match" },
-        interpolate(gettext("Nothing in the documents you can read matches “%s” well. The closest passages are below; they may not be relevant."), [query])));
-    }
-    var top = Math.max.apply(null, items.map(function (r) { return Number(r.score) || 0; })) || 1;
-    var list = el("ol", { class: "results" + (data.no_good_match ? " results--weak" : ""), role: "list" });
-    items.forEach(function (r) {
-      var meta = [];
-      if (r.page !== null && r.page !== undefined) meta.push(el("span", null, interpolate(gettext("Page %s"), [r.page])));
-      if (r.heading) meta.push(el("span", null, r.heading));
-      var relative = Math.max(0, Math.min(1, (Number(r.score) || 0) / top));
-      meta.push(el("span", { class: "relevance" }, gettext("Relevance") + " ",
-        el("meter", { min: 0, max: 1, value: relative.toFixed(3), "aria-label": gettext("Relevance compared with the best result") })));
-      append(list, el("li", { class: "result" },
-        el("a", { class: "result__title", href: passageUrl(r.document_id, r.chunk_id) }, r.title),
-        el("div", { class: "result__meta" }, meta),
-        el("p", { class: "result__text" }, highlighted(reflow(r.text), r.highlights))));
-    });
-    parts.unshift(el("p", { class: "results-summary" },
-      interpolate(ngettext("%(count)s result for “%(query)s”", "%(count)s results for “%(query)s”", items.length), { count: num(items.length), query: query }, true)));
-    parts.push(list);
-    container.replaceChildren.apply(container, parts);
-  }
-
   function initAsk(collectionId) {
     var form = document.getElementById("ask-form");
     var textarea = document.getElementById("ask-question");
@@ -609,7 +540,7 @@
         result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
                                el("p", { class: "notice" }, gettext("This answer cited passages you can no longer read, so it is not shown.")));
       } else if (turn.state === "answered") {
-        renderAnswer(result, turn.question, turn.answer || {});
+        renderAnswer(result, turn.question, turn.answer || {}, answerContext(turn.question, turn.id));
       } else {
         result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
                                el("p", { class: "muted small" }, turn.state === "stopped" ? gettext("Stopped before the answer was finished.") : gettext("This answer failed.")));
@@ -648,6 +579,12 @@
       }
     });
 
+    /** What the bar under an answer needs: who to rate it as, and how to ask it again (a new turn). */
+    function answerContext(question, turnId) {
+      return { question: question, collection: collectionId, conversation: conversationId, turn: turnId || null,
+               regenerate: function () { if (!button.disabled) ask(question, false); } };
+    }
+
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var question = textarea.value.trim();
@@ -656,6 +593,10 @@
         textarea.focus();
         return;
       }
+      ask(question, true);
+    });
+
+    function ask(question, typed) {
       setBusy(button, true);
       stop.hidden = false;
       archiveLatest();
@@ -666,9 +607,10 @@
       current = controller;
       ensureConversation()
         .then(function (id) {
-          return askStreaming(question, collectionId, result, controller, "/api/v1/conversations/" + id + "/messages");
+          return askStreaming(question, collectionId, result, controller, "/api/v1/conversations/" + id + "/messages",
+                              answerContext(question));
         })
-        .then(function () { textarea.value = ""; })
+        .then(function () { if (typed) textarea.value = ""; })
         .catch(function (error) {
           if (error && error.name === "AbortError") {
             append(result, el("p", { class: "muted small", "data-role": "stopped" }, gettext("Stopped.")));
@@ -682,12 +624,12 @@
           stop.hidden = true;
           result.removeAttribute("aria-busy");
         });
-    });
+    }
     window.addEventListener("pagehide", function () { if (current) current.abort(); });
   }
 
   /** A question as server-sent events (POST /api/v1/ask, or a conversation's messages): reasoning and answer appear as they are written. */
-  function askStreaming(question, collectionId, result, controller, url) {
+  function askStreaming(question, collectionId, result, controller, url, context) {
     var headers = { "Accept": "text/event-stream", "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
     var body = JSON.stringify({ question: question, collection: Number(collectionId), stream: true });
     var live = { reasoning: "", answer: "", citations: null };
@@ -708,15 +650,16 @@
       } else if (name === "token") {
         if (!live.answer && !live.reasoning) show();
         live.answer += data.text;
-        answerBox.textContent = live.answer;
+        answerBox.replaceChildren(window.CairnAnswer.body(live.answer, {}));  // Markdown as it is written
       } else if (name === "citations") {
         live.citations = data;
       } else if (name === "done") {
         var c = live.citations || {};
         renderAnswer(result, question, {
-          answer: data.answer, reasoning: data.reasoning, generated: data.generated,
+          answer: data.answer, reasoning: data.reasoning, generated: data.generated, model: data.model,
+          finish_reason: data.finish_reason, truncated: data.truncated,
           citations: c.citations || [], citation_mode: c.citation_mode, passages: c.passages || []
-        });
+        }, context);
       } else if (name === "error") {
         throw new ApiError((data.error && data.error.message) || gettext("The answer could not be generated."), 0, data.error && data.error.code);
       }
@@ -733,7 +676,7 @@
           return response.text().then(function (text) {
             var data = parseJson(text);
             if (!response.ok) throw new ApiError(errorMessage(data, response.status, response.statusText), response.status, data && data.error && data.error.code);
-            renderAnswer(result, question, data || {});
+            renderAnswer(result, question, data || {}, context);
           });
         }
         var reader = response.body.getReader();
@@ -762,34 +705,7 @@
       });
   }
 
-  /** The answer text with its [n] / [n, m] markers turned into links to the citation list. */
-  function answerWithLinks(text, known) {
-    var nodes = [];
-    var pattern = /\[(\d+(?:\s*[,;]\s*\d+)*)\]/g;
-    var last = 0;
-    var match;
-    while ((match = pattern.exec(text)) !== null) {
-      var numbers = match[1].split(/\s*[,;]\s*/);
-      if (!numbers.some(function (n) { return known[n]; })) continue;
-      nodes.push(text.slice(last, match.index));
-      var sup = el("sup");
-      append(sup, "[");
-      numbers.forEach(function (n, i) {
-        if (i) append(sup, ", ");
-        append(sup, known[n]
-          ? el("a", { class: "cite-ref", href: "#cite-" + n, "data-number": n, "aria-haspopup": "dialog",
-                      "aria-label": interpolate(gettext("Source %(number)s: %(title)s (opens the passage beside the answer)"), { number: n, title: known[n].title }, true) }, n)
-          : n);
-      });
-      append(sup, "]");
-      nodes.push(sup);
-      last = pattern.lastIndex;
-    }
-    nodes.push(text.slice(last));
-    return nodes;
-  }
-
-  function renderAnswer(container, question, data) {
+  function renderAnswer(container, question, data, context) {
     var citations = data.citations || [];
     var known = {};
     citations.forEach(function (c) { known[String(c.number)] = c; });
@@ -799,7 +715,13 @@
     if (data.generated === false) append(labels, el("span", { class: "badge badge--label" }, gettext("Extracts — no language model configured")));
     if (labels.childNodes.length) parts.push(labels);
     parts.push(el("p", { class: "answer__question" }, question));
-    parts.push(el("div", { class: "answer__text" }, answerWithLinks(data.answer || "", known)));
+    parts.push(el("div", { class: "answer__text" }, window.CairnAnswer.body(data.answer || "", known)));
+    if (context && data.answer) {
+      var bar = {};
+      Object.keys(context).forEach(function (key) { bar[key] = context[key]; });
+      bar.data = data;
+      parts.push(window.CairnAnswer.toolbar(bar));
+    }
 
     if (data.reasoning) {
       parts.push(el("details", null, el("summary", null, gettext("Reasoning")), el("pre", { class: "reasoning" }, data.reasoning)));
@@ -1021,6 +943,10 @@
       bars[i].style.width = Math.max(0, Math.min(100, value)) + "%";
     }
   }
+
+  // The helpers the page's other scripts (search.js, answer.js) build on.
+  window.Cairn = { api: api, el: el, append: append, showAlert: showAlert, loading: loading, setBusy: setBusy,
+                   plural: plural, reflow: reflow, highlighted: highlighted, passageUrl: passageUrl };
 
   function init() {
     sizeProgressBars();

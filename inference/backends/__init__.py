@@ -33,7 +33,10 @@ class Generator(Protocol):
     ``name`` is the value of ``Answer.backend``; ``generated`` is False for
     backends that quote the passages instead of generating text.
     ``stream`` yields non-empty events, all ``reasoning`` ones before any
-    ``answer`` one.
+    ``answer`` one; it is a generator that returns "length" when generation
+    stopped at ``max_new_tokens`` ("stop" or nothing otherwise:
+    ``inference.types.Finished`` keeps it).  A backend may name its model in
+    ``model_name`` (else answers carry ``name``).
     """
 
     name: str

@@ -102,6 +102,7 @@ class ExtractiveGenerator:
     """Quotes the most relevant sentences; see the module docstring."""
 
     name = "extractive"
+    model_name = "extractive"
     generated = False
 
     def __init__(self, max_quotes: int = 3) -> None:

@@ -25,14 +25,13 @@ import http.client
 import json
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from inference.backends import GenerationError, ModelLoadError
 from inference.prompting import build_messages, estimate_tokens, pack_passages
 from inference.reasoning import ReasoningSplitter, _ChannelWriter
-from inference.types import GenerationRequest, StreamEvent
+from inference.types import FinishReason, GenerationRequest, StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +118,7 @@ class OpenAIGenerator:
         self._port = parts.port
         self._path = parts.path.rstrip("/")
         self.model = model
+        self.model_name = model
         self._api_key = api_key or None
         # Not ``timeout``: that name is the generation pool's own option (inference.pool.get_pool).
         self.timeout = request_timeout
@@ -206,7 +206,7 @@ class OpenAIGenerator:
 
     # --- streaming ----------------------------------------------------------------
 
-    def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
+    def stream(self, request: GenerationRequest) -> StreamEvents:
         request = self.pack(request)
         payload = json.dumps(self.body(request)).encode("utf-8")
         connection = self._connection()
@@ -225,17 +225,18 @@ class OpenAIGenerator:
                     f"The model server at {self.base_url} answered {response.status}: "
                     f"{_error_text(response.read(4096))}"
                 )
-            yield from self._events(response)
+            return (yield from self._events(response))
         finally:
             # Early close (client went away) or the end: either way the
             # server sees the connection drop and stops generating.
             connection.close()
 
-    def _events(self, response: http.client.HTTPResponse) -> Iterator[StreamEvent]:
+    def _events(self, response: http.client.HTTPResponse) -> StreamEvents:
         splitter = ReasoningSplitter(expect_reasoning=self.expect_reasoning)
         # Reasoning sent in its own field; stripped like the splitter's channels.
         separate = _ChannelWriter("reasoning")
         answer_started = separated = False
+        finish_reason: FinishReason = "stop"
         while True:
             try:
                 raw = response.readline()
@@ -261,6 +262,8 @@ class OpenAIGenerator:
                     f"The model server at {self.base_url} failed mid-stream: "
                     f"{_error_text(json.dumps(chunk).encode())}"
                 )
+            if (chunk.get("choices") or [{}])[0].get("finish_reason") == "length":
+                finish_reason = "length"  # the server cut it at max_tokens
             reasoning, content = chunk_deltas(chunk)
             if reasoning and answer_started:
                 # A late reasoning piece would break the channel order the UI
@@ -277,6 +280,7 @@ class OpenAIGenerator:
                     answer_started = True
                     yield event
         yield from splitter.close()
+        return finish_reason
 
 
 def _error_text(body: bytes) -> str:

@@ -18,7 +18,6 @@ import importlib.util
 import inspect
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Unpack, cast
 
@@ -45,7 +44,7 @@ from inference.backends.options import (
 )
 from inference.prompting import build_messages, build_plain_prompt, pack_passages
 from inference.reasoning import ReasoningSplitter
-from inference.types import GenerationRequest, StreamEvent
+from inference.types import FinishReason, GenerationRequest, StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +211,7 @@ class TransformersGenerator:
         **options: Unpack[ChatOptions],
     ) -> None:
         self.model_dir, self.gguf_file = locate_model(model_path, gguf_file)
+        self.model_name = self.gguf_file or self.model_dir.name
         _check_model_dir(self.model_dir, self.gguf_file)
         self.manifest_verified = manifest_check(self.model_dir, options)
         self.device = choose_device(device)
@@ -347,7 +347,7 @@ class TransformersGenerator:
             options["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
         return options
 
-    def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
+    def stream(self, request: GenerationRequest) -> StreamEvents:
         """Generate, yielding reasoning and answer pieces as the model writes them.
 
         The model lock is held from the first ``next()`` until the stream is
@@ -359,15 +359,16 @@ class TransformersGenerator:
             streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
             cancelled = threading.Event()
             failures: list[BaseException] = []
+            outputs: list[Any] = []
 
             def run() -> None:
                 try:
-                    self.model.generate(
+                    outputs.append(self.model.generate(
                         **inputs,
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_Cancelled(cancelled)]),
                         **self._generate_options(request),
-                    )
+                    ))
                 except BaseException as exc:  # re-raised in the consumer's thread below
                     failures.append(exc)
                     streamer.end()  # unblock the consumer, which would otherwise wait forever
@@ -386,3 +387,16 @@ class TransformersGenerator:
             finally:
                 cancelled.set()
                 worker.join()
+            return self._finish_reason(request, inputs, outputs[0] if outputs else None)
+
+    def _finish_reason(self, request: GenerationRequest, inputs: dict[str, torch.Tensor],
+                       sequences: Any) -> FinishReason:
+        """ "length" when the model wrote ``max_new_tokens`` tokens and the last was not an end of text."""
+        if sequences is None:
+            return "stop"
+        written = int(sequences.shape[-1]) - int(inputs["input_ids"].shape[-1])
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list | tuple) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        return "length" if written >= max(1, request.max_new_tokens) and int(sequences[0, -1]) not in eos_ids else "stop"

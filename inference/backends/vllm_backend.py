@@ -35,7 +35,7 @@ from inference.backends.options import (
 )
 from inference.prompting import build_messages, build_plain_prompt, pack_passages
 from inference.reasoning import ReasoningSplitter
-from inference.types import GenerationRequest, StreamEvent
+from inference.types import GenerationRequest, StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class VLLMGenerator:
     ) -> None:
         require_vllm()
         self.model_dir = Path(model_path).expanduser()
+        self.model_name = self.model_dir.name
         if not (self.model_dir / "config.json").is_file():
             raise ModelLoadError(f"The model directory {self.model_dir} has no config.json.")
         manifest_check(self.model_dir, options)
@@ -178,7 +179,7 @@ class VLLMGenerator:
     def pack(self, request: GenerationRequest) -> GenerationRequest:
         return pack_passages(request, prompt_tokens=self.prompt_tokens, window=self.context_window)
 
-    def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
+    def stream(self, request: GenerationRequest) -> StreamEvents:
         request = self.pack(request)
         params = self._sampling_params(**sampling_arguments(
             request, do_sample=self.sampling.do_sample, temperature=self.sampling.temperature,
@@ -186,10 +187,12 @@ class VLLMGenerator:
         ))
         request_id = f"{request.request_id or 'cairn'}-{next(self._ids)}"
         pieces: queue.Queue[Any] = queue.Queue()
+        reasons: list[str | None] = []  # vLLM's finish_reason per output: "length" when cut at max_tokens
 
         async def run() -> None:
             try:
                 async for output in self.engine.generate(self.prompt(request), params, request_id):
+                    reasons.append(output.outputs[0].finish_reason)
                     pieces.put(output.outputs[0].text)
             except BaseException as exc:  # handed to the consumer thread
                 pieces.put(exc)
@@ -216,4 +219,5 @@ class VLLMGenerator:
                 # The consumer went away: free the sequence's KV cache now.
                 asyncio.run_coroutine_threadsafe(self.engine.abort(request_id), self._loop)
                 future.cancel()
+        return "length" if reasons and reasons[-1] == "length" else "stop"
 

@@ -33,7 +33,12 @@ def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bo
         "answer": answer.answer,
         "reasoning": answer.reasoning,
         "backend": answer.backend,
+        # The model that wrote the answer ("extractive" for quotes, "none" when nothing was generated).
+        "model": answer.model or answer.backend,
         "generated": answer.generated,
+        # "length": generation stopped at the token limit, so the answer is cut short ("truncated").
+        "finish_reason": answer.finish_reason,
+        "truncated": answer.finish_reason == "length",
         "citation_mode": "marked" if cited else "context",
         "citations": [citation_out(p) for p in (cited or used)],
         "passages": [citation_out(p) for p in passages],

@@ -6,7 +6,8 @@ Events, in order::
     event: reasoning  data: {"text"}        (zero or more; DeepSeek-R1 <think> text)
     event: token      data: {"text"}        (zero or more; the answer as it is written)
     event: citations  data: {"citation_mode", "citations": [...], "passages": [...]}
-    event: done       data: {"answer", "reasoning", "backend", "generated", "passages_used", "metrics", …}
+    event: done       data: {"answer", "reasoning", "backend", "model", "generated", "finish_reason",
+                             "truncated", "passages_used", "metrics", …}
 or, instead of citations + done:
     event: error      data: {"error": {"code", "message", "details"}}
 

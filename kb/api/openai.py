@@ -211,14 +211,16 @@ def completion_out(answer: Answer, passages: Sequence[Passage], *, model: str) -
     if body["reasoning"]:
         message["reasoning_content"] = body["reasoning"]
     return {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}]}
+            "choices": [{"index": 0, "message": message, "finish_reason": body["finish_reason"],
+                         "logprobs": None}]}
 
 
 class ChunkFramer:
     """Generation events as OpenAI ``chat.completion.chunk`` events, ending in ``data: [DONE]``.
 
     Reasoning pieces go in ``delta.reasoning_content``, answer pieces in
-    ``delta.content``; the final chunk (``finish_reason: "stop"``) carries
+    ``delta.content``; the final chunk (``finish_reason``: "stop", or "length"
+    when the answer was cut at the token limit) carries
     ``citations``.  A failure after the stream began is an ``error`` event
     (the openai SDKs raise it), then ``[DONE]``.
     """
@@ -252,7 +254,7 @@ class ChunkFramer:
 
             body = answer_out(answer_from_dict(event["answer"]), self.passages)
             head = b"" if self.streamed or not body["answer"] else self._chunk({"content": body["answer"]})
-            return head + self._chunk({}, "stop", citations=body["citations"],
+            return head + self._chunk({}, body["finish_reason"], citations=body["citations"],
                                       citation_mode=body["citation_mode"]) + b"data: [DONE]\n\n"
         error = {"error": {"message": event["message"], "type": "server_error", "code": event["code"],
                            "param": None}}

@@ -27,7 +27,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from kb.api import audit, conversations, golden, keys, sharing, viewer, views
+from kb.api import audit, conversations, feedback, golden, keys, sharing, viewer, views
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -144,9 +144,22 @@ class SearchHit(serializers.Serializer):
     char_end = serializers.IntegerField()
 
 
+class SearchGroup(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    collection_id = serializers.IntegerField()
+    title = serializers.CharField()
+    best_rank = serializers.IntegerField(help_text="1-based rank of the document's best result in `results`.")
+    results = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="Indexes into `results` of this document's passages, best first.")
+
+
 class SearchResponse(serializers.Serializer):
     query = serializers.CharField()
+    no_good_match = serializers.BooleanField(
+        help_text="True when nothing matched the query well: the results are the least bad passages in scope.")
+    evidence = serializers.DictField(help_text="The evidence check's numbers (dense best, lexical coverage).")
     results = SearchHit(many=True)
+    groups = SearchGroup(many=True, help_text="The results grouped by document, in the order of each one's best.")
 
 
 class Citation(serializers.Serializer):
@@ -163,7 +176,11 @@ class AnswerResponse(serializers.Serializer):
     answer = serializers.CharField(allow_blank=True)
     reasoning = serializers.CharField(allow_blank=True, allow_null=True)
     backend = serializers.CharField()
+    model = serializers.CharField(help_text="The model that wrote the answer (\"extractive\" for quotes).")
     generated = serializers.BooleanField(help_text="False: extracts from the passages, not generated text.")
+    finish_reason = serializers.ChoiceField(choices=["stop", "length"],
+                                            help_text="\"length\": cut at the token limit (max_new_tokens).")
+    truncated = serializers.BooleanField(help_text="True when the answer was cut at the token limit.")
     citation_mode = serializers.ChoiceField(choices=["marked", "context"])
     citations = Citation(many=True)
     passages = Citation(many=True)
@@ -380,6 +397,19 @@ class ConversationCreate(conversations.ConversationsView.Input):
     pass
 
 
+class FeedbackCreate(feedback.FeedbackView.Input):
+    pass
+
+
+class FeedbackOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    collection = serializers.IntegerField()
+    turn = serializers.IntegerField(allow_null=True)
+    rating = serializers.ChoiceField(choices=["up", "down"])
+    comment = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
 class ConversationRename(conversations.ConversationView.Input):
     pass
 
@@ -559,6 +589,13 @@ EXTENSIONS = [
                       parameters=_ids("collection_id"), tags=["evaluation"]),
               post=_op("Run the golden set now (nDCG@10, recall@10, MRR@10)", request=None,
                        responses={201: EvaluationRun}, parameters=_ids("collection_id"), tags=["evaluation"])),
+    _describe("kb.api.feedback.FeedbackView",
+              post=_op("Rate an answer (thumbs up or down, optional comment); stored with its question and "
+                       "passages", request=FeedbackCreate, responses={201: FeedbackOut}, tags=["answers"])),
+    _describe("kb.api.feedback.FeedbackExportView",
+              get=_op("The collection's answer feedback as JSON lines, in the golden-set import's shape (owners)",
+                      parameters=[*_ids("collection_id"), feedback.FeedbackExportView.Input],
+                      responses={(200, "application/jsonl"): OpenApiTypes.BINARY}, tags=["evaluation"])),
     _describe("kb.api.audit.AuditEventsView",
               get=_op("Audit events, newest first (admins and auditors)",
                       parameters=[audit.AuditEventsView.Input], responses={200: AuditPage},

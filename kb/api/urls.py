@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb.api import audit, conversations, golden, keys, openai, sharing, viewer, views
+from kb.api import audit, conversations, feedback, golden, keys, openai, sharing, viewer, views
 from kb.api.health import healthz_view
 
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("collections/<str:collection_id>/golden", golden.GoldenQuestionsView.as_view()),
     path("collections/<str:collection_id>/golden/<str:question_id>", golden.GoldenQuestionView.as_view()),
     path("collections/<str:collection_id>/evaluations", golden.EvaluationsView.as_view()),
+    path("collections/<str:collection_id>/feedback/export", feedback.FeedbackExportView.as_view()),
     path("documents/<str:document_id>/attributes", sharing.DocumentAttributesView.as_view()),
     path("admin/users/<str:username>", sharing.UserAttributesView.as_view()),
     path("admin/groups", sharing.GroupsView.as_view()),
@@ -31,6 +32,7 @@ urlpatterns = [
     path("chunks/<str:chunk_id>/boxes", viewer.ChunkBoxesView.as_view()),
     path("search", views.SearchView.as_view()),
     path("ask", views.AskView.as_view()),
+    path("feedback", feedback.FeedbackView.as_view()),
     path("audit", audit.AuditEventsView.as_view()),
     path("conversations", conversations.ConversationsView.as_view()),
     path("conversations/<str:conversation_id>", conversations.ConversationView.as_view()),

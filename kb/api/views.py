@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.policy import ATTRIBUTE_NAME
 from access.services import actor_from_request, signed_in_user
 from ingestion import api as ingestion
 from kb import answering, search, selectors, services
@@ -245,6 +248,20 @@ class ChunkView(APIView):
         return Response(body)
 
 
+ATTRIBUTE_FILTER_HELP = "key=value: the document's attribute is that string, or a list holding it (repeat to AND)"
+
+
+def attribute_filter(raw: str) -> tuple[str, str]:
+    """``key=value`` from ``?attr=``; the key must be an attribute name (letters, digits, underscore)."""
+    key, sep, value = raw.partition("=")
+    key = key.strip()
+    if not sep or not ATTRIBUTE_NAME.fullmatch(key):
+        raise serializers.ValidationError(
+            f"Write an attribute filter as key=value, the key made of letters, digits and _ (got {raw[:80]!r})."
+        )
+    return key, value.strip()
+
+
 class SearchView(APIView):
     class Input(serializers.Serializer):
         q = serializers.CharField(max_length=2000, trim_whitespace=True)
@@ -254,6 +271,23 @@ class SearchView(APIView):
         k = serializers.IntegerField(required=False, min_value=1, default=10)
         mode = serializers.ChoiceField(choices=SEARCH_MODES, required=False, default="hybrid")
         rerank = serializers.BooleanField(required=False, default=True)  # rerank=0 skips the cross-encoder
+        # Filters, applied inside retrieval with the permission filter (kb.selectors.DocumentFilters).
+        kind = serializers.ListField(child=serializers.ChoiceField(choices=ingestion.SUPPORTED_KINDS), required=False,
+                                     max_length=len(ingestion.SUPPORTED_KINDS),
+                                     help_text="The file type of the searchable version (repeat for any of several)")
+        uploaded_after = serializers.DateField(required=False, help_text="First uploaded on or after this day (UTC)")
+        uploaded_before = serializers.DateField(required=False, help_text="First uploaded on or before this day (UTC)")
+        attr = serializers.ListField(child=serializers.CharField(max_length=300), required=False, max_length=10,
+                                     help_text=ATTRIBUTE_FILTER_HELP)
+
+        def validate_attr(self, value: list[str]) -> list[tuple[str, str]]:
+            return [attribute_filter(raw) for raw in value]
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            after, before = attrs.get("uploaded_after"), attrs.get("uploaded_before")
+            if after and before and after > before:
+                raise serializers.ValidationError({"uploaded_before": "The end date is before the start date."})
+            return attrs
 
     def get(self, request: Request) -> Response:
         data = self.Input(data=request.query_params)
@@ -267,7 +301,7 @@ class SearchView(APIView):
         outcome = search.search_outcome(
             user=signed_in_user(request), actor=actor_from_request(request), query=params["q"],
             collection_ids=collection_ids, k=k, mode=params["mode"], rerank=params["rerank"],
-            document_ids=document_ids,
+            document_ids=document_ids, filters=search_filters(params),
         )
         results = outcome.results
         terms = highlight_terms(params["q"])
@@ -291,7 +325,38 @@ class SearchView(APIView):
                 }
                 for r in results
             ],
+            "groups": result_groups(results),
         })
+
+
+def search_filters(params: dict[str, Any]) -> selectors.DocumentFilters:
+    """The validated ``?kind=&uploaded_after=&uploaded_before=&attr=`` as a ``DocumentFilters``.
+
+    Dates are whole days in UTC; ``uploaded_before`` includes its day.
+    """
+    after, before = params.get("uploaded_after"), params.get("uploaded_before")
+    return selectors.DocumentFilters(
+        kinds=tuple(dict.fromkeys(params.get("kind") or ())),
+        uploaded_after=datetime.combine(after, time.min, tzinfo=UTC) if after else None,
+        uploaded_before=datetime.combine(before + timedelta(days=1), time.min, tzinfo=UTC) if before else None,
+        attributes=tuple(dict.fromkeys(params.get("attr") or ())),
+    )
+
+
+def result_groups(results: Sequence[search.SearchResult]) -> list[dict[str, Any]]:
+    """The results grouped by document, in the order of each document's best result.
+
+    ``results`` holds indexes into the flat list (which keeps the ranking), ``best_rank`` the
+    1-based rank of the document's first result.
+    """
+    groups: dict[int, dict[str, Any]] = {}
+    for index, r in enumerate(results):
+        group = groups.get(r.document_id)
+        if group is None:
+            group = groups[r.document_id] = {"document_id": r.document_id, "collection_id": r.collection_id,
+                                             "title": r.title, "best_rank": index + 1, "results": []}
+        group["results"].append(index)
+    return list(groups.values())
 
 
 def attached_documents(request: Request, ids: list[int] | None) -> list[int] | None:

@@ -106,6 +106,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": {"message": f"The model {model} does not exist."}})
             return
+        # Each scripted piece counts as one token: a script longer than max_tokens is cut, as a server cuts.
+        limit = int(body.get("max_tokens") or len(script))
+        finish = "length" if len(script) > limit else "stop"
+        script = script[:limit]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -119,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
                 sent += 1
                 if model == "slow-model":
                     time.sleep(0.02)
-            self._event({}, model, finish="stop")
+            self._event({}, model, finish=finish)
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

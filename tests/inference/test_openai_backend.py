@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -172,3 +173,12 @@ def test_configuration_errors_are_load_errors() -> None:
         load_generator("openai", None, base_url="http://127.0.0.1:1/v1")
     with pytest.raises(ModelLoadError, match="http"):
         load_generator("openai", None, base_url="ftp://x/v1", model="m")
+
+
+def test_an_answer_cut_at_max_tokens_says_so_and_names_the_model(server: Server) -> None:
+    generator = generator_for(server, "plain-model")
+    whole = generate(generator, question())
+    assert (whole.finish_reason, whole.model) == ("stop", "plain-model")
+    cut = generate(generator, dataclasses.replace(question(), max_new_tokens=2))
+    assert cut.finish_reason == "length"
+    assert whole.answer.startswith(cut.answer) and len(cut.answer) < len(whole.answer)

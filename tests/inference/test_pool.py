@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -272,3 +274,31 @@ def test_the_r1_models_reasoning_and_answer_equal_one_at_a_time_generation(tiny_
     assert [(f["answer"]["reasoning"], f["answer"]["answer"]) for f in finals] == [
         (a.reasoning, a.answer) for a in expected
     ]
+
+
+def test_finish_reason_says_whether_an_answer_was_cut_at_the_token_limit(tiny_qwen2: str, monkeypatch) -> None:
+    generator = load_generator("transformers", tiny_qwen2)
+    short = _requests(1, max_new_tokens=3)[0]
+    # Given a request whose greedy answer runs past its budget (this random model writes no EOS)
+    alone = generate(generator, short)
+    assert (alone.finish_reason, alone.model) == ("length", Path(tiny_qwen2).name)
+    pool = GenerationPool(generator, metrics=Registry())
+    try:
+        final = _final(pool.submit(short))
+    finally:
+        pool.close()
+    assert final["answer"]["finish_reason"] == "length" and final["answer"]["model"] == Path(tiny_qwen2).name
+
+    # When the model's second greedy token is made its end of text, the same question ends by itself
+    inputs = generator.encode(short)
+    written = generator.model.generate(**inputs, **generator._generate_options(short))[0, inputs["input_ids"].shape[-1]:]
+    monkeypatch.setattr(generator.model.generation_config, "eos_token_id", int(written[1]))
+    roomy = dataclasses.replace(short, max_new_tokens=10)
+    assert generate(generator, roomy).finish_reason == "stop"
+    pool = GenerationPool(generator, metrics=Registry())
+    try:
+        final = _final(pool.submit(roomy))
+    finally:
+        pool.close()
+    assert final["event"] == "done" and final["answer"]["finish_reason"] == "stop"
+    assert final["metrics"]["tokens"] <= 2

@@ -6,6 +6,7 @@ load theirs; generation runs in the real in-process pool.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -169,3 +170,29 @@ def test_with_no_inference_worker_an_ask_is_refused_at_once_with_503(api, settin
         assert answering.admission().in_flight() == 0  # the refused asks released their slots
     finally:
         answering.reset_admission()
+
+
+def test_an_answer_names_its_model_and_says_when_it_was_cut_at_the_token_limit(api, llm):
+    # Given a model that writes no end of text on this prompt (greedy to the budget)
+    done = sse_events(b"".join(ask(api, stream=True, max_new_tokens=5).streaming_content))[-1][1]
+    # Then the answer is marked as cut at the limit, and names the model directory
+    assert (done["finish_reason"], done["truncated"], done["model"]) == ("length", True, "tiny-qwen2")
+    plain = ask(api, max_new_tokens=5).json()
+    assert (plain["finish_reason"], plain["truncated"], plain["model"]) == ("length", True, "tiny-qwen2")
+
+
+def test_the_openai_shape_reports_finish_reason_length_for_a_cut_answer():
+    from inference.types import Answer
+    from kb.api.openai import ChunkFramer, completion_out
+
+    cut = Answer(answer="Twenty", reasoning="", cited_numbers=(), backend="transformers", generated=True,
+                 passages_used=0, model="m", finish_reason="length")
+    assert completion_out(cut, (), model="handbook")["choices"][0]["finish_reason"] == "length"
+    from inference.wire import answer_to_dict
+
+    framer = ChunkFramer(model="handbook", passages=())
+    last = framer.frames({"event": "done", "answer": answer_to_dict(cut)}).decode().split("\n\n")
+    final = json.loads(next(block[6:] for block in reversed(last) if block.startswith("data: {")))
+    assert final["choices"][0]["finish_reason"] == "length"
+    whole = completion_out(dataclasses.replace(cut, finish_reason="stop"), (), model="handbook")
+    assert whole["choices"][0]["finish_reason"] == "stop"
