@@ -40,8 +40,12 @@ MAX_POLICY = 4000
 def _admin_or_404(request: HttpRequest, target_id: object = "") -> User:
     user = signed_in_user(request)
     if not user.is_platform_admin:
-        access_denied_record(actor=actor_from_request(request), target_type="admin_page", target_id=target_id,
-                             rule="permission administration is for platform admins")
+        access_denied_record(
+            actor=actor_from_request(request),
+            target_type="admin_page",
+            target_id=target_id,
+            rule="permission administration is for platform admins",
+        )
         raise Http404("No such page")
     return user
 
@@ -52,7 +56,10 @@ def _team() -> bool:
 
 def _rows(request: HttpRequest) -> dict[str, Any]:
     return attribute_forms.attributes_from_rows(
-        request.POST.getlist("attr_name"), request.POST.getlist("attr_type"), request.POST.getlist("attr_value"))
+        request.POST.getlist("attr_name"),
+        request.POST.getlist("attr_type"),
+        request.POST.getlist("attr_value"),
+    )
 
 
 def _back(name: str, *args: object, anchor: str = "") -> HttpResponseRedirect:
@@ -66,7 +73,10 @@ def _back(name: str, *args: object, anchor: str = "") -> HttpResponseRedirect:
 def access_admin(request: HttpRequest) -> HttpResponse:
     """``/settings/access/``: the platform policy; in team mode also users and groups."""
     user = _admin_or_404(request)
-    context: dict[str, Any] = {"policy": access_selectors.policy_source(Policy.PLATFORM), "errors": []}
+    context: dict[str, Any] = {
+        "policy": access_selectors.policy_source(Policy.PLATFORM),
+        "errors": [],
+    }
     status = 200
     if request.method == "POST":
         action = str(request.POST.get("action", ""))
@@ -84,26 +94,35 @@ def access_admin(request: HttpRequest) -> HttpResponse:
     if _team():
         context["users"] = access_selectors.users_for_admin()
         context["groups"] = [
-            {"group": group, "members": access_selectors.group_memberships(group),
-             "scim": administration.group_scim_managed(group)}
+            {
+                "group": group,
+                "members": access_selectors.group_memberships(group),
+                "scim": administration.group_scim_managed(group),
+            }
             for group, _ in access_selectors.groups_with_members()
         ]
     else:
         context["me"] = user
-        context["my_rows"] = attribute_forms.rows_from_attributes(user.attributes, user.attribute_sources)
+        context["my_rows"] = attribute_forms.rows_from_attributes(
+            user.attributes, user.attribute_sources
+        )
     context["team"] = _team()
     context["user_limit"] = access_selectors.ADMIN_USER_LIST_LIMIT
     return render(request, "kb/access_admin.html", context, status=status)
 
 
-def _admin_action(request: HttpRequest, user: User, action: str, context: dict[str, Any]) -> HttpResponse | None:
+def _admin_action(
+    request: HttpRequest, user: User, action: str, context: dict[str, Any]
+) -> HttpResponse | None:
     actor = actor_from_request(request)
     if action in ("policy-preview", "policy-save"):
         return _policy_action(request, user, action, context)
     if not _team():
         raise InvalidInput(gettext("Personal mode has no other users or groups."))
     if action == "group-create":
-        group = administration.group_create(actor=actor, name=str(request.POST.get("name", ""))[:150])
+        group = administration.group_create(
+            actor=actor, name=str(request.POST.get("name", ""))[:150]
+        )
         messages.success(request, gettext("Group %(name)s created.") % {"name": group.name})
         return _back("access-admin", anchor="groups")
     group = access_selectors.group_by_name(str(request.POST.get("group", ""))[:150])
@@ -115,7 +134,9 @@ def _admin_action(request: HttpRequest, user: User, action: str, context: dict[s
         return _back("access-admin", anchor="groups")
     member = access_selectors.user_by_username(str(request.POST.get("user", "")).strip()[:150])
     if member is None:
-        raise InvalidInput(gettext("No such user: %(name)s.") % {"name": str(request.POST.get("user", ""))[:150]})
+        raise InvalidInput(
+            gettext("No such user: %(name)s.") % {"name": str(request.POST.get("user", ""))[:150]}
+        )
     if action == "member-add":
         administration.group_member_add(actor=actor, group=group, user=member)
     elif action == "member-remove":
@@ -125,27 +146,49 @@ def _admin_action(request: HttpRequest, user: User, action: str, context: dict[s
     return _back("access-admin", anchor="groups")
 
 
-def _policy_action(request: HttpRequest, user: User, action: str, context: dict[str, Any]) -> HttpResponse | None:
+def _policy_action(
+    request: HttpRequest, user: User, action: str, context: dict[str, Any]
+) -> HttpResponse | None:
     source = str(request.POST.get("policy", ""))
     if len(source) > MAX_POLICY:
-        raise InvalidInput(gettext("A policy can be at most %(count)d characters.") % {"count": MAX_POLICY})
+        raise InvalidInput(
+            gettext("A policy can be at most %(count)d characters.") % {"count": MAX_POLICY}
+        )
     context["policy"] = source
     try:
-        effect = policy_preview.platform_policy_preview(source=source, saver=user) if source.strip() else None
+        effect = (
+            policy_preview.platform_policy_preview(source=source, saver=user)
+            if source.strip()
+            else None
+        )
     except administration.PolicyError as exc:
-        context["errors"].append(gettext("The policy is not valid: %(reason)s") % {"reason": exc.describe()})
+        context["errors"].append(
+            gettext("The policy is not valid: %(reason)s") % {"reason": exc.describe()}
+        )
         context["status"] = 400
         return None
     context["effect"] = effect
     if action == "policy-preview":
         return None
-    if effect is not None and effect["hides_everything_from_you"] and request.POST.get("confirm") != "yes":
-        context["confirm_required"] = True  # shown with the preview; saving needs a second, explicit click
+    if (
+        effect is not None
+        and effect["hides_everything_from_you"]
+        and request.POST.get("confirm") != "yes"
+    ):
+        context["confirm_required"] = (
+            True  # shown with the preview; saving needs a second, explicit click
+        )
         context["status"] = 409
         return None
-    administration.policy_set(actor=actor_from_request(request), scope=Policy.PLATFORM, source=source)
-    messages.success(request, gettext("Platform policy saved.") if source.strip()
-                     else gettext("Platform policy removed."))
+    administration.policy_set(
+        actor=actor_from_request(request), scope=Policy.PLATFORM, source=source
+    )
+    messages.success(
+        request,
+        gettext("Platform policy saved.")
+        if source.strip()
+        else gettext("Platform policy removed."),
+    )
     return _back("access-admin", anchor="policy")
 
 
@@ -165,24 +208,42 @@ def user_attributes_page(request: HttpRequest, username: str) -> HttpResponse:
     if request.method == "POST":
         try:
             attributes = _rows(request)
-            administration.user_attributes_set(actor=actor_from_request(request), user=person, attributes=attributes)
+            administration.user_attributes_set(
+                actor=actor_from_request(request), user=person, attributes=attributes
+            )
         except (InvalidInput, administration.InvalidAttributes) as exc:
             errors, status = [str(exc)], 400
             rows = _posted_rows(request)
         else:
-            messages.success(request, gettext("Attributes of %(name)s saved.") % {"name": person.get_username()})
+            messages.success(
+                request, gettext("Attributes of %(name)s saved.") % {"name": person.get_username()}
+            )
             return _back("access-user", person.get_username())
-    return render(request, "kb/access_user.html", {
-        "person": person, "rows": rows, "types": attribute_forms.TYPES, "errors": errors,
-        "groups": sorted(person.groups.values_list("name", flat=True)), "team": _team(),
-        "has_synced": any(row.source in ("scim", "idp") for row in rows),
-    }, status=status)
+    return render(
+        request,
+        "kb/access_user.html",
+        {
+            "person": person,
+            "rows": rows,
+            "types": attribute_forms.TYPES,
+            "errors": errors,
+            "groups": sorted(person.groups.values_list("name", flat=True)),
+            "team": _team(),
+            "has_synced": any(row.source in ("scim", "idp") for row in rows),
+        },
+        status=status,
+    )
 
 
 def _posted_rows(request: HttpRequest) -> list[attribute_forms.Row]:
     """What the person typed, shown again with the error (so nothing they entered is lost)."""
-    names, types, values = (request.POST.getlist(k) for k in ("attr_name", "attr_type", "attr_value"))
-    return [attribute_forms.Row(n[:64], t[:16], v[:500]) for n, t, v in zip(names, types, values, strict=False)]
+    names, types, values = (
+        request.POST.getlist(k) for k in ("attr_name", "attr_type", "attr_value")
+    )
+    return [
+        attribute_forms.Row(n[:64], t[:16], v[:500])
+        for n, t, v in zip(names, types, values, strict=False)
+    ]
 
 
 # --- a document's attributes -----------------------------------------------------------------------------------
@@ -205,19 +266,27 @@ def document_attributes_page(request: HttpRequest, document_id: int) -> HttpResp
         except NotFound:
             document = None
     if document is None:
-        access_denied_record(actor=actor_from_request(request), target_type="document", target_id=document_id,
-                             rule="not readable by this user (or does not exist)")
+        access_denied_record(
+            actor=actor_from_request(request),
+            target_type="document",
+            target_id=document_id,
+            rule="not readable by this user (or does not exist)",
+        )
         raise Http404("No such document")
     try:
         attributes = _rows(request)
-        services.document_attributes_set(actor=actor_from_request(request), document=document, attributes=attributes)
+        services.document_attributes_set(
+            actor=actor_from_request(request), document=document, attributes=attributes
+        )
     except InvalidInput as exc:
         from kb.views import document_context
 
         context = document_context(request, document, hidden=hidden)
         context.update(attribute_errors=[str(exc)], attribute_rows=_posted_rows(request))
         return render(request, "kb/document.html", context, status=400)
-    messages.success(request, gettext("Attributes saved. Searches and answers use them from now on."))
+    messages.success(
+        request, gettext("Attributes saved. Searches and answers use them from now on.")
+    )
     return _back("document", document.pk, anchor="attributes")
 
 

@@ -46,14 +46,18 @@ def _number(name: str, text: str) -> int | float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidInput(gettext("%(name)s: %(value)s is not a number.") % {
-            "name": name, "value": repr(text[:40])}) from None
+        raise InvalidInput(
+            gettext("%(name)s: %(value)s is not a number.")
+            % {"name": name, "value": repr(text[:40])}
+        ) from None
     if not math.isfinite(value):
         raise InvalidInput(gettext("%(name)s: numbers must be finite.") % {"name": name})
     return value
 
 
-def attributes_from_rows(names: Sequence[str], types: Sequence[str], values: Sequence[str]) -> dict[str, Any]:
+def attributes_from_rows(
+    names: Sequence[str], types: Sequence[str], values: Sequence[str]
+) -> dict[str, Any]:
     """The attributes the rows describe; ``InvalidInput`` (a 400, naming the row) for one that makes no sense.
 
     A row with neither name nor value is ignored (the form's blank rows); a
@@ -74,14 +78,18 @@ def attributes_from_rows(names: Sequence[str], types: Sequence[str], values: Seq
             raise InvalidInput(gettext("%(name)s is given twice.") % {"name": name[:70]})
         if kind == TEXT:
             if not value:
-                raise InvalidInput(gettext("%(name)s has no value: give one, or clear the name to remove it.")
-                                   % {"name": name[:70]})
+                raise InvalidInput(
+                    gettext("%(name)s has no value: give one, or clear the name to remove it.")
+                    % {"name": name[:70]}
+                )
             attributes[name] = value
         elif kind == NUMBER:
             attributes[name] = _number(name[:70], value)
         elif kind in (TEXT_LIST, NUMBER_LIST):
             items = [item.strip() for item in value.split(",") if item.strip()]
-            attributes[name] = [_number(name[:70], item) for item in items] if kind == NUMBER_LIST else items
+            attributes[name] = (
+                [_number(name[:70], item) for item in items] if kind == NUMBER_LIST else items
+            )
         else:
             raise InvalidInput(gettext("%(name)s: choose a type.") % {"name": name[:70]})
     return attributes
@@ -89,7 +97,9 @@ def attributes_from_rows(names: Sequence[str], types: Sequence[str], values: Seq
 
 def _kind(value: Any) -> str:
     if isinstance(value, list):
-        numeric = bool(value) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        numeric = bool(value) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
         return NUMBER_LIST if numeric else TEXT_LIST
     if isinstance(value, int | float) and not isinstance(value, bool):
         return NUMBER
@@ -102,11 +112,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def rows_from_attributes(attributes: Mapping[str, Any] | None, sources: Mapping[str, str] | None = None,
-                         *, blank: int = BLANK_ROWS) -> list[Row]:
+def rows_from_attributes(
+    attributes: Mapping[str, Any] | None,
+    sources: Mapping[str, str] | None = None,
+    *,
+    blank: int = BLANK_ROWS,
+) -> list[Row]:
     """The rows a form shows for ``attributes`` (sorted by name), then ``blank`` empty ones to add more."""
-    rows = [Row(name, _kind(value), _text(value), (sources or {}).get(name, ""))
-            for name, value in sorted((attributes or {}).items())]
+    rows = [
+        Row(name, _kind(value), _text(value), (sources or {}).get(name, ""))
+        for name, value in sorted((attributes or {}).items())
+    ]
     return rows + [Row("", TEXT, "") for _ in range(blank)]
 
 

@@ -33,7 +33,9 @@ def chinese_is_served() -> bool:
     from django.conf import settings
 
     offered = {code.lower() for code, _ in settings.LANGUAGES}
-    return "django.middleware.locale.LocaleMiddleware" in settings.MIDDLEWARE and "zh-hans" in offered
+    return (
+        "django.middleware.locale.LocaleMiddleware" in settings.MIDDLEWARE and "zh-hans" in offered
+    )
 
 
 def expected_lang_prefix(language: str) -> str:
@@ -47,7 +49,9 @@ def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield browser
         finally:
@@ -62,11 +66,23 @@ class Watch:
         self.dialogs: list[str] = []
         self.foreign: list[str] = []
         page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", lambda message: self.errors.append(message.text)
-                if "Content Security Policy" in message.text else None)
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
         page.on("dialog", self._dialog)
-        page.on("request", lambda request: self.foreign.append(request.url)
-                if not (request.url.startswith(base) or request.url.startswith(("data:", "blob:"))) else None)
+        page.on(
+            "request",
+            lambda request: (
+                self.foreign.append(request.url)
+                if not (request.url.startswith(base) or request.url.startswith(("data:", "blob:")))
+                else None
+            ),
+        )
         self.expect_dialogs = 0
 
     def _dialog(self, dialog: Any) -> None:
@@ -78,11 +94,22 @@ class Watch:
             dialog.dismiss()
 
 
-def new_page(browser: Any, server: CairnServer, language: str, *, width: int = 1280,
-             bypass_csp: bool = False, headers: dict[str, str] | None = None) -> tuple[Any, Watch]:
+def new_page(
+    browser: Any,
+    server: CairnServer,
+    language: str,
+    *,
+    width: int = 1280,
+    bypass_csp: bool = False,
+    headers: dict[str, str] | None = None,
+) -> tuple[Any, Watch]:
     context = browser.new_context(
-        viewport={"width": width, "height": 900}, locale=language, bypass_csp=bypass_csp, accept_downloads=False,
-        extra_http_headers={"Accept-Language": language, **(headers or {})})
+        viewport={"width": width, "height": 900},
+        locale=language,
+        bypass_csp=bypass_csp,
+        accept_downloads=False,
+        extra_http_headers={"Accept-Language": language, **(headers or {})},
+    )
     page = context.new_page()
     page.set_default_timeout(30_000)
     return page, Watch(page, server.url)
@@ -101,7 +128,9 @@ def run_axe(page: Any) -> list[dict[str, Any]]:
 
 
 def no_horizontal_scroll(page: Any) -> bool:
-    return bool(page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"))
+    return bool(
+        page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    )
 
 
 def wait_indexed(server: CairnServer, document_id: int) -> None:
@@ -109,7 +138,9 @@ def wait_indexed(server: CairnServer, document_id: int) -> None:
 
     deadline = time.monotonic() + INGEST_TIMEOUT_S
     while True:
-        status = requests.get(f"{server.url}/api/v1/documents/{document_id}", timeout=30).json()["status"]
+        status = requests.get(f"{server.url}/api/v1/documents/{document_id}", timeout=30).json()[
+            "status"
+        ]
         if status == "INDEXED":
             return
         assert status != "FAILED" and time.monotonic() < deadline, (status, server.log_tail())
