@@ -120,10 +120,10 @@ def _admin_action(
     if not _team():
         raise InvalidInput(gettext("Personal mode has no other users or groups."))
     if action == "group-create":
-        group = administration.group_create(
+        created = administration.group_create(
             actor=actor, name=str(request.POST.get("name", ""))[:150]
         )
-        messages.success(request, gettext("Group %(name)s created.") % {"name": group.name})
+        messages.success(request, gettext("Group %(name)s created.") % {"name": created.name})
         return _back("access-admin", anchor="groups")
     group = access_selectors.group_by_name(str(request.POST.get("group", ""))[:150])
     if group is None:

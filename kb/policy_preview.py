@@ -110,8 +110,9 @@ def platform_policy_preview(*, source: str, saver: User) -> dict[str, Any]:
         policy_set(actor=SYSTEM, scope=PolicyRow.PLATFORM, source=source)
         after = counts()
         transaction.set_rollback(True)
-    rows = [{"user": p.user.get_username(), "via": p.via, "before": before[p.user.pk], "after": after[p.user.pk]}
-            for p in people]
+    rows: list[dict[str, Any]] = [
+        {"user": p.user.get_username(), "via": p.via, "before": before[p.user.pk], "after": after[p.user.pk]}
+        for p in people]
     you = rows[0]
     return {
         "total": total,
