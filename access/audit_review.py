@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext as _
 
 from access.audit import ChainReport, verify_chain
 from access.models import AuditEvent, User
@@ -64,15 +65,15 @@ class AuditFilter:
         for name in ("actor", "action", "target", "outcome", "since", "until"):
             value = str(params.get(name, "") or "").strip()
             if len(value) > _MAX_FILTER_CHARS:
-                raise InvalidFilter(f"{name}: at most {_MAX_FILTER_CHARS} characters.")
+                raise InvalidFilter(_("%(name)s: at most %(limit)s characters.") % {"name": name, "limit": _MAX_FILTER_CHARS})
             values[name] = value
         outcome = values["outcome"].lower()
         if outcome and outcome not in AuditEvent.Outcome.values:
-            raise InvalidFilter(f"outcome: one of {', '.join(AuditEvent.Outcome.values)}.")
+            raise InvalidFilter(_("outcome: one of %(values)s.") % {"values": ", ".join(AuditEvent.Outcome.values)})
         since = _parse_time("since", values["since"], end_of_day=False)
         until = _parse_time("until", values["until"], end_of_day=True)
         if since and until and since >= until:
-            raise InvalidFilter("since must be before until.")
+            raise InvalidFilter(_("since must be before until."))
         return cls(actor=values["actor"], action=values["action"], target=values["target"], outcome=outcome,
                    since=since, until=until)
 
@@ -125,7 +126,7 @@ def _parse_time(name: str, value: str, *, end_of_day: bool) -> dt.datetime | Non
     except ValueError:
         moment = day = None
     if moment is None and day is None:
-        raise InvalidFilter(f"{name}: use a date (2026-01-31) or a date and time (2026-01-31T14:00).")
+        raise InvalidFilter(_("%(name)s: use a date (2026-01-31) or a date and time (2026-01-31T14:00).") % {"name": name})
     if moment is None:
         assert day is not None
         moment = dt.datetime.combine(day + dt.timedelta(days=1 if end_of_day else 0), dt.time())
@@ -257,6 +258,36 @@ def audit_chain_check() -> ChainReport:
         AuditEvent.objects.order_by("id").values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_BATCH),
         anchors=retention_anchors(), key=audit_key(), heads=audit_anchors_read(),
     )
+
+
+def audit_jsonl_rows(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
+    """Events of a JSONL audit export (``jsonl_line``), as rows ``verify_chain`` reads; ``ValueError`` names a bad line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or set(EXPORT_FIELDS) - set(row):
+                raise ValueError("not an audit event")
+            row["at"] = dt.datetime.fromisoformat(row["at"]) if row["at"] is not None else None
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"line {number} is not an exported audit event ({exc})") from None
+        yield row
+
+
+def audit_jsonl_verify(lines: Sequence[str | bytes], *, key: bytes | None = None) -> ChainReport:
+    """Verify an exported audit log on its own, as ``cairn_audit_verify`` does the stored one.
+
+    The same rules: every link from the first event (which may link to a retention checkpoint recorded in
+    the log itself) to the last, every row's hash, keyed rows with ``key``.  An audit log imported from
+    another install is kept like this, apart from the receiving chain, and checked with
+    ``cairn_audit_verify --archive``.
+    """
+    from access.services import RETENTION_ACTION
+
+    anchors = [str(row["detail"].get("anchor_hash") or "") for row in audit_jsonl_rows(lines)
+               if row["action"] == RETENTION_ACTION and isinstance(row["detail"], dict)]
+    return verify_chain(audit_jsonl_rows(lines), anchors=anchors, key=key)
 
 
 def _verification_file() -> Path:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -50,7 +51,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         api_key_use_record(key=key, request=request)
         if key.read_only and request.method not in _SAFE_METHODS and not _reads_only(request):
-            raise exceptions.PermissionDenied("This API key is read-only: it can search and ask, not change anything.")
+            raise exceptions.PermissionDenied(_("This API key is read-only: it can search and ask, not change anything."))
         if key.collection_ids is not None:
             key_collection_limit_set(key.user, key.collection_ids)
         return key.user, key
@@ -175,7 +176,7 @@ class PersonalModeAuthentication(BaseAuthentication):
         if settings.CAIRN_MODE != "personal" or not is_loopback(request._request):
             return None
         if request.method not in _SAFE_METHODS and _cross_site(request):
-            raise exceptions.PermissionDenied("Cross-site requests are refused.")
+            raise exceptions.PermissionDenied(_("Cross-site requests are refused."))
         return personal_user(), None
 
 

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from access import log_context
+from access.services import request_audit_scope
 
 _requests_log = logging.getLogger("cairn.requests")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -126,7 +127,7 @@ class RequestIdMiddleware:
         # Read back with getattr(request, "request_id", "") by the audit log and the API's errors.
         request.request_id = request_id  # type: ignore[attr-defined]  # HttpRequest's stubs declare no added attributes
         started = time.monotonic()
-        with log_context.bound(request, request_id=request_id):
+        with log_context.bound(request, request_id=request_id), request_audit_scope(request_id):
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
             if request.path not in PROBE_PATHS:

@@ -10,7 +10,10 @@ import random
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from access.audit import CANONICAL, GENESIS, KEYED, Anchor, event_hash, hashed_fields, storable
 from access.models import ApiKey, AuditEvent, User
@@ -56,7 +60,7 @@ def signed_in_user(request: HttpRequest) -> User:
     """
     user = getattr(request, "user", None)
     if not isinstance(user, User):
-        raise PermissionDenied("Sign in first.")
+        raise PermissionDenied(_("Sign in first."))
     return user
 
 
@@ -103,6 +107,7 @@ def audit_record(
                     event.save()
             else:
                 event.save()  # one INSERT, atomic by itself
+            _request_key_use_covered(actor)
             return event
         except IntegrityError:
             if attempt >= 3:
@@ -246,17 +251,71 @@ _TOKEN_PREFIX = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{8}})_")
 
 
 def api_key_use_record(*, key: ApiKey, request: Any) -> None:
-    """Log one use of an API key, at most once per request (DRF may authenticate twice)."""
+    """Log one use of an API key, at most once per request (DRF may authenticate twice).
+
+    Inside a request (``request_audit_scope``, opened by the request-id
+    middleware) the record is deferred to the end of the request and written
+    only when the request logged nothing else under this key: a search or an
+    ask already records its own event with the key's prefix, and a second row
+    per request doubled the audit writes of every API call.  Outside one
+    (a direct call) it is written at once.
+    """
     underlying = getattr(request, "_request", request)
     if getattr(underlying, "_cairn_api_key_logged", None) == key.pk:
         return
     underlying._cairn_api_key_logged = key.pk
-    audit_record(
-        actor=Actor(user=key.user, api_key_prefix=key.prefix, ip=underlying.META.get("REMOTE_ADDR") or None,
-                    request_id=getattr(underlying, "request_id", "")),
-        action="api_key.use", target_type="api_key", target_id=key.prefix,
-        detail={"method": underlying.method, "path": underlying.path[:300]},
-    )
+    actor = Actor(user=key.user, api_key_prefix=key.prefix, ip=underlying.META.get("REMOTE_ADDR") or None,
+                  request_id=getattr(underlying, "request_id", ""))
+    detail = {"method": underlying.method, "path": underlying.path[:300]}
+    scope = _request_audit.get()
+    if scope is not None and actor.request_id and scope.request_id == actor.request_id:
+        scope.key_use = (actor, detail)
+        return
+    _api_key_use_write(actor, detail)
+
+
+def _api_key_use_write(actor: Actor, detail: dict[str, Any]) -> None:
+    audit_record(actor=actor, action="api_key.use", target_type="api_key", target_id=actor.api_key_prefix,
+                 detail=detail)
+
+
+@dataclass
+class _RequestAudit:
+    request_id: str
+    key_use: tuple[Actor, dict[str, Any]] | None = None
+    keys_recorded: set[str] = field(default_factory=set)  # key prefixes this request's events carry
+
+
+_request_audit: ContextVar[_RequestAudit | None] = ContextVar("cairn_request_audit", default=None)
+
+
+def _request_key_use_covered(actor: Actor) -> None:
+    """Note that this request logged an event under its API key (so no separate ``api_key.use`` row)."""
+    scope = _request_audit.get()
+    if scope is not None and actor.api_key_prefix and actor.request_id == scope.request_id:
+        # Counts only once committed: a rolled-back event must not stand in for the key's use.
+        prefix = actor.api_key_prefix
+        transaction.on_commit(lambda: scope.keys_recorded.add(prefix))
+
+
+@contextmanager
+def request_audit_scope(request_id: str) -> Iterator[None]:
+    """One request's audit bookkeeping: at its end, the deferred API-key use is written if still needed.
+
+    Written also when the request failed (the key was used); a streamed
+    answer that logs its own event only when the stream ends still gets its
+    use row here, as the scope closes when the response starts.
+    """
+    scope = _RequestAudit(request_id=request_id)
+    token = _request_audit.set(scope)
+    try:
+        yield
+    finally:
+        _request_audit.reset(token)
+        if scope.key_use is not None:
+            actor, detail = scope.key_use
+            if actor.api_key_prefix not in scope.keys_recorded:
+                _api_key_use_write(actor, detail)
 
 
 def api_key_rejected_record(*, token: str, request: Any) -> None:

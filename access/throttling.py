@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import ngettext
 
 from access.models import AuditEvent
 from access.services import Actor, audit_record
@@ -43,8 +44,9 @@ def locked_out(request: HttpRequest, original_response: HttpResponse | None = No
         action="auth.locked_out", target_type="user", target_id=username, outcome=AuditEvent.Outcome.DENIED,
         rule=f"more than {settings.AXES_FAILURE_LIMIT - 1} failed sign-ins for this account or address",
     )
-    message = (f"Too many failed sign-ins for this account or from this address. "
-               f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+    message = ngettext("Too many failed sign-ins for this account or from this address. Try again in %(minutes)s minute.",
+                       "Too many failed sign-ins for this account or from this address. Try again in %(minutes)s minutes.",
+                       minutes) % {"minutes": minutes}
     response: HttpResponse
     if request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", ""):
         response = JsonResponse({"error": {"code": "too_many_requests", "message": message,

@@ -11,6 +11,7 @@ from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from access.models import AuditEvent
@@ -28,8 +29,8 @@ class CairnLoginView(LoginView):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not settings.CAIRN_PASSWORD_LOGIN:  # CAIRN_PASSWORD_LOGIN=0: only the identity provider signs in
             return render(request, self.template_name,
-                          {**login_context(), "sso_error": "Password sign-in is switched off here; "
-                           "sign in with your organisation's account."}, status=403)
+                          {**login_context(), "sso_error": _("Password sign-in is switched off here; "
+                                           "sign in with your organisation's account.")}, status=403)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, include, path
+from django.views.i18n import JavaScriptCatalog, set_language
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from kb.api import errors
@@ -9,6 +10,10 @@ from kb.api.metrics import metrics_view
 from kb.api.urls import openai_urlpatterns
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    # The UI's language: POST from the switcher in the page header (stores the choice in a cookie), and the
+    # JavaScript catalogue of the active language (a same-origin script, so the CSP's script-src 'self' holds).
+    path("i18n/setlang/", set_language, name="set_language"),
+    path("jsi18n/", JavaScriptCatalog.as_view(domain="djangojs"), name="javascript-catalog"),
     path("api/v1/", include("kb.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Swagger UI from bundled files, its start-up script served as a file too: no inline script, no CDN.

@@ -89,6 +89,25 @@ def inference_workers_alive(client: redis.Redis, worker: bytes | str | None = No
     return int(cast(int, client.eval(_ALIVE, 1, ALIVE_KEY, *args)))
 
 
+# KEYS[1] the set; ARGV: ALIVE_TTL, a host name.  The names of that host's workers that are alive.
+_ALIVE_ON = _NOW + """local found = {}
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
+  if string.sub(name, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ':' then table.insert(found, name) end
+end
+return found"""
+
+
+def inference_workers_alive_on(client: redis.Redis, host: str) -> list[str]:
+    """The inference workers of ``host`` (names ``host:pid``) whose model is loaded and that beat recently.
+
+    A worker beats only after its model loaded (``inference.tasks``), so this
+    is the readiness of an inference container: ``manage.py cairn_ready --pool
+    inference`` run inside it asks for its own host name.
+    """
+    names = cast("list[bytes | str]", client.eval(_ALIVE_ON, 1, ALIVE_KEY, ALIVE_TTL, host))
+    return sorted(_name(name) for name in names)
+
+
 def inference_worker_beat(client: redis.Redis, worker: str) -> None:
     """``worker`` is ready and consumes the ``inference`` queue (for the next ``ALIVE_TTL`` seconds)."""
     client.eval(_BEAT, 1, ALIVE_KEY, worker, ALIVE_TTL)

@@ -9,7 +9,10 @@ line's ways to run jobs and index passes in the calling process.
 
 from __future__ import annotations
 
-from django.db.models import Count
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import Count, Q, Sum
 
 from ingestion.indexing import IndexPassResult, index_pass, index_rebuild
 from ingestion.models import IngestionJob
@@ -40,6 +43,8 @@ __all__ = [
     "index_pass",
     "index_rebuild",
     "job_counts",
+    "job_failure_counts",
+    "job_stage_histograms",
     "jobs_run_here",
     "local_worker",
     "page_boxes",
@@ -53,3 +58,34 @@ def job_counts() -> dict[str, int]:
     for row in IngestionJob.objects.values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+def job_failure_counts() -> dict[str, int]:
+    """FAILED jobs by reason code, every reason present (0 when none); a job failed before reasons were
+    recorded counts as ``unknown``."""
+    counts = dict.fromkeys(IngestionJob.FailureReason.values, 0)
+    for row in (IngestionJob.objects.filter(status=IngestionJob.Status.FAILED)
+                .values("failure_reason").annotate(n=Count("id"))):
+        reason = row["failure_reason"] or "unknown"
+        counts[reason] = counts.get(reason, 0) + row["n"]
+    return counts
+
+
+def job_stage_histograms(buckets: Sequence[float]) -> dict[str, tuple[list[int], float, int]]:
+    """For each stage, over every job that completed it: (cumulative counts ≤ each bound, sum, count).
+
+    One aggregate query for all stages and bounds, so a scrape costs one round trip whatever the number of jobs.
+    """
+    aggregates: dict[str, Any] = {}
+    for stage in IngestionJob.STAGES:
+        field = f"{stage}_seconds"
+        aggregates[f"{stage}_n"] = Count("id", filter=Q(**{f"{field}__isnull": False}))
+        aggregates[f"{stage}_sum"] = Sum(field)
+        for i, bound in enumerate(buckets):
+            aggregates[f"{stage}_{i}"] = Count("id", filter=Q(**{f"{field}__lte": bound}))
+    row = IngestionJob.objects.aggregate(**aggregates)
+    return {
+        stage: ([int(row[f"{stage}_{i}"]) for i in range(len(buckets))], float(row[f"{stage}_sum"] or 0.0),
+                int(row[f"{stage}_n"]))
+        for stage in IngestionJob.STAGES
+    }

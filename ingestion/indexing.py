@@ -191,7 +191,9 @@ def _mark_indexed(jobs: list[IngestionJob]) -> list[int]:
         with transaction.atomic():
             changed = IngestionJob.objects.filter(
                 pk=job.pk, status=Status.EMBEDDING, ready_to_index=True, attempts=job.attempts
-            ).update(status=Status.INDEXED, progress=1.0, detail="", finished_at=now, updated_at=now)
+            ).update(status=Status.INDEXED, progress=1.0, detail="", finished_at=now, updated_at=now,
+                     # From "ready for the writer" (its last update) to indexed: the wait and the write.
+                     index_seconds=round(max(0.0, (now - job.updated_at).total_seconds()), 4))
             if not changed:
                 continue
             version = job.version

@@ -89,9 +89,10 @@ def parse(data: bytes, kind: str | None = None) -> ParsedDocument:
         return value
     if outcome == "timeout":
         raise ParseError(f"Reading the file took longer than its {seconds:g}-second budget "
-                         "(CAIRN_PARSE_TIMEOUT); it was stopped.")
+                         "(CAIRN_PARSE_TIMEOUT); it was stopped.", reason="time_budget")
     if outcome == "memory":
-        raise ParseError(f"Reading the file needed more than its {memory_mb} MB memory budget (CAIRN_PARSE_MAX_MB).")
+        raise ParseError(f"Reading the file needed more than its {memory_mb} MB memory budget (CAIRN_PARSE_MAX_MB).",
+                         reason="memory_budget")
     if outcome == "crashed":
         raise ParseError(f"The file could not be read: the parser stopped ({value}).")
     raise ParseError(str(value))

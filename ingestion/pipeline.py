@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from kb.storage import blob_read
 log = logging.getLogger(__name__)
 WORKER = "the ingest worker acts on its job's version, for no one user"  # why these queries read past every user's scope
 Status = IngestionJob.Status
+FailureReason = IngestionJob.FailureReason
 WORKER_NAME = f"{socket.gethostname()}"
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -67,12 +69,12 @@ def job_claim(job_id: int) -> int | None:
     if attempt > job["max_attempts"]:
         IngestionJob.objects.filter(pk=job_id, status=Status.PENDING, attempts=job["attempts"]).update(
             status=Status.FAILED, finished_at=now, updated_at=now, detail="",
-            error=f"Gave up after {job['max_attempts']} attempts.",
+            error=f"Gave up after {job['max_attempts']} attempts.", failure_reason=FailureReason.ERRORS,
         )
         return None
     claimed = IngestionJob.objects.filter(pk=job_id, status=Status.PENDING, attempts=job["attempts"]).update(
         status=Status.PARSING, attempts=attempt, worker=WORKER_NAME[:200], started_at=now, updated_at=now,
-        error="", detail="Reading the file", progress=0.0, ready_to_index=False,
+        error="", detail="Reading the file", progress=0.0, ready_to_index=False, failure_reason="",
     )
     return attempt if claimed else None
 
@@ -88,12 +90,24 @@ def _advance(job_id: int, attempt: int, expected: str, **fields: object) -> None
         raise Cancelled(job_id) if deleted else LostClaim(job_id)
 
 
-def _fail(job_id: int, attempt: int, message: str) -> None:
+def _fail(job_id: int, attempt: int, message: str, reason: str) -> None:
     now = timezone.now()
     IngestionJob.objects.filter(pk=job_id, attempts=attempt, status__in=IngestionJob.ACTIVE).update(
         status=Status.FAILED, error=message[:2000], detail="", finished_at=now, updated_at=now,
-        ready_to_index=False,
+        ready_to_index=False, failure_reason=reason,
     )
+
+
+class _StageClock:
+    """Seconds spent in each stage of one attempt (``IngestionJob.parse_seconds`` …)."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def lap(self) -> float:
+        now = time.monotonic()
+        took, self._started = now - self._started, now
+        return round(took, 4)
 
 
 def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> JobOutcome:
@@ -107,6 +121,7 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
     if attempt is None:
         status = IngestionJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
         return JobOutcome(job_id, status or "MISSING")
+    clock = _StageClock()
     try:
         _advance(job_id, attempt, Status.PARSING)  # a document deleted while its job waited is not parsed
         job = IngestionJob.objects.select_related("version__document").get(pk=job_id)
@@ -116,7 +131,8 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
         text = full_text(parsed)
         _passages_fit(len(text) // (_CHARS_PER_TOKEN_AT_MOST * (settings.CAIRN_CHUNK_TOKENS - settings.CAIRN_CHUNK_OVERLAP)),
                       "would make at least")
-        _advance(job_id, attempt, Status.PARSING, status=Status.CHUNKING, detail="Splitting into passages")
+        _advance(job_id, attempt, Status.PARSING, status=Status.CHUNKING, detail="Splitting into passages",
+                 parse_seconds=clock.lap())
         DocumentVersion.objects.unrestricted(WORKER).filter(pk=version.pk).update(
             kind=parsed.kind, text=text, parsed_title=parsed.title[:500], page_count=parsed.page_count
         )
@@ -126,22 +142,22 @@ def run_ingest_job(job_id: int, *, progress: ProgressCallback | None = None) -> 
             size_tokens=settings.CAIRN_CHUNK_TOKENS, overlap_tokens=settings.CAIRN_CHUNK_OVERLAP,
         )
         if not drafts:
-            raise ParseError("The document contains no text to index.")
+            raise ParseError("The document contains no text to index.", reason="no_text")
         _passages_fit(len(drafts), "makes")
         total = len(drafts)
         _advance(job_id, attempt, Status.CHUNKING, status=Status.EMBEDDING,
-                 detail=f"Embedding 0 of {total} passages", progress=0.0)
+                 detail=f"Embedding 0 of {total} passages", progress=0.0, chunk_seconds=clock.lap())
         vectors = _embed(job_id, attempt, drafts, version, embedder, progress)
-        _store_chunks(job_id, attempt, version, drafts, vectors, embedder.model_id)
+        _store_chunks(job_id, attempt, version, drafts, vectors, embedder.model_id, clock=clock)
     except LostClaim:
         log.info("job %s: claim lost, another worker owns it now", job_id)
         return JobOutcome(job_id, "LOST")
     except Cancelled:
         message = "Stopped: the document was deleted while it was being processed."
-        _fail(job_id, attempt, message)
+        _fail(job_id, attempt, message, FailureReason.CANCELLED)
         return JobOutcome(job_id, Status.FAILED, message)
     except ParseError as exc:
-        _fail(job_id, attempt, str(exc))
+        _fail(job_id, attempt, str(exc), exc.reason)
         return JobOutcome(job_id, Status.FAILED, str(exc))
     except Exception as exc:
         log.exception("job %s: attempt %s failed", job_id, attempt)
@@ -154,7 +170,7 @@ def _passages_fit(count: int, verb: str) -> None:
     limit = settings.CAIRN_MAX_PASSAGES_PER_DOCUMENT
     if count > limit:
         raise ParseError(f"The document {verb} {count:,} passages, more than the limit of {limit:,} per document "
-                         "(CAIRN_MAX_PASSAGES_PER_DOCUMENT).")
+                         "(CAIRN_MAX_PASSAGES_PER_DOCUMENT).", reason="too_many_passages")
 
 
 def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: DocumentVersion, embedder: Embedder,
@@ -177,7 +193,7 @@ def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: Documen
 
 
 def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: list[ChunkDraft],
-                  vectors: np.ndarray, model_id: str = "") -> None:
+                  vectors: np.ndarray, model_id: str = "", *, clock: _StageClock | None = None) -> None:
     with transaction.atomic():
         # Chunks of an earlier, interrupted attempt are replaced, never duplicated.
         Chunk.objects.unrestricted(WORKER).filter(version=version).delete()
@@ -204,7 +220,8 @@ def _store_chunks(job_id: int, attempt: int, version: DocumentVersion, drafts: l
         )
         DocumentVersion.objects.unrestricted(WORKER).filter(pk=version.pk).update(chunk_id_start=start, chunk_count=len(drafts))
         _advance(job_id, attempt, Status.EMBEDDING, ready_to_index=True, progress=1.0,
-                 detail="Waiting for the index writer", embedding_model=model_id)
+                 detail="Waiting for the index writer", embedding_model=model_id,
+                 embed_seconds=clock.lap() if clock is not None else None)
 
 
 def _retry_or_fail(job_id: int, attempt: int, exc: Exception) -> JobOutcome:
@@ -212,7 +229,7 @@ def _retry_or_fail(job_id: int, attempt: int, exc: Exception) -> JobOutcome:
     message = f"{type(exc).__name__}: {exc}"[:500]
     if attempt >= max_attempts:
         error = f"Processing failed after {attempt} attempts. Last error: {message}"
-        _fail(job_id, attempt, error)
+        _fail(job_id, attempt, error, FailureReason.ERRORS)
         return JobOutcome(job_id, Status.FAILED, error)
     now = timezone.now()
     IngestionJob.objects.filter(pk=job_id, attempts=attempt, status__in=IngestionJob.ACTIVE).update(
@@ -245,7 +262,8 @@ def jobs_reap(*, stuck_after: float | None = None) -> ReapResult:
         now = timezone.now()
         same = IngestionJob.objects.filter(pk=job["id"], status=job["status"], attempts=job["attempts"])
         if job["attempts"] >= job["max_attempts"]:
-            if same.update(status=Status.FAILED, finished_at=now, updated_at=now, detail="", error=(
+            if same.update(status=Status.FAILED, finished_at=now, updated_at=now, detail="",
+                           failure_reason=FailureReason.WORKER_LOST, error=(
                 f"Processing did not finish after {job['attempts']} attempts "
                 "(the worker was lost or ran out of time)."
             )):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -50,12 +51,12 @@ def document_upload(
     not a document type Cairn reads is refused and its bytes dropped.
     """
     if actor.user is None:
-        raise InvalidInput("An upload needs a user.")
+        raise InvalidInput(_("An upload needs a user."))
     title = display_name(filename)
     blob = blob_store(chunks, limit=settings.CAIRN_MAX_UPLOAD_BYTES)
     if blob.size == 0:
         blob_discard(blob.sha256)
-        raise InvalidInput("The file is empty.")
+        raise InvalidInput(_("The file is empty."))
     try:
         kind = sniff(blob_read(blob.sha256))
     except ParseError as exc:
@@ -72,7 +73,7 @@ def document_upload(
 def job_reprocess(job: IngestionJob) -> bool:
     """A FAILED job goes back to PENDING with a fresh attempt budget, queued after commit."""
     queued = IngestionJob.objects.filter(pk=job.pk, status=Status.FAILED).update(
-        status=Status.PENDING, attempts=0, error="", detail="Queued again", progress=0.0,
+        status=Status.PENDING, attempts=0, error="", failure_reason="", detail="Queued again", progress=0.0,
         updated_at=timezone.now(), finished_at=None,
     )
     if queued:

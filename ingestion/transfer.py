@@ -8,7 +8,9 @@ The archive is a tar file:
   group name, the collection's access policy), their live documents (title, attributes) with the current
   version of each (text, parse results, chunks with their vectors and the
   model that made them), and the golden questions;
-* ``blobs/<sha256>`` — each stored original.
+* ``blobs/<sha256>`` — each stored original;
+* ``audit.jsonl`` — optionally (``--audit``), the whole audit log as the
+  admins' JSONL export writes it, every event with its hashes.
 
 Index files are not in it: the importer rebuilds the index from the
 database, re-embedding any chunk whose vectors another model made.
@@ -21,8 +23,14 @@ bytes (``version_add``'s duplicate rule), so importing the same archive
 twice changes nothing the second time.  One ``archive.import`` audit event
 in the receiving chain records it.
 
-Older versions of a document and the audit log are not exported (the audit
-log has its own verifier and stays with its install).
+An exported audit log is never merged into the receiving chain (its events
+were hashed onto another chain): the import verifies it on its own —
+refusing the archive if it does not verify — and keeps it, read-only, as
+``<data dir>/audit-imports/<archive sha256 prefix>-audit.jsonl``, which
+``cairn_audit_verify --archive`` checks again at any time; the
+``archive.import`` event records its event count, head hash and SHA-256.
+
+Older versions of a document are not exported.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.utils import timezone
 
-from access.models import Policy, User
+from access.audit_review import EXPORT_FIELDS, audit_jsonl_verify, jsonl_line
+from access.models import AuditEvent, Policy, User
 from access.selectors import policy_source
 from access.services import Actor, audit_record
 from ingestion.indexing import index_rebuild
@@ -72,6 +82,7 @@ class ImportResult:
     documents_created: int = 0
     documents_present: int = 0
     grants_skipped: list[str] = field(default_factory=list)
+    audit_log: dict[str, Any] | None = None  # the archive's audit log, verified and kept apart
 
 
 def _sha256(data: bytes) -> str:
@@ -114,8 +125,16 @@ def _collection_data(collection: Collection) -> dict[str, Any]:
             "policy": policy_source(Policy.collection_scope(collection.pk))}
 
 
-def archive_export(destination: Path, *, collection_names: list[str] | None = None) -> dict[str, int]:
-    """Write the archive of every live collection (or the named ones) to ``destination``; counts back."""
+AUDIT_FILE = "audit.jsonl"
+AUDIT_IMPORTS = "audit-imports"
+
+
+def archive_export(destination: Path, *, collection_names: list[str] | None = None,
+                   audit: bool = False) -> dict[str, int]:
+    """Write the archive of every live collection (or the named ones) to ``destination``; counts back.
+
+    ``audit``: the whole audit log too (``audit.jsonl``), read in the same snapshot as the collections.
+    """
     with transaction.atomic():
         if connection.vendor == "postgresql":  # one snapshot for every query below
             with connection.cursor() as cursor:
@@ -127,10 +146,15 @@ def archive_export(destination: Path, *, collection_names: list[str] | None = No
             if missing:
                 raise ArchiveRefused(f"no collection named {sorted(missing)[0]!r}")
         data = {"collections": [_collection_data(c) for c in collections]}
+        audit_lines = ([jsonl_line(row) for row in
+                        AuditEvent.objects.order_by("id").values(*EXPORT_FIELDS).iterator(chunk_size=2000)]
+                       if audit else [])
     shas = sorted({d["version"]["sha256"] for c in data["collections"] for d in c["documents"]})
     files: dict[str, bytes] = {"data.json": json.dumps(data, ensure_ascii=False).encode()}
     for sha in shas:
         files[f"blobs/{sha}"] = blob_path(sha).read_bytes()
+    if audit:
+        files[AUDIT_FILE] = "".join(audit_lines).encode()
     manifest = {
         "format": FORMAT, "created_at": timezone.now().isoformat(), "embedding_model": index.embedding_model_id(),
         "files": {name: _sha256(content) for name, content in files.items()},
@@ -144,14 +168,16 @@ def archive_export(destination: Path, *, collection_names: list[str] | None = No
             tar.addfile(info, io.BytesIO(content))
     partial.replace(destination)
     return {"collections": len(data["collections"]),
-            "documents": sum(len(c["documents"]) for c in data["collections"]), "blobs": len(shas)}
+            "documents": sum(len(c["documents"]) for c in data["collections"]), "blobs": len(shas),
+            "audit_events": len(audit_lines)}
 
 
 # --- import -------------------------------------------------------------------------------------
 
 
-def archive_read(source: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:
-    """``(manifest, data, blobs by sha256)`` after checking every file; ``ArchiveRefused`` names a bad one."""
+def archive_read(source: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes], bytes | None]:
+    """``(manifest, data, blobs by sha256, audit.jsonl or None)`` after checking every file;
+    ``ArchiveRefused`` names a bad one."""
     try:
         with tarfile.open(source, "r") as tar:
             files: dict[str, bytes] = {}
@@ -182,13 +208,22 @@ def archive_read(source: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str
         if name.startswith("blobs/") and _sha256(files[name]) != name[len("blobs/"):]:
             raise ArchiveRefused(f"{name}: its content does not match its name")
     data = json.loads(files.pop("data.json"))
-    return manifest, data, {name[len("blobs/"):]: content for name, content in files.items()}
+    audit = files.pop(AUDIT_FILE, None)
+    unexpected = sorted(name for name in files if not name.startswith("blobs/"))
+    if unexpected:
+        raise ArchiveRefused(f"{unexpected[0]}: not a file a Cairn export contains")
+    return manifest, data, {name[len("blobs/"):]: content for name, content in files.items()}, audit
 
 
-def archive_import(source: Path, *, owner: User, actor: Actor) -> ImportResult:
-    """Load a verified archive as ``owner``'s collections (idempotent); the index is rebuilt after."""
-    manifest, data, blobs = archive_read(source)
-    result = ImportResult()
+def archive_import(source: Path, *, owner: User, actor: Actor, audit_key: bytes | None = None) -> ImportResult:
+    """Load a verified archive as ``owner``'s collections (idempotent); the index is rebuilt after.
+
+    ``audit_key``: the *source* install's audit key, to prove its keyed events (without it they are
+    checked for their links only, and the import event says how many).
+    """
+    manifest, data, blobs, audit = archive_read(source)
+    kept = _audit_keep(audit, audit_key) if audit is not None else None  # refuses before anything is loaded
+    result = ImportResult(audit_log=kept)
     as_owner = Actor(user=owner, request_id=actor.request_id)
     model = index.embedding_model_id()
     for entry in data["collections"]:
@@ -210,8 +245,33 @@ def archive_import(source: Path, *, owner: User, actor: Actor) -> ImportResult:
                  detail={"created_at": manifest["created_at"], "owner": owner.get_username(),
                          "collections_created": result.collections_created,
                          "documents_created": result.documents_created,
-                         "documents_present": result.documents_present})
+                         "documents_present": result.documents_present,
+                         **({"audit_log": kept} if kept else {})})
     return result
+
+
+def _audit_keep(audit: bytes, key: bytes | None) -> dict[str, Any]:
+    """Verify an archive's audit log on its own and keep it beside (never in) this install's chain."""
+    try:
+        lines = audit.decode("utf-8", errors="strict").splitlines()
+        report = audit_jsonl_verify(lines, key=key)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise ArchiveRefused(f"{AUDIT_FILE}: {exc}") from None
+    if not report.ok:
+        raise ArchiveRefused(f"{AUDIT_FILE}: its chain does not verify: event {report.first_broken_id}: "
+                             f"{report.reason} ({len(report.broken)} findings)")
+    sha = _sha256(audit)
+    directory = Path(settings.DATA_DIR) / AUDIT_IMPORTS
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{sha[:16]}-audit.jsonl"
+    if not target.exists():  # the same log imported again: already kept
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(audit)
+        partial.chmod(0o440)
+        partial.replace(target)
+    head = json.loads(lines[-1])["hash"] if lines else ""
+    return {"events": report.checked, "head_hash": head, "sha256": sha,
+            "stored_as": f"{AUDIT_IMPORTS}/{target.name}", "keyed_unverified": report.unverified}
 
 
 def _document_import(collection: Collection, doc: dict[str, Any], blobs: dict[str, bytes], actor: Actor,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext, gettext_noop
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -54,7 +55,7 @@ def redis_url() -> str:
 
 
 # What ask answers, without calling the generator, when the evidence check finds nothing relevant.
-NO_GOOD_MATCH_ANSWER = ("No good match in your documents: nothing you can read is relevant enough to this "
+NO_GOOD_MATCH_ANSWER = gettext_noop("No good match in your documents: nothing you can read is relevant enough to this "
                         "question to answer it from.")
 
 
@@ -338,7 +339,8 @@ def retrieve_passages(
 
 
 def no_good_match_answer() -> Answer:
-    return Answer(answer=NO_GOOD_MATCH_ANSWER, reasoning="", cited_numbers=(), backend="none", generated=False,
+    # The fixed answer is read by a person: in the asker's language (English stays NO_GOOD_MATCH_ANSWER).
+    return Answer(answer=gettext(NO_GOOD_MATCH_ANSWER), reasoning="", cited_numbers=(), backend="none", generated=False,
                   passages_used=0, passages_offered=0)
 
 

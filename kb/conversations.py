@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -50,14 +51,14 @@ def conversation_get(user: User, conversation_id: object) -> Conversation:
 def _title(title: str) -> str:
     title = " ".join(title.split())
     if len(title) > MAX_TITLE:
-        raise InvalidInput(f"A title is at most {MAX_TITLE} characters.")
+        raise InvalidInput(_("A title is at most %(limit)s characters.") % {"limit": MAX_TITLE})
     return title
 
 
 def conversation_create(*, actor: Actor, user: User, collection: Collection | None = None,
                         title: str = "") -> Conversation:
     if Conversation.objects.filter(user=user).count() >= MAX_CONVERSATIONS_PER_USER:
-        raise InvalidInput(f"At most {MAX_CONVERSATIONS_PER_USER} conversations; delete some first.")
+        raise InvalidInput(_("At most %(limit)s conversations; delete some first.") % {"limit": MAX_CONVERSATIONS_PER_USER})
     with transaction.atomic():
         conversation = Conversation.objects.create(user=user, collection=collection, title=_title(title))
         audit_record(actor=actor, action="conversation.create", target_type="conversation",
@@ -68,7 +69,7 @@ def conversation_create(*, actor: Actor, user: User, collection: Collection | No
 def conversation_rename(*, actor: Actor, conversation: Conversation, title: str) -> Conversation:
     title = _title(title)
     if not title:
-        raise InvalidInput("A title cannot be empty.")
+        raise InvalidInput(_("A title cannot be empty."))
     with transaction.atomic():
         conversation.title = title
         conversation.save(update_fields=["title"])
@@ -88,12 +89,12 @@ def standalone_for(conversation: Conversation, question: str) -> str:
     """``question`` rewritten with the conversation's earlier questions it leans on (``kb.followup``)."""
     earlier = list(conversation.turns.order_by("created_at", "id").values_list("question", flat=True))
     if len(earlier) >= MAX_TURNS:
-        raise InvalidInput(f"A conversation holds at most {MAX_TURNS} questions; start a new one.")
+        raise InvalidInput(_("A conversation holds at most %(limit)s questions; start a new one.") % {"limit": MAX_TURNS})
     messages = [{"role": "user", "content": text} for text in earlier] + [{"role": "user", "content": question}]
     try:
         return followup.standalone_question(messages)
     except ValueError:
-        raise InvalidInput("Ask a question.") from None
+        raise InvalidInput(_("Ask a question.")) from None
 
 
 def turn_record(*, conversation: Conversation, question: str, standalone: str, collection_id: int | None,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
+from django.utils.translation import gettext as _
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -67,22 +68,22 @@ def golden_question_create(
     """Add a question to the collection's golden set; raises ``InvalidInput`` with the reason."""
     question = " ".join(question.split())
     if not question:
-        raise InvalidInput("The question is empty.")
+        raise InvalidInput(_("The question is empty."))
     if len(question) > MAX_QUESTION_CHARS:
-        raise InvalidInput(f"The question is longer than {MAX_QUESTION_CHARS} characters.")
+        raise InvalidInput(_("The question is longer than %(limit)s characters.") % {"limit": MAX_QUESTION_CHARS})
     wanted = sorted({int(pk) for pk in expected_documents})
     if not wanted:
-        raise InvalidInput("Name at least one expected document.")
+        raise InvalidInput(_("Name at least one expected document."))
     if len(wanted) > MAX_EXPECTED:
-        raise InvalidInput(f"At most {MAX_EXPECTED} expected documents per question.")
+        raise InvalidInput(_("At most %(limit)s expected documents per question.") % {"limit": MAX_EXPECTED})
     found = list(golden_documents(user, collection).filter(pk__in=wanted))
     missing = sorted(set(wanted) - {d.pk for d in found})
     if missing:
-        raise InvalidInput("These documents are not in this collection: " + ", ".join(map(str, missing)))
+        raise InvalidInput(_("These documents are not in this collection: %(ids)s") % {"ids": ", ".join(map(str, missing))})
     with transaction.atomic():
         if GoldenQuestion.objects.filter(collection=collection).count() >= settings.CAIRN_GOLDEN_MAX_QUESTIONS:
-            raise InvalidInput(f"A golden set holds at most {settings.CAIRN_GOLDEN_MAX_QUESTIONS} questions "
-                               "(CAIRN_GOLDEN_MAX_QUESTIONS).")
+            raise InvalidInput(_("A golden set holds at most %(limit)s questions (CAIRN_GOLDEN_MAX_QUESTIONS).")
+                               % {"limit": settings.CAIRN_GOLDEN_MAX_QUESTIONS})
         golden = GoldenQuestion.objects.create(collection=collection, question=question, created_by=user)
         golden.expected_documents.add(*found)  # a new question: nothing to replace
         audit_record(actor=actor, action="kb.golden.create", target_type="collection", target_id=collection.pk,
@@ -95,7 +96,7 @@ def golden_question_delete(*, actor: Actor, collection: Collection, question_id:
         pk = int(str(question_id))
     except ValueError:
         raise NotFound("golden question") from None
-    deleted, _ = GoldenQuestion.objects.filter(collection=collection, pk=pk).delete()
+    deleted, _details = GoldenQuestion.objects.filter(collection=collection, pk=pk).delete()
     if not deleted:
         raise NotFound("golden question")
     audit_record(actor=actor, action="kb.golden.delete", target_type="collection", target_id=collection.pk,
@@ -161,7 +162,7 @@ def golden_evaluate_all(*, trigger: str = EvaluationRun.Trigger.REINDEX) -> list
         for golden in GoldenQuestion.objects.filter(collection__deleted_at__isnull=True).select_related("collection__owner")
     }
     runs: list[EvaluationRun] = []
-    for _, collection in sorted(collections.items()):
+    for _pk, collection in sorted(collections.items()):
         run = golden_evaluate(collection=collection, trigger=trigger)
         if run is not None:
             runs.append(run)

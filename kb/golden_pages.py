@@ -11,6 +11,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from access.services import actor_from_request, signed_in_user
 from kb import golden, selectors
@@ -31,22 +34,22 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
                 ids = []
                 for value in request.POST.getlist("expected_documents"):
                     if not value.isdigit():
-                        raise InvalidInput("Choose expected documents from the list.")
+                        raise InvalidInput(_("Choose expected documents from the list."))
                     ids.append(int(value))
                 golden.golden_question_create(actor=actor, user=signed_in_user(request), collection=collection,
                                               question=request.POST.get("question", ""), expected_documents=ids)
-                messages.success(request, "Question added to the golden set.")
+                messages.success(request, _("Question added to the golden set."))
             elif action == "delete":
                 golden.golden_question_delete(actor=actor, collection=collection,
                                               question_id=request.POST.get("question_id", ""))
-                messages.success(request, "Question removed.")
+                messages.success(request, _("Question removed."))
             elif action == "run":
                 run = golden.golden_evaluate(collection=collection, actor=actor)
                 if run is None:
-                    raise InvalidInput("Add golden questions before running an evaluation.")
-                messages.success(request, f"Evaluated {run.questions} questions: nDCG@10 {run.ndcg10:.3f}.")
+                    raise InvalidInput(_("Add golden questions before running an evaluation."))
+                messages.success(request, ngettext("Evaluated %(count)s question: nDCG@10 %(ndcg)s.", "Evaluated %(count)s questions: nDCG@10 %(ndcg)s.", run.questions) % {"count": run.questions, "ndcg": number_format(run.ndcg10, 3)})
             else:
-                raise InvalidInput("Unknown action.")
+                raise InvalidInput(_("Unknown action."))
         except (InvalidInput, NotFound) as exc:
             messages.error(request, str(exc) if isinstance(exc, InvalidInput) else "No such question.")
         return redirect("collection-evaluation", collection_id=collection.pk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 from rest_framework.exceptions import APIException
 
 from access import selectors as access_selectors
@@ -53,11 +54,11 @@ def keys_page(request: HttpRequest) -> HttpResponse:
             target = access_selectors.api_keys_visible(user, everyone=True).filter(
                 prefix=str(request.POST.get("prefix", ""))[:16]).first()
             if target is None:
-                errors, status = ["No such key."], 404
+                errors, status = [_("No such key.")], 404
             else:
                 api_key_revoke(actor=actor_from_request(request), key=target)
         else:
-            errors, status = ["Unknown action."], 400
+            errors, status = [_("Unknown action.")], 400
     everyone = user.is_platform_admin
     keys = [key_out(key) for key in access_selectors.api_keys_visible(user, everyone=everyone)[:500]]
     return render(request, "kb/keys.html", {

@@ -190,6 +190,25 @@ def gauge(name: str, documentation: str, samples: Iterable[tuple[dict[str, str],
     return family
 
 
+STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+def stage_histogram(stages: dict[str, tuple[list[int], float, int]]) -> Metric:
+    """``cairn_ingestion_stage_duration_seconds{stage}`` from the jobs' recorded stage times (``ingestion.api``).
+
+    Read from the database at scrape time, so it covers every worker on every host; a job counts in a
+    stage once it completed that stage (index: from "ready for the writer" to indexed, the wait included).
+    """
+    hist = HistogramMetricFamily("cairn_ingestion_stage_duration_seconds",
+                                 "Seconds each ingestion stage took per document (parse, chunk, embed, index).",
+                                 labels=["stage"])
+    for stage, (cumulative, total, count) in stages.items():
+        pairs = [(_bound(bound), float(n)) for bound, n in zip(STAGE_BUCKETS, cumulative, strict=True)]
+        pairs.append(("+Inf", float(count)))
+        hist.add_metric([stage], pairs, total)
+    return hist
+
+
 def index_families() -> Iterator[Metric]:
     """The active model's index: current version, live chunks (of the loaded snapshot), bytes on disk, age."""
     from kb import index

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from access.models import User
 from access.services import Actor, audit_record
@@ -34,7 +35,7 @@ def display_name(filename: str) -> str:
     sends one.
     """
     if _CONTROL.search(filename):
-        raise InvalidInput("The file name contains control characters (such as NUL).")
+        raise InvalidInput(_("The file name contains control characters (such as NUL)."))
     name = unicodedata.normalize("NFC", filename).replace("\\", "/").split("/")[-1].strip()
     name = name.lstrip(".") or "untitled"
     return name[:255]
@@ -43,9 +44,9 @@ def display_name(filename: str) -> str:
 def collection_create(*, actor: Actor, owner: User, name: str, description: str = "") -> Collection:
     name = name.strip()
     if not name:
-        raise InvalidInput("A collection needs a name.")
+        raise InvalidInput(_("A collection needs a name."))
     if len(name) > 200:
-        raise InvalidInput("A collection name can be at most 200 characters.")
+        raise InvalidInput(_("A collection name can be at most 200 characters."))
     collection = Collection.objects.create(name=name, description=description.strip()[:5000], owner=owner)
     audit_record(actor=actor, action="collection.create", target_type="collection", target_id=collection.pk,
                  detail={"name": name})
@@ -59,9 +60,9 @@ def collection_update(*, actor: Actor, collection: Collection, name: str | None 
     if name is not None:
         name = name.strip()
         if not name:
-            raise InvalidInput("A collection needs a name.")
+            raise InvalidInput(_("A collection needs a name."))
         if len(name) > 200:
-            raise InvalidInput("A collection name can be at most 200 characters.")
+            raise InvalidInput(_("A collection name can be at most 200 characters."))
         changes["name"] = name
     if description is not None:
         changes["description"] = description.strip()[:5000]
@@ -103,7 +104,7 @@ def chunk_ids_reserve(count: int) -> int:
     if count <= 0:
         raise ValueError("count must be positive")
     with transaction.atomic():
-        block, _ = IdBlock.objects.select_for_update().get_or_create(name="chunk")
+        block, _created = IdBlock.objects.select_for_update().get_or_create(name="chunk")
         start = block.next_value
         block.next_value = start + count
         block.save(update_fields=["next_value"])
@@ -137,7 +138,7 @@ def version_add(
     it inside the transaction that also creates the new version's job.
     """
     if actor.user is None:
-        raise InvalidInput("An upload needs a user.")
+        raise InvalidInput(_("An upload needs a user."))
     user = actor.user
     with transaction.atomic():
         candidates = DocumentVersion.objects.restrict(user).filter(sha256=blob.sha256, document__collection=collection)
@@ -202,8 +203,8 @@ def _principal(principal: User | Group) -> dict[str, object]:
 def _not_the_creator(collection: Collection, principal: User | Group) -> None:
     """The collection's creator holds every right by ownership, not by a grant: nothing to change there."""
     if isinstance(principal, User) and principal.pk == collection.owner_id:
-        raise InvalidInput(f"{principal.get_username()} created this collection and keeps every right on it; "
-                           "their access cannot be changed by sharing.")
+        raise InvalidInput(_("%(name)s created this collection and keeps every right on it; "
+                             "their access cannot be changed by sharing.") % {"name": principal.get_username()})
 
 
 def collection_share(*, actor: Actor, collection: Collection, principal: User | Group, role: str) -> None:
@@ -221,7 +222,7 @@ def collection_share(*, actor: Actor, collection: Collection, principal: User | 
     try:
         wanted = ROLE_PERMISSIONS[Role(role)]
     except ValueError:
-        raise InvalidInput("role must be one of viewer, editor, owner.") from None
+        raise InvalidInput(_("role must be one of viewer, editor, owner.")) from None
     with transaction.atomic():
         for permission in CollectionPermission:
             if permission not in wanted:

@@ -7,6 +7,30 @@
 (function () {
   "use strict";
 
+  // Django's JavaScript catalogue (/jsi18n/, loaded first) defines these; the fallbacks keep English working without it.
+  var gettext = window.gettext || function (s) { return s; };
+  var ngettext = window.ngettext || function (s, p, n) { return n === 1 ? s : p; };
+  var pgettext = window.pgettext || function (c, s) { return s; };
+  var interpolate = window.interpolate || function (f, a, named) {
+    return named ? f.replace(/%\((\w+)\)s/g, function (m, k) { return String(a[k]); }) : f.replace(/%s/g, function () { return String(a.shift()); });
+  };
+  var LANG = document.documentElement.lang || "en";
+
+  /** A number in the page's language (1,234 / 1,234 — and digits grouped as the locale does). */
+  function num(n) {
+    try { return Number(n).toLocaleString(LANG); } catch (e) { return String(n); }
+  }
+
+  /** A processing state's label (the code itself stays in data-status and the CSS class). */
+  function statusLabel(status) {
+    var labels = {
+      PENDING: pgettext("document status", "PENDING"), PARSING: pgettext("document status", "PARSING"),
+      CHUNKING: pgettext("document status", "CHUNKING"), EMBEDDING: pgettext("document status", "EMBEDDING"),
+      INDEXED: pgettext("document status", "INDEXED"), FAILED: pgettext("document status", "FAILED")
+    };
+    return labels[status] || status;
+  }
+
   var FINAL_STATES = ["INDEXED", "FAILED"];
   var POLL_MS = 1500;
 
@@ -34,13 +58,13 @@
 
   function errorMessage(data, status, statusText) {
     if (data && data.error && data.error.message) return data.error.message;
-    if (status === 401 || status === 403) return "You may not do this, or your session has ended — reload the page and sign in again.";
-    if (status === 413) return "The file is too large for this server.";
-    if (status >= 500) return "The server ran into an error (" + status + "). Please try again.";
-    return ("The server answered " + status + " " + (statusText || "")).trim() + ".";
+    if (status === 401 || status === 403) return gettext("You may not do this, or your session has ended — reload the page and sign in again.");
+    if (status === 413) return gettext("The file is too large for this server.");
+    if (status >= 500) return interpolate(gettext("The server ran into an error (%s). Please try again."), [status]);
+    return interpolate(gettext("The server answered %s."), [(status + " " + (statusText || "")).trim()]);
   }
 
-  var NETWORK_ERROR = "Cannot reach the Cairn server. Check that it is running and try again.";
+  var NETWORK_ERROR = gettext("Cannot reach the Cairn server. Check that it is running and try again.");
 
   /** fetch() with the CSRF header and the session cookie; resolves to parsed JSON, rejects with ApiError. */
   function api(method, url, body) {
@@ -77,7 +101,7 @@
         else reject(new ApiError(errorMessage(data, xhr.status, xhr.statusText), xhr.status, data && data.error && data.error.code));
       });
       xhr.addEventListener("error", function () { reject(new ApiError(NETWORK_ERROR, 0, "network")); });
-      xhr.addEventListener("abort", function () { reject(new ApiError("The upload was cancelled.", 0, "aborted")); });
+      xhr.addEventListener("abort", function () { reject(new ApiError(gettext("The upload was cancelled."), 0, "aborted")); });
       var form = new FormData();
       form.append("file", file, file.name);
       xhr.send(form);
@@ -121,20 +145,30 @@
     if (busy) button.setAttribute("aria-busy", "true"); else button.removeAttribute("aria-busy");
   }
 
-  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+  function documentsCount(n) { return interpolate(ngettext("%s document", "%s documents", n), [num(n)]); }
+  function passagesCount(n) { return interpolate(ngettext("%s passage", "%s passages", n), [num(n)]); }
 
   function formatSize(bytes) {
     if (!bytes && bytes !== 0) return "";
-    var units = ["bytes", "KB", "MB", "GB"];
+    var units = [gettext("bytes"), "KB", "MB", "GB"];
     var value = bytes, unit = 0;
     while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit++; }
-    return (unit === 0 ? value : value.toFixed(value < 10 ? 1 : 0)) + " " + units[unit];
+    var digits = unit === 0 ? 0 : (value < 10 ? 1 : 0);
+    var shown;
+    try { shown = value.toLocaleString(LANG, { minimumFractionDigits: digits, maximumFractionDigits: digits }); }
+    catch (e) { shown = value.toFixed(digits); }
+    return shown + " " + units[unit];
+  }
+
+  function percentText(fraction) {
+    try { return Number(fraction).toLocaleString(LANG, { style: "percent", maximumFractionDigits: 0 }); }
+    catch (e) { return Math.round(fraction * 100) + "%"; }
   }
 
   function documentUrl(id) { return "/documents/" + encodeURIComponent(id) + "/"; }
 
   function statusBadge(status) {
-    return el("span", { class: "status status--" + String(status).toLowerCase() }, status);
+    return el("span", { class: "status status--" + String(status).toLowerCase() }, statusLabel(status));
   }
 
   function progressBar(fraction, label) {
@@ -149,11 +183,21 @@
     return String(text || "").replace(/([^\n])[ \t]*\n(?![ \t]*(\n|[-*•#>]|\d+[.)]\s))[ \t]*/g, "$1 ");
   }
 
-  /** Text with the query's words wrapped in <mark>, built from text nodes. */
-  function highlighted(text, query) {
-    var terms = (query.match(/[\p{L}\p{N}_]{2,}/gu) || []).map(function (t) { return t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"); });
-    if (!terms.length) return [text];
-    var pattern = new RegExp("(" + terms.join("|") + ")", "giu");
+  /** Text with the pieces the search matched wrapped in <mark>, built from text nodes (never HTML).
+   *
+   * ``pieces`` are the result's ``highlights`` from the search API: the words and CJK runs of this passage
+   * whose index terms are the query's (so 带薪年假多少天 marks 带薪年假, "policies" marks "policy").  A word is
+   * marked only as a whole word; a CJK run wherever it appears. */
+  function highlighted(text, pieces) {
+    var cjk = /[\u1100-\u11ff\u3005-\u3007\u3041-\u30ff\u3131-\u318e\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]/u;
+    var alternatives = (pieces || []).filter(function (p) { return typeof p === "string" && p; })
+      .sort(function (a, b) { return b.length - a.length; })
+      .map(function (p) {
+        var escaped = p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+        return cjk.test(p) ? escaped : "(?<![\\p{L}\\p{N}\\p{M}])" + escaped + "(?![\\p{L}\\p{N}\\p{M}])";
+      });
+    if (!alternatives.length) return [text];
+    var pattern = new RegExp("(" + alternatives.join("|") + ")", "giu");
     return text.split(pattern).map(function (part, i) { return i % 2 ? el("mark", null, part) : part; });
   }
 
@@ -171,7 +215,7 @@
       event.preventDefault();
       var name = nameInput.value.trim();
       if (!name) {
-        showAlert(status, "Give the collection a name.");
+        showAlert(status, gettext("Give the collection a name."));
         nameInput.setAttribute("aria-invalid", "true");
         nameInput.focus();
         return;
@@ -208,7 +252,7 @@
     rename.addEventListener("submit", function (event) {
       event.preventDefault();
       var name = rename.name.value.trim();
-      if (!name) { showAlert(errors, "A collection needs a name."); return; }
+      if (!name) { showAlert(errors, gettext("A collection needs a name.")); return; }
       api("PATCH", url, { name: name })
         .then(function () { window.location.reload(); })
         .catch(function (error) { showAlert(errors, error.message); });
@@ -216,8 +260,10 @@
     var remove = document.querySelector('[data-action="delete-collection"]');
     remove.addEventListener("click", function () {
       var count = Number(remove.getAttribute("data-documents")) || 0;
-      if (!window.confirm("Delete “" + remove.getAttribute("data-name") + "” and its " + plural(count, "document") +
-                          "? Everyone it is shared with loses it; this cannot be undone.")) return;
+      if (!window.confirm(interpolate(ngettext(
+            "Delete “%(name)s” and its %(count)s document? Everyone it is shared with loses it; this cannot be undone.",
+            "Delete “%(name)s” and its %(count)s documents? Everyone it is shared with loses it; this cannot be undone.", count),
+          { name: remove.getAttribute("data-name"), count: num(count) }, true))) return;
       api("DELETE", url)
         .then(function () { window.location.assign("/"); })
         .catch(function (error) { showAlert(errors, error.message); });
@@ -247,7 +293,7 @@
 
     function updateCounts() {
       var n = rows().length;
-      count.textContent = plural(n, "document");
+      count.textContent = documentsCount(n);
       empty.classList.toggle("is-hidden", n > 0);
       tableWrap.classList.toggle("is-hidden", n === 0);
     }
@@ -258,19 +304,19 @@
       row.setAttribute("data-title", doc.title);
 
       var meta = [];
-      if (doc.version) meta.push("v" + doc.version);
+      if (doc.version) meta.push(interpolate(gettext("v%s"), [doc.version]));
       if (doc.kind) meta.push(doc.kind);
       if (doc.size) meta.push(formatSize(doc.size));
 
       var progressCell = el("td", { class: "doc-row__progress" });
       if (doc.status === "INDEXED") {
-        append(progressCell, el("span", { class: "muted small" }, plural(doc.chunks, "passage")));
+        append(progressCell, el("span", { class: "muted small" }, passagesCount(doc.chunks)));
       } else if (doc.status === "FAILED") {
-        append(progressCell, el("p", { class: "error-text" }, doc.error || "Processing failed."));
-        append(progressCell, el("button", { type: "button", class: "button button--small", "data-action": "retry" }, "Retry"));
+        append(progressCell, el("p", { class: "error-text" }, doc.error || gettext("Processing failed.")));
+        append(progressCell, el("button", { type: "button", class: "button button--small", "data-action": "retry" }, gettext("Retry")));
       } else {
-        append(progressCell, progressBar(doc.progress, "Processing " + doc.title));
-        append(progressCell, el("div", { class: "muted small" }, doc.detail || (doc.status === "PENDING" ? "Waiting to be processed…" : "")));
+        append(progressCell, progressBar(doc.progress, interpolate(gettext("Processing %s"), [doc.title])));
+        append(progressCell, el("div", { class: "muted small" }, doc.detail || (doc.status === "PENDING" ? gettext("Waiting to be processed…") : "")));
       }
 
       row.replaceChildren(
@@ -280,7 +326,7 @@
         el("td", null, statusBadge(doc.status)),
         progressCell,
         el("td", { class: "doc-row__actions" },
-          el("button", { type: "button", class: "button button--small button--danger", "data-action": "delete", "aria-label": "Delete " + doc.title }, "Delete"))
+          el("button", { type: "button", class: "button button--small button--danger", "data-action": "delete", "aria-label": interpolate(gettext("Delete %s"), [doc.title]) }, gettext("Delete")))
       );
       if (focused) {
         var refocus = row.querySelector('[data-action="' + focused + '"]');
@@ -316,15 +362,17 @@
       var entry = uploads[String(doc.id)];
       if (!entry) return;
       if (doc.status === "INDEXED") {
-        entry.state.textContent = "Indexed: " + plural(doc.chunks, "passage") + ", ready to search.";
+        entry.state.textContent = interpolate(ngettext("Indexed: %s passage, ready to search.", "Indexed: %s passages, ready to search.", doc.chunks), [num(doc.chunks)]);
         delete uploads[String(doc.id)];
       } else if (doc.status === "FAILED") {
         entry.item.classList.remove("upload-result--ok");
         entry.item.classList.add("upload-result--error");
-        entry.state.textContent = "Processing failed: " + (doc.error || "unknown error");
+        entry.state.textContent = interpolate(gettext("Processing failed: %s"), [doc.error || gettext("unknown error")]);
         delete uploads[String(doc.id)];
       } else {
-        entry.state.textContent = "Uploaded; " + doc.status.toLowerCase() + (doc.progress ? " " + Math.round(doc.progress * 100) + "%" : "") + "…";
+        entry.state.textContent = doc.progress
+          ? interpolate(gettext("Uploaded; %(status)s %(percent)s…"), { status: statusLabel(doc.status).toLowerCase(), percent: percentText(doc.progress) }, true)
+          : interpolate(gettext("Uploaded; %(status)s…"), { status: statusLabel(doc.status).toLowerCase() }, true);
       }
     }
 
@@ -343,7 +391,7 @@
           clear(errorBox);
         })
         .catch(function (error) {
-          showAlert(errorBox, "Could not refresh the document list: " + error.message);
+          showAlert(errorBox, interpolate(gettext("Could not refresh the document list: %s"), [error.message]));
         })
         .then(function () {
           inFlight = false;
@@ -358,21 +406,21 @@
       if (!button) return;
       var row = button.closest("tr[data-id]");
       var id = row.getAttribute("data-id");
-      var title = row.getAttribute("data-title") || "this document";
+      var title = row.getAttribute("data-title") || gettext("this document");
       var action = button.getAttribute("data-action");
       if (action === "delete") {
-        if (!window.confirm("Delete “" + title + "”? It will no longer be searchable.")) return;
+        if (!window.confirm(interpolate(gettext("Delete “%s”? It will no longer be searchable."), [title]))) return;
         setBusy(button, true);
         api("DELETE", "/api/v1/documents/" + encodeURIComponent(id))
           .then(function () {
             row.remove();
             delete signatures[id];
             updateCounts();
-            showAlert(errorBox, "Deleted “" + title + "”.", "ok");
+            showAlert(errorBox, interpolate(gettext("Deleted “%s”."), [title]), "ok");
             document.getElementById("documents-heading").focus();
           })
           .catch(function (error) {
-            showAlert(errorBox, "Could not delete “" + title + "”: " + error.message);
+            showAlert(errorBox, interpolate(gettext("Could not delete “%(title)s”: %(error)s"), { title: title, error: error.message }, true));
             setBusy(button, false);
           });
       } else if (action === "retry") {
@@ -380,7 +428,7 @@
         api("POST", "/api/v1/documents/" + encodeURIComponent(id) + "/reprocess")
           .then(function () { clear(errorBox); return refresh(); })
           .catch(function (error) {
-            showAlert(errorBox, "Could not retry “" + title + "”: " + error.message);
+            showAlert(errorBox, interpolate(gettext("Could not retry “%(title)s”: %(error)s"), { title: title, error: error.message }, true));
             setBusy(button, false);
           });
       }
@@ -390,7 +438,7 @@
       var files = Array.prototype.slice.call(fileList || []);
       if (!files.length) return;
       var items = files.map(function (file) {
-        var state = el("span", { class: "upload-result__state" }, "Waiting…");
+        var state = el("span", { class: "upload-result__state" }, gettext("Waiting…"));
         var item = el("li", { class: "upload-result" }, el("span", { class: "upload-result__name" }, file.name), state);
         uploadResults.prepend(item);
         return { file: file, item: item, state: state };
@@ -398,15 +446,16 @@
       // One request per file, one at a time: gentle on the server and the results arrive in order.
       return items.reduce(function (previous, entry) {
         return previous.then(function () {
-          entry.state.textContent = "Uploading…";
+          entry.state.textContent = gettext("Uploading…");
           return uploadFile(documentsUrl, entry.file, function (fraction) {
-            entry.state.textContent = "Uploading… " + Math.round(fraction * 100) + "%";
+            entry.state.textContent = interpolate(gettext("Uploading… %s"), [percentText(fraction)]);
           }).then(function (result) {
             entry.item.classList.add("upload-result--ok");
             if (result.data.duplicate) {
-              entry.state.textContent = "Already in this collection (“" + result.data.title + "”): nothing new to process.";
+              entry.state.textContent = interpolate(gettext("Already in this collection (“%s”): nothing new to process."), [result.data.title]);
             } else {
-              entry.state.textContent = result.data.version > 1 ? "Uploaded as version " + result.data.version + "; processing…" : "Uploaded; processing…";
+              entry.state.textContent = result.data.version > 1
+                ? interpolate(gettext("Uploaded as version %s; processing…"), [result.data.version]) : gettext("Uploaded; processing…");
               if (result.data.id !== undefined) uploads[String(result.data.id)] = entry;
             }
             return refresh();
@@ -468,7 +517,7 @@
       url.searchParams.set("q", query);
       window.history.replaceState(null, "", url.pathname + url.search + url.hash);
       setBusy(button, true);
-      results.replaceChildren(loading("Searching…"));
+      results.replaceChildren(loading(gettext("Searching…")));
       api("GET", "/api/v1/search?" + params.toString())
         .then(function (data) { renderResults(results, query, data || {}); })
         .catch(function (error) { showAlert(results, error.message); })
@@ -479,7 +528,7 @@
       event.preventDefault();
       var query = input.value.trim();
       if (!query) {
-        showAlert(results, "Type something to search for.");
+        showAlert(results, gettext("Type something to search for."));
         input.focus();
         return;
       }
@@ -496,29 +545,30 @@
     var items = data.results || [];
     if (!items.length) {
       container.replaceChildren(el("p", { class: "empty" },
-        "No passages in the documents you can read match “" + query + "”."));
+        interpolate(gettext("No passages in the documents you can read match “%s”."), [query])));
       return;
     }
     var parts = [];
     if (data.no_good_match) {
       parts.push(el("p", { class: "notice", "data-role": "no-good-match" },
-        "Nothing in the documents you can read matches “" + query + "” well. The closest passages are below; they may not be relevant."));
+        interpolate(gettext("Nothing in the documents you can read matches “%s” well. The closest passages are below; they may not be relevant."), [query])));
     }
     var top = Math.max.apply(null, items.map(function (r) { return Number(r.score) || 0; })) || 1;
     var list = el("ol", { class: "results" + (data.no_good_match ? " results--weak" : ""), role: "list" });
     items.forEach(function (r) {
       var meta = [];
-      if (r.page !== null && r.page !== undefined) meta.push(el("span", null, "Page " + r.page));
+      if (r.page !== null && r.page !== undefined) meta.push(el("span", null, interpolate(gettext("Page %s"), [r.page])));
       if (r.heading) meta.push(el("span", null, r.heading));
       var relative = Math.max(0, Math.min(1, (Number(r.score) || 0) / top));
-      meta.push(el("span", { class: "relevance" }, "Relevance ",
-        el("meter", { min: 0, max: 1, value: relative.toFixed(3), "aria-label": "Relevance compared with the best result" })));
+      meta.push(el("span", { class: "relevance" }, gettext("Relevance") + " ",
+        el("meter", { min: 0, max: 1, value: relative.toFixed(3), "aria-label": gettext("Relevance compared with the best result") })));
       append(list, el("li", { class: "result" },
         el("a", { class: "result__title", href: passageUrl(r.document_id, r.chunk_id) }, r.title),
         el("div", { class: "result__meta" }, meta),
-        el("p", { class: "result__text" }, highlighted(reflow(r.text), query))));
+        el("p", { class: "result__text" }, highlighted(reflow(r.text), r.highlights))));
     });
-    parts.unshift(el("p", { class: "results-summary" }, plural(items.length, "result") + " for “" + query + "”"));
+    parts.unshift(el("p", { class: "results-summary" },
+      interpolate(ngettext("%(count)s result for “%(query)s”", "%(count)s results for “%(query)s”", items.length), { count: num(items.length), query: query }, true)));
     parts.push(list);
     container.replaceChildren.apply(container, parts);
   }
@@ -557,12 +607,12 @@
       archiveLatest();
       if (turn.withheld) {
         result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
-                               el("p", { class: "notice" }, "This answer cited passages you can no longer read, so it is not shown."));
+                               el("p", { class: "notice" }, gettext("This answer cited passages you can no longer read, so it is not shown.")));
       } else if (turn.state === "answered") {
         renderAnswer(result, turn.question, turn.answer || {});
       } else {
         result.replaceChildren(el("p", { class: "answer__question" }, turn.question),
-                               el("p", { class: "muted small" }, turn.state === "stopped" ? "Stopped before the answer was finished." : "This answer failed."));
+                               el("p", { class: "muted small" }, turn.state === "stopped" ? gettext("Stopped before the answer was finished.") : gettext("This answer failed.")));
       }
     }
 
@@ -602,7 +652,7 @@
       event.preventDefault();
       var question = textarea.value.trim();
       if (!question) {
-        showAlert(result, "Type a question first.");
+        showAlert(result, gettext("Type a question first."));
         textarea.focus();
         return;
       }
@@ -610,7 +660,7 @@
       stop.hidden = false;
       archiveLatest();
       result.setAttribute("aria-busy", "true");
-      result.replaceChildren(loading("Reading your documents and writing an answer…"));
+      result.replaceChildren(loading(gettext("Reading your documents and writing an answer…")));
       if (current) current.abort();  // leaving a generation cancels it on the server
       var controller = window.AbortController ? new AbortController() : null;
       current = controller;
@@ -621,7 +671,7 @@
         .then(function () { textarea.value = ""; })
         .catch(function (error) {
           if (error && error.name === "AbortError") {
-            append(result, el("p", { class: "muted small", "data-role": "stopped" }, "Stopped."));
+            append(result, el("p", { class: "muted small", "data-role": "stopped" }, gettext("Stopped.")));
             return;
           }
           showAlert(result, error.message);
@@ -645,7 +695,7 @@
     var answerBox = el("div", { class: "answer__text", "aria-live": "polite" });
     function show() {
       var parts = [el("p", { class: "answer__question" }, question)];
-      if (live.reasoning) parts.push(el("details", null, el("summary", null, "Reasoning (writing…)"), reasoningBox));
+      if (live.reasoning) parts.push(el("details", null, el("summary", null, gettext("Reasoning (writing…)")), reasoningBox));
       parts.push(answerBox);
       result.replaceChildren.apply(result, parts);
     }
@@ -668,7 +718,7 @@
           citations: c.citations || [], citation_mode: c.citation_mode, passages: c.passages || []
         });
       } else if (name === "error") {
-        throw new ApiError((data.error && data.error.message) || "The answer could not be generated.", 0, data.error && data.error.code);
+        throw new ApiError((data.error && data.error.message) || gettext("The answer could not be generated."), 0, data.error && data.error.code);
       }
     }
     return fetch(url || "/api/v1/ask", { method: "POST", headers: headers, body: body, credentials: "same-origin",
@@ -728,7 +778,7 @@
         if (i) append(sup, ", ");
         append(sup, known[n]
           ? el("a", { class: "cite-ref", href: "#cite-" + n, "data-number": n, "aria-haspopup": "dialog",
-                      "aria-label": "Source " + n + ": " + known[n].title + " (opens the passage beside the answer)" }, n)
+                      "aria-label": interpolate(gettext("Source %(number)s: %(title)s (opens the passage beside the answer)"), { number: n, title: known[n].title }, true) }, n)
           : n);
       });
       append(sup, "]");
@@ -746,21 +796,21 @@
 
     var parts = [];
     var labels = el("div", { class: "answer__labels" });
-    if (data.generated === false) append(labels, el("span", { class: "badge badge--label" }, "Extracts — no language model configured"));
+    if (data.generated === false) append(labels, el("span", { class: "badge badge--label" }, gettext("Extracts — no language model configured")));
     if (labels.childNodes.length) parts.push(labels);
     parts.push(el("p", { class: "answer__question" }, question));
     parts.push(el("div", { class: "answer__text" }, answerWithLinks(data.answer || "", known)));
 
     if (data.reasoning) {
-      parts.push(el("details", null, el("summary", null, "Reasoning"), el("pre", { class: "reasoning" }, data.reasoning)));
+      parts.push(el("details", null, el("summary", null, gettext("Reasoning")), el("pre", { class: "reasoning" }, data.reasoning)));
     }
 
     if (citations.length) {
-      parts.push(el("h3", null, data.citation_mode === "context" ? "Passages the answer was drawn from" : "Sources"));
+      parts.push(el("h3", null, data.citation_mode === "context" ? gettext("Passages the answer was drawn from") : gettext("Sources")));
       var list = el("ol", { class: "citations", role: "list" });
       citations.forEach(function (c) {
         var meta = [];
-        if (c.page !== null && c.page !== undefined) meta.push("Page " + c.page);
+        if (c.page !== null && c.page !== undefined) meta.push(interpolate(gettext("Page %s"), [c.page]));
         if (c.heading) meta.push(c.heading);
         append(list, el("li", { class: "citation", id: "cite-" + c.number, "data-number": c.number },
           el("span", { class: "citation__number" }, "[" + c.number + "]"),
@@ -768,11 +818,11 @@
           meta.length ? el("span", { class: "citation__meta" }, meta.join(" · ")) : null,
           el("p", { class: "citation__text" }, reflow(c.text)),
           el("button", { type: "button", class: "button button--small citation__open", "data-number": c.number,
-                         "aria-haspopup": "dialog" }, "Show passage")));
+                         "aria-haspopup": "dialog" }, gettext("Show passage"))));
       });
       parts.push(list);
     } else {
-      parts.push(el("p", { class: "muted" }, "No passage in this collection matched the question, so there is nothing to cite."));
+      parts.push(el("p", { class: "muted" }, gettext("No passage in this collection matched the question, so there is nothing to cite.")));
     }
     container.replaceChildren.apply(container, parts);
     container.cairnCitations = known;
@@ -805,7 +855,7 @@
   function viewerPanel() {
     if (viewer) return viewer;
     var title = el("h2", { id: "viewer-title", class: "viewer__title", tabindex: "-1" });
-    var close = el("button", { type: "button", class: "button button--small viewer__close", "aria-label": "Close the passage" }, "Close");
+    var close = el("button", { type: "button", class: "button button--small viewer__close", "aria-label": gettext("Close the passage") }, gettext("Close"));
     var meta = el("p", { class: "viewer__meta muted small" });
     var body = el("div", { class: "viewer__body" });
     var panel = el("div", { id: "viewer", class: "viewer", role: "dialog", "aria-modal": "false",
@@ -840,11 +890,11 @@
     v.opener = opener || null;
     v.title.textContent = citation.title;
     var meta = [];
-    if (citation.page !== null && citation.page !== undefined) meta.push("Page " + citation.page);
+    if (citation.page !== null && citation.page !== undefined) meta.push(interpolate(gettext("Page %s"), [citation.page]));
     if (citation.heading) meta.push(citation.heading);
     v.meta.replaceChildren(meta.join(" · "), meta.length ? " · " : "",
-      el("a", { href: passageUrl(citation.document_id, citation.chunk_id) }, "Open in the document"));
-    v.body.replaceChildren(passageInContext(citation.text, "", ""), loading("Loading the passage…"));
+      el("a", { href: passageUrl(citation.document_id, citation.chunk_id) }, gettext("Open in the document")));
+    v.body.replaceChildren(passageInContext(citation.text, "", ""), loading(gettext("Loading the passage…")));
     v.panel.hidden = false;
     document.body.classList.add("viewer-open");
     v.title.focus();
@@ -868,7 +918,7 @@
   }
 
   function passageInContext(text, before, after) {
-    return el("section", { class: "viewer__context", "aria-label": "The passage in its context" },
+    return el("section", { class: "viewer__context", "aria-label": gettext("The passage in its context") },
       el("p", { class: "viewer__text" },
         before ? el("span", { class: "viewer__around" }, "…" + reflow(before)) : null,
         el("mark", { class: "viewer__passage" }, reflow(text)),
@@ -876,7 +926,7 @@
   }
 
   function pageFigure(documentId, boxes) {
-    var image = el("img", { class: "viewer__image", alt: "Page " + boxes.page + " of the document, the passage marked",
+    var image = el("img", { class: "viewer__image", alt: interpolate(gettext("Page %s of the document, the passage marked"), [boxes.page]),
                             src: "/api/v1/documents/" + encodeURIComponent(documentId) + "/pages/" + encodeURIComponent(boxes.page) + ".png?width=1000" });
     var sheet = el("div", { class: "viewer__sheet" }, image);
     (boxes.boxes || []).forEach(function (b) {
@@ -888,10 +938,11 @@
       sheet.appendChild(mark);
     });
     image.addEventListener("error", function () {
-      sheet.replaceWith(el("p", { class: "muted small" }, "The page image could not be shown."));
+      sheet.replaceWith(el("p", { class: "muted small" }, gettext("The page image could not be shown.")));
     });
     return el("figure", { class: "viewer__page" }, sheet,
-      el("figcaption", { class: "muted small" }, "Page " + boxes.page + (boxes.boxes && boxes.boxes.length ? ", the passage marked" : "")));
+      el("figcaption", { class: "muted small" }, boxes.boxes && boxes.boxes.length
+        ? interpolate(gettext("Page %s, the passage marked"), [boxes.page]) : interpolate(gettext("Page %s"), [boxes.page])));
   }
 
   // --- document: follow processing until it ends ------------------------------------
@@ -912,11 +963,11 @@
         setBusy(button, true);
         api("POST", url + "/reprocess").then(function () { window.location.reload(); }, function (error) { setBusy(button, false); fail(error); });
       } else if (action === "delete") {
-        if (!window.confirm("Delete “" + button.getAttribute("data-title") + "” and all its versions? It disappears from search and answers at once.")) return;
+        if (!window.confirm(interpolate(gettext("Delete “%s” and all its versions? It disappears from search and answers at once."), [button.getAttribute("data-title")]))) return;
         api("DELETE", url).then(function () { window.location.assign(button.getAttribute("data-back")); }, fail);
       } else if (action === "restore") {
         var number = button.getAttribute("data-version");
-        if (!window.confirm("Make version " + number + " the newest version again? It is processed like an upload.")) return;
+        if (!window.confirm(interpolate(gettext("Make version %s the newest version again? It is processed like an upload."), [number]))) return;
         setBusy(button, true);
         api("POST", url + "/versions/" + encodeURIComponent(number) + "/restore")
           .then(function () { window.location.reload(); }, function (error) { setBusy(button, false); fail(error); });
@@ -954,7 +1005,7 @@
             if (bar.nextElementSibling && doc.detail) bar.nextElementSibling.textContent = doc.detail;
           }
           var badge = document.getElementById("document-status");
-          if (badge) { badge.textContent = doc.status; badge.className = "status status--" + doc.status.toLowerCase(); }
+          if (badge) { badge.textContent = statusLabel(doc.status); badge.className = "status status--" + doc.status.toLowerCase(); }
           setTimeout(poll, POLL_MS);
         })
         .catch(function () { setTimeout(poll, POLL_MS * 4); });

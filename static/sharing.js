@@ -1,6 +1,15 @@
 /* The sharing card of a collection page (owners only): share, unshare, set the policy via the REST API. */
 (function () {
   "use strict";
+  // Django's JavaScript catalogue (/jsi18n/) defines these; the fallbacks keep English working without it.
+  var gettext = window.gettext || function (s) { return s; };
+  var ngettext = window.ngettext || function (s, p, n) { return n === 1 ? s : p; };
+  var interpolate = window.interpolate || function (f, a, named) {
+    return named ? f.replace(/%\((\w+)\)s/g, function (m, k) { return String(a[k]); }) : f.replace(/%s/g, function () { return String(a.shift()); });
+  };
+  var LANG = document.documentElement.lang || "en";
+  function num(n) { try { return Number(n).toLocaleString(LANG); } catch (e) { return String(n); } }
+  function requestFailed(status) { return interpolate(gettext("Request failed (%s)"), [status]); }
   var card = document.querySelector('[data-role="sharing"]');
   var main = document.getElementById("main");
   if (!card || !main) return;
@@ -38,9 +47,9 @@
     return request(method, url, body).then(function (response) {
       if (response.ok) { window.location.reload(); return; }
       return response.json().then(function (data) {
-        showError((data && data.error && data.error.message) || ("Request failed (" + response.status + ")"));
-      }, function () { showError("Request failed (" + response.status + ")"); });
-    }, function () { showError("The server could not be reached."); });
+        showError((data && data.error && data.error.message) || requestFailed(response.status));
+      }, function () { showError(requestFailed(response.status)); });
+    }, function () { showError(gettext("The server could not be reached.")); });
   }
 
   document.getElementById("share-form").addEventListener("submit", function (event) {
@@ -49,7 +58,7 @@
     var form = event.target;
     var body = { role: form.role.value };
     body[form.kind.value] = form.name.value.trim();
-    if (!body[form.kind.value]) { showError("Enter a user or group name."); return; }
+    if (!body[form.kind.value]) { showError(gettext("Enter a user or group name.")); return; }
     call("POST", base + "/members", body);
   });
 
@@ -62,21 +71,27 @@
          encodeURIComponent(row.getAttribute("data-name")));
   });
 
-  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
-
   /** The preview as sentences: "You would see 12 of 40 documents. bob (group finance) would lose access to 28." */
   function showEffect(effect) {
     effectBox.textContent = "";
-    var lines = ["You would see " + effect.you.after + " of " + plural(effect.total, "document") +
-                 " (now " + effect.you.before + ")."];
+    var lines = [interpolate(ngettext("You would see %(after)s of %(total)s document (now %(before)s).",
+                                      "You would see %(after)s of %(total)s documents (now %(before)s).", effect.total),
+                             { after: num(effect.you.after), total: num(effect.total), before: num(effect.you.before) }, true)];
     effect.losing.forEach(function (row) {
       if (row.via === "you") return;
-      lines.push(row.user + (row.via.indexOf("group ") === 0 ? " (" + row.via + ")" : "") + " would lose access to " +
-                 plural(row.before - row.after, "document") + ".");
+      var lost = row.before - row.after;
+      var who = row.via.indexOf("group ") === 0
+        ? interpolate(gettext("%(user)s (group %(group)s)"), { user: row.user, group: row.via.slice(6) }, true) : row.user;
+      lines.push(interpolate(ngettext("%(who)s would lose access to %(count)s document.",
+                                      "%(who)s would lose access to %(count)s documents.", lost),
+                             { who: who, count: num(lost) }, true));
     });
     effect.gaining.forEach(function (row) {
       if (row.via === "you") return;
-      lines.push(row.user + " would gain access to " + plural(row.after - row.before, "document") + ".");
+      var gained = row.after - row.before;
+      lines.push(interpolate(ngettext("%(who)s would gain access to %(count)s document.",
+                                      "%(who)s would gain access to %(count)s documents.", gained),
+                             { who: row.user, count: num(gained) }, true));
     });
     lines.forEach(function (text, index) {
       var p = document.createElement("p");
@@ -92,13 +107,13 @@
     return request("POST", base + "/policy/preview", { policy: source }).then(function (response) {
       return response.json().then(function (data) {
         if (!response.ok) {
-          showError((data && data.error && data.error.message) || ("Request failed (" + response.status + ")"));
+          showError((data && data.error && data.error.message) || requestFailed(response.status));
           return null;
         }
         showEffect(data);
         return data;
       });
-    }, function () { showError("The server could not be reached."); return null; });
+    }, function () { showError(gettext("The server could not be reached.")); return null; });
   }
 
   card.querySelector('[data-action="preview-policy"]').addEventListener("click", function () {
@@ -113,8 +128,9 @@
     preview(source).then(function (effect) {
       if (!effect) return;
       if (effect.hides_everything_from_you &&
-          !window.confirm("This policy would hide all " + plural(effect.total, "document") +
-                          " from you. Save it anyway?")) return;
+          !window.confirm(interpolate(ngettext("This policy would hide all %s document from you. Save it anyway?",
+                                               "This policy would hide all %s documents from you. Save it anyway?", effect.total),
+                                      [num(effect.total)]))) return;
       errorBox = policyErrors;
       call("PUT", base + "/policy", { policy: source, confirm: effect.hides_everything_from_you });
     });

@@ -17,7 +17,15 @@ HEADING_SEPARATOR = " > "
 
 
 class ParseError(Exception):
-    """A user-readable reason the file cannot be parsed (shown in the UI/API as the job's error)."""
+    """A user-readable reason the file cannot be parsed (shown in the UI/API as the job's error).
+
+    ``reason`` is a stable code for the failure's kind (``IngestionJob.FailureReason``), counted by
+    ``/metrics``: most parse errors are ``unreadable``; budgets and limits name themselves.
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

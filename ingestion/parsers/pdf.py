@@ -59,7 +59,7 @@ def parse_pdf(data: bytes) -> ParsedDocument:
     if not blocks:
         if failed_pages:
             raise ParseError(f"{DAMAGED_PREFIX}: none of its {page_count} pages could be read")
-        raise ParseError(NO_TEXT_MESSAGE)
+        raise ParseError(NO_TEXT_MESSAGE, reason="no_text")
     return ParsedDocument(kind=KIND_PDF, title=title, blocks=blocks, page_count=page_count)
 
 

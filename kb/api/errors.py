@@ -8,11 +8,13 @@ import sys
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from kb.exceptions import InvalidInput, NotFound, UnsupportedType
+from kb.processing_messages import processing_message
 from kb.storage import UploadTooLarge
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,16 @@ def unavailable(exc: BaseException | None) -> tuple[int, str, str, int] | None:
     from django.db import InterfaceError, OperationalError, ProgrammingError
 
     if isinstance(exc, OperationalError | ProgrammingError) and _not_migrated(exc):
-        return 503, "not_set_up", ("The database is not set up for this version of Cairn: the administrator "
-                                   "must run `manage.py migrate`."), 60
+        return 503, "not_set_up", _("The database is not set up for this version of Cairn: the administrator "
+                                    "must run `manage.py migrate`."), 60
     if isinstance(exc, OperationalError | InterfaceError):
-        return 503, "unavailable", "The database cannot be reached right now; try again in a moment.", 5
+        return 503, "unavailable", _("The database cannot be reached right now; try again in a moment."), 5
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
                   | kombu.exceptions.OperationalError):
-        return 503, "unavailable", "The task queue cannot be reached right now; try again in a moment.", 5
+        return 503, "unavailable", _("The task queue cannot be reached right now; try again in a moment."), 5
     if isinstance(exc, OSError) and exc.errno in _FULL:
-        return 507, "insufficient_storage", ("The server's storage is full: nothing was stored. "
-                                             "Try again once space has been freed."), 60
+        return 507, "insufficient_storage", _("The server's storage is full: nothing was stored. "
+                                              "Try again once space has been freed."), 60
     return None
 
 
@@ -74,13 +76,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, NotFound):
         _record_denial(context, target_type=str(exc.args[0]) if exc.args else "object",
                        rule="not readable by this user (or does not exist)")
-        return Response(error_body("not_found", f"No such {exc.args[0] if exc.args else 'object'}."), status=404)
+        return Response(error_body("not_found", _not_found_message(str(exc.args[0]) if exc.args else "object")),
+                        status=404)
     if isinstance(exc, InvalidInput):
         return Response(error_body("invalid", str(exc)), status=400)
     if isinstance(exc, UnsupportedType):
-        return Response(error_body("unsupported_type", str(exc)), status=415)
+        return Response(error_body("unsupported_type", processing_message(str(exc))), status=415)
     if isinstance(exc, UploadTooLarge):
-        return Response(error_body("too_large", str(exc), {"limit_bytes": exc.limit}), status=413)
+        message = _("The file is larger than the %(mb)s MB limit.") % {"mb": exc.limit // (1024 * 1024)}
+        return Response(error_body("too_large", message, {"limit_bytes": exc.limit}), status=413)
     if isinstance(exc, exceptions.ValidationError):
         return Response(error_body("invalid", _first_message(exc.detail), exc.detail), status=400)
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.PermissionDenied)):
@@ -92,6 +96,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = getattr(exc, "default_code", None) or _CODES.get(response.status_code, "error")
     response.data = error_body(str(code), str(detail))
     return response
+
+
+def _not_found_message(kind: str) -> str:
+    """"No such document." in the reader's language; the kinds are the ones ``kb.exceptions.NotFound`` is raised with."""
+    messages = {
+        "collection": _("No such collection."), "document": _("No such document."), "chunk": _("No such passage."),
+        "version": _("No such version."), "conversation": _("No such conversation."),
+        "golden question": _("No such golden question."), "resource": _("No such resource."),
+        "audit event": _("No such audit event."),
+    }
+    return messages.get(kind) or _("No such %(kind)s.") % {"kind": kind}
 
 
 def _record_denial(context: dict[str, Any], *, target_type: str, rule: str) -> None:
@@ -125,12 +140,12 @@ def _is_api(request: HttpRequest) -> bool:
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return JsonResponse(error_body("bad_request", "The request could not be understood."), status=400)
+    return JsonResponse(error_body("bad_request", _("The request could not be understood.")), status=400)
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("forbidden", "You may not do this."), status=403)
+        return JsonResponse(error_body("forbidden", _("You may not do this.")), status=403)
     from django.views.defaults import permission_denied
 
     return permission_denied(request, exception or Exception())
@@ -138,7 +153,7 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("not_found", "No such resource."), status=404)
+        return JsonResponse(error_body("not_found", _("No such resource.")), status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Exception())
@@ -158,7 +173,7 @@ def handler500(request: HttpRequest) -> HttpResponse:
 
         return server_error(request)
     return JsonResponse(
-        error_body("internal", "Something went wrong on our side; the request id is in X-Request-ID.",
+        error_body("internal", _("Something went wrong on our side; the request id is in X-Request-ID."),
                    {"request_id": getattr(request, "request_id", "")}),
         status=500,
     )

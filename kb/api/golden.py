@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -72,5 +73,5 @@ class EvaluationsView(APIView):
         previous = golden.evaluation_runs(collection).first()
         run = golden.golden_evaluate(collection=collection, actor=actor_from_request(request))
         if run is None:
-            raise InvalidInput("Add golden questions before running an evaluation.")
+            raise InvalidInput(_("Add golden questions before running an evaluation."))
         return Response(golden.run_out(run, previous), status=status.HTTP_201_CREATED)

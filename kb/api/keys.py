@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -56,15 +57,15 @@ def key_create_checked(request: Any, data: dict[str, Any]) -> tuple[ApiKey, str]
     user = signed_in_user(request)
     auth = getattr(request, "auth", None)
     if isinstance(auth, ApiKey) and (auth.read_only or auth.collection_ids is not None):
-        raise PermissionDenied("A read-only or collection-limited key cannot create keys.")
+        raise PermissionDenied(_("A read-only or collection-limited key cannot create keys."))
     if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_KEYS_PER_USER:
-        raise ValidationError({"name": f"At most {MAX_KEYS_PER_USER} active keys per user; revoke one first."})
+        raise ValidationError({"name": _("At most %(limit)s active keys per user; revoke one first.") % {"limit": MAX_KEYS_PER_USER}})
     collections = data.get("collections")
     if collections is not None:
         collections = sorted(set(collections))
         readable = set(selectors.readable_collections(user).filter(pk__in=collections).values_list("pk", flat=True))
         if not collections or readable != set(collections):
-            raise ValidationError({"collections": "Each collection must exist and be readable by you."})
+            raise ValidationError({"collections": _("Each collection must exist and be readable by you.")})
     days = data.get("expires_in_days")
     expires_at = timezone.now() + dt.timedelta(days=days) if days else None
     return api_key_create(actor=actor_from_request(request), user=user, name=data["name"].strip() or "key",
@@ -78,7 +79,7 @@ class KeysView(APIView):
         user = signed_in_user(request)
         everyone = request.query_params.get("all") in ("1", "true")
         if everyone and not user.is_platform_admin:
-            raise PermissionDenied("Only a platform admin can list every user's keys.")
+            raise PermissionDenied(_("Only a platform admin can list every user's keys."))
         keys = access_selectors.api_keys_visible(user, everyone=everyone)[:1000]
         return Response({"results": [key_out(key) for key in keys]})
 
@@ -96,6 +97,6 @@ class KeyView(APIView):
         user = signed_in_user(request)
         key = access_selectors.api_keys_visible(user, everyone=True).filter(prefix=prefix[:16]).first()
         if key is None:
-            raise NotFound("No such key.")
+            raise NotFound(_("No such key."))
         api_key_revoke(actor=actor_from_request(request), key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)

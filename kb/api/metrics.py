@@ -72,7 +72,7 @@ class _State:
     def collect(self) -> Iterator[Metric]:
         from inference.metrics import registry
         from inference.pool import language_models_loaded, record_gpu_memory
-        from ingestion.api import job_counts
+        from ingestion.api import job_counts, job_failure_counts, job_stage_histograms
 
         up: list[tuple[dict[str, str], float]] = []
 
@@ -86,9 +86,15 @@ class _State:
             up.append(({"source": name}, 1))
             return iter(families)
 
-        yield from source("jobs", lambda: [metrics.gauge(
-            "cairn_ingestion_jobs", "Ingestion jobs by state (INDEXED and FAILED are final).",
-            [({"state": state}, n) for state, n in job_counts().items()])])
+        yield from source("jobs", lambda: [
+            metrics.gauge("cairn_ingestion_jobs", "Ingestion jobs by state (INDEXED and FAILED are final).",
+                          [({"state": state}, n) for state, n in job_counts().items()]),
+            metrics.gauge("cairn_ingestion_failed_jobs", "FAILED ingestion jobs by reason "
+                          "(unreadable, no_text, time_budget, memory_budget, too_many_passages, cancelled, "
+                          "worker_lost, errors).",
+                          [({"reason": reason}, n) for reason, n in job_failure_counts().items()]),
+            metrics.stage_histogram(job_stage_histograms(metrics.STAGE_BUCKETS)),
+        ])
         yield from source("index", metrics.index_families)
         yield from source("audit", _audit_families)
         if settings.CAIRN_TASKS == "celery":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Group
-from django.utils.translation import gettext
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -38,20 +38,20 @@ def _principal(kind: str, name: str) -> User | Group:
         return _user(name)
     if kind == "group":
         return _group(name)
-    raise ValidationError({"kind": "must be 'user' or 'group'"})
+    raise ValidationError({"kind": _("must be 'user' or 'group'")})
 
 
 def _user(name: str) -> User:
     user = access_selectors.user_by_username(name)
     if user is None:
-        raise ValidationError({"user": f"No such user: {name[:150]!r}."})
+        raise ValidationError({"user": _("No such user: %(name)s.") % {"name": repr(name[:150])}})
     return user
 
 
 def _group(name: str) -> Group:
     group = access_selectors.group_by_name(name)
     if group is None:
-        raise ValidationError({"group": f"No such group: {name[:150]!r}."})
+        raise ValidationError({"group": _("No such group: %(name)s.") % {"name": repr(name[:150])}})
     return group
 
 
@@ -72,7 +72,7 @@ class CollectionMembersView(APIView):
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("user" in attrs) == ("group" in attrs):
-                raise ValidationError("Give exactly one of 'user' or 'group'.")
+                raise ValidationError(_("Give exactly one of 'user' or 'group'."))
             return attrs
 
     def get(self, request: Request, collection_id: str) -> Response:
@@ -87,7 +87,7 @@ class CollectionMembersView(APIView):
         kind = "user" if "user" in params else "group"
         principal = _principal(kind, params[kind])
         if kind == "user" and principal.pk == collection.owner_id:
-            raise ValidationError({"user": "The collection's owner already holds every right."})
+            raise ValidationError({"user": _("The collection's owner already holds every right.")})
         services.collection_share(actor=actor_from_request(request), collection=collection,
                                   principal=principal, role=params["role"])
         return Response({"results": [member_out(m) for m in selectors.collection_members(collection)]},
@@ -189,7 +189,7 @@ class AdminView(APIView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         if not getattr(request.user, "is_platform_admin", False):
-            raise PermissionDenied("Only a platform admin may do this.")
+            raise PermissionDenied(_("Only a platform admin may do this."))
 
 
 class UserAttributesView(AdminView):
@@ -320,7 +320,7 @@ class PlatformPolicyPreviewView(AdminView):
 
 
 def confirm_message(preview: dict[str, Any]) -> str:
-    return gettext(
+    return _(
         "This policy would hide all %(total)d documents from you. "
         "Label the documents first, or send \"confirm\": true to save it anyway."
     ) % {"total": preview["total"]}

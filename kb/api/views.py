@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +21,8 @@ from kb.api.errors import error_body
 from kb.exceptions import InvalidInput
 from kb.metrics import ASK_LATENCY, timed
 from kb.models import Collection, Document
+from kb.processing_messages import processing_message
+from kb.retrieval.highlight import highlight_spans, highlight_terms
 from kb.storage import UploadTooLarge, blob_path
 
 SEARCH_MODES = ("hybrid", "dense", "lexical")
@@ -43,8 +46,9 @@ def document_out(document: Document) -> dict[str, Any]:
         "collection": document.collection_id,
         "title": document.title,
         "status": job.status if job else "PENDING",
-        "error": job.error if job else "",
-        "detail": job.detail if job else "",
+        # Stored in English; shown in the reader's language (kb/processing_messages.py).
+        "error": processing_message(job.error) if job else "",
+        "detail": processing_message(job.detail) if job else "",
         "progress": round(job.progress, 3) if job else 0.0,
         "attempts": job.attempts if job else 0,
         "version": latest.number if latest else None,
@@ -105,7 +109,7 @@ def _upload_file(request: Request) -> Any:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     upload = request.FILES.get("file")
     if upload is None:
-        raise InvalidInput("Send the document as a multipart form field named 'file'.")
+        raise InvalidInput(_("Send the document as a multipart form field named 'file'."))
     if upload.size > settings.CAIRN_MAX_UPLOAD_BYTES:
         raise UploadTooLarge(settings.CAIRN_MAX_UPLOAD_BYTES)
     return upload
@@ -266,8 +270,12 @@ class SearchView(APIView):
             document_ids=document_ids,
         )
         results = outcome.results
+        terms = highlight_terms(params["q"])
         return Response({
             "query": params["q"],
+            # The query as the lexical index tokenizes it (CJK bigrams, stems, NFKC), and per result the pieces
+            # of its text those terms match: what a client highlights (kb/retrieval/highlight.py).
+            "query_terms": terms,
             # True when neither leg found strong evidence (kb/retrieval/evidence.py): the results are the
             # least bad passages in scope, probably unrelated to the query.
             "no_good_match": outcome.evidence.no_good_match,
@@ -279,6 +287,7 @@ class SearchView(APIView):
                     "score": round(r.score, 6), "dense_rank": r.dense_rank, "lexical_rank": r.lexical_rank,
                     "rerank_score": None if r.rerank_score is None else round(r.rerank_score, 6),
                     "text": r.text, "char_start": r.char_start, "char_end": r.char_end,
+                    "highlights": highlight_spans(terms, r.text),
                 }
                 for r in results
             ],

@@ -80,6 +80,24 @@ def test_api_key_creation_and_use_are_logged_once_per_request_and_never_with_the
     assert secret not in text and secret.split("_", 2)[2] not in text and "not-the-secret" not in text
 
 
+def test_a_request_that_logs_its_own_event_under_a_key_writes_no_separate_key_use_row(alice, keyed):
+    """A search records one event carrying the key's prefix; a second ``api_key.use`` row per call
+    only doubled the audit writes (and the chain's contention) of every API request."""
+    client, _ = keyed
+    prefix = only("api_key.create").target_id
+    collection = client.post("/api/v1/collections", {"name": "Ops"}, content_type="application/json",
+                             HTTP_X_REQUEST_ID="req-create-0001")
+    assert collection.status_code == 201
+    assert client.get("/api/v1/search", {"q": "backup"}, HTTP_X_REQUEST_ID="req-search-0001").status_code == 200
+
+    for request_id, action in (("req-create-0001", "collection.create"), ("req-search-0001", "kb.search")):
+        rows = list(AuditEvent.objects.filter(request_id=request_id))
+        assert [(e.action, e.api_key_prefix) for e in rows] == [(action, prefix)], request_id
+    # A request that logs nothing of its own still records the key's use (see the test above).
+    client.get("/api/v1/collections", HTTP_X_REQUEST_ID="req-list-00001")
+    assert [e.action for e in AuditEvent.objects.filter(request_id="req-list-00001")] == ["api_key.use"]
+
+
 def test_upload_replace_delete_search_and_ask_are_logged_with_the_chunks_served(alice, keyed, isolated_storage):
     client, secret = keyed
     collection = client.post("/api/v1/collections", {"name": "Ops"}, content_type="application/json").json()["id"]

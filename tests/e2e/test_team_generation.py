@@ -65,7 +65,7 @@ def team_llm(tmp_path_factory):
         while "inference worker" not in worker.log() or " ready in " not in worker.log():
             assert worker.alive() and time.monotonic() < deadline, worker.log()
             time.sleep(0.3)
-        yield port, token, model, processes, name
+        yield port, token, model, processes, name, env
     finally:
         for process in processes:
             process.stop()
@@ -135,8 +135,17 @@ def hang_up_and_wait_for_cancel(port: int, token: str | None) -> None:
         time.sleep(0.2)
 
 
+def test_the_inference_workers_readiness_probe_sees_its_loaded_model(team_llm):
+    """``cairn_ready --pool inference`` (the container's probe) passes once the real worker loaded its model."""
+    import json
+
+    env = team_llm[-1]
+    body = json.loads(run_manage(env, "cairn_ready", "--pool", "inference"))
+    assert body["status"] == "ready" and body["checks"]["model"] == "ok", body
+
+
 def test_eight_concurrent_streams_are_batched_on_the_worker_and_equal_greedy(team_llm):
-    port, token, model, processes, _ = team_llm
+    port, token, model, processes, *_ = team_llm
     budgets = [8 + 3 * i for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as clients:
         results = list(clients.map(
@@ -176,7 +185,7 @@ def test_a_client_that_hangs_up_cancels_its_generation_on_the_worker(team_llm):
 
 
 def test_admission_refuses_a_user_over_the_limit_across_web_processes(team_llm):
-    port, token, _model, _processes, db_name = team_llm
+    port, token, _model, _processes, db_name, _env = team_llm
     import psycopg
     import redis
 

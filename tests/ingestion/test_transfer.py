@@ -74,13 +74,20 @@ def test_personal_to_team_and_back_refusing_a_changed_archive(tmp_path, team_env
     personal = child_env(CAIRN_DATA_DIR=str(tmp_path / "personal"), CAIRN_TASKS="inline")
     run_manage(personal, "cairn_ingest", str(files), "--collection", "Policies")
     archive = tmp_path / "policies.tar"
-    assert "10 documents" in run_manage(personal, "cairn_export", str(archive))
+    exported = run_manage(personal, "cairn_export", str(archive), "--audit")
+    assert "10 documents" in exported and "audit events" in exported
 
     # When it is imported into a team install for alice
     run_manage(team_env, "migrate", "--verbosity", "0")
     run_manage(team_env, "cairn_apikey", "--user", "alice", "--create-user")
     run_manage(team_env, "cairn_apikey", "--user", "bob", "--create-user")
-    assert "imported 10 documents" in run_manage(team_env, "cairn_import", str(archive), "--owner", "alice")
+    imported = run_manage(team_env, "cairn_import", str(archive), "--owner", "alice")
+    assert "imported 10 documents" in imported
+    # the personal install's audit log came along, verified on its own and kept apart from the team's chain
+    kept = imported.split("apart from this install's chain: ", 1)[1].strip()
+    assert kept.startswith("audit-imports/")
+    assert "intact" in run_manage(team_env, "cairn_audit_verify", "--archive",
+                                  str(Path(team_env["CAIRN_DATA_DIR"]) / kept))
 
     # Then the documents, chunk texts and top results for 20 queries are the same
     before, after = _snapshot(personal), _snapshot(team_env)

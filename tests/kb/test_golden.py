@@ -152,7 +152,7 @@ def test_the_page_adds_questions_runs_and_shows_each_run_with_its_model(api, col
     bad = page.post(url, {"action": "add", "question": "No documents?"}, follow=True).content.decode()
 
     run = EvaluationRun.objects.get(collection_id=collection_id)
-    assert "Evaluated 1 questions" in ran and 'data-metric="ndcg10">1.000<' in ran
+    assert "Evaluated 1 question: nDCG@10 1.000" in ran and 'data-metric="ndcg10">1.000<' in ran
     assert run.embedding_model in ran and "How long are database backups kept?" in ran
     assert "Name at least one expected document" in bad
 

@@ -49,3 +49,46 @@ def test_probes_are_not_redirected_to_https(client, settings):
     settings.SECURE_SSL_REDIRECT = True
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code in (200, 503)
+
+
+def _cairn_ready(*args: str) -> tuple[int, dict]:
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    try:
+        call_command("cairn_ready", *args, stdout=out)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, json.loads(out.getvalue())
+
+
+def test_cairn_ready_for_an_inference_pool_needs_this_hosts_worker_to_have_its_model_loaded(
+        settings, isolated_storage):
+    import redis
+
+    from inference.transport import ALIVE_KEY, inference_worker_beat
+
+    settings.CAIRN_TASKS = "celery"
+    settings.CAIRN_REDIS_URL = "redis://127.0.0.1:6379/14"
+    client = redis.Redis.from_url(settings.CAIRN_REDIS_URL)
+    client.delete(ALIVE_KEY)
+    try:
+        code, body = _cairn_ready("--pool", "index")  # no model check for the other pools
+        assert code == 0 and "model" not in body["checks"], body
+
+        code, body = _cairn_ready("--pool", "inference", "--host", "gpu-node-7")
+        assert code == 1 and body["failing"] == ["model"], body
+        assert "model loaded" in body["checks"]["model"]
+
+        inference_worker_beat(client, "gpu-node-70:41")  # another host whose name merely starts alike
+        assert _cairn_ready("--pool", "inference", "--host", "gpu-node-7")[0] == 1
+        inference_worker_beat(client, "gpu-node-7:1234")  # a worker beats only once its model is loaded
+        code, body = _cairn_ready("--pool", "inference", "--host", "gpu-node-7")
+        assert code == 0 and body["checks"]["model"] == "ok" and body["status"] == "ready", body
+    finally:
+        client.delete(ALIVE_KEY)
+        client.close()

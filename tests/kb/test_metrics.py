@@ -44,6 +44,28 @@ def test_metrics_after_an_upload_and_a_search(api, collection_id, client):
     assert value(after, "cairn_metrics_source_up", source="jobs") == 1
 
 
+def test_stage_durations_and_failures_by_reason(api, collection_id, client, settings):
+    """Every stage of an indexed document is timed; failed jobs are counted by what went wrong."""
+    assert upload(api, collection_id, "valves.txt", b"Valves are checked daily.\n\nThe pump is blue.").status_code == 201
+    broken = upload(api, collection_id, "broken.pdf", b"%PDF-1.7\n this is not really a PDF")
+    assert broken.status_code in (201, 400), broken.content
+    settings.CAIRN_MAX_PASSAGES_PER_DOCUMENT = 2
+    long = "\n\n".join(f"Paragraph {i} about valve number {i} and its yearly inspection." * 30 for i in range(20))
+    assert upload(api, collection_id, "long.txt", long.encode()).status_code == 201
+
+    found = samples(client)
+    for stage in ("parse", "chunk", "embed", "index"):
+        assert value(found, "cairn_ingestion_stage_duration_seconds_count", stage=stage) >= 1, stage
+        assert value(found, "cairn_ingestion_stage_duration_seconds_sum", stage=stage) > 0, stage
+        assert value(found, "cairn_ingestion_stage_duration_seconds_bucket", stage=stage, le="+Inf") == value(
+            found, "cairn_ingestion_stage_duration_seconds_count", stage=stage)
+    assert value(found, "cairn_ingestion_failed_jobs", reason="too_many_passages") == 1
+    if broken.status_code == 201:  # refused at upload (400) when the sniffer already sees it is not a PDF
+        assert value(found, "cairn_ingestion_failed_jobs", reason="unreadable") == 1
+    assert value(found, "cairn_ingestion_failed_jobs", reason="time_budget") == 0  # every reason present
+    assert value(found, "cairn_ingestion_failed_jobs") == value(found, "cairn_ingestion_jobs", state="FAILED")
+
+
 def test_no_route_label_carries_an_id(api, collection_id, client):
     api.get(f"/api/v1/collections/{collection_id}")
     api.get("/no/such/page/12345")

@@ -20,6 +20,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("src", help="the archive cairn_export wrote")
         parser.add_argument("--owner", default=None, help="the user who will own the imported collections")
+        parser.add_argument("--audit-key-file", default=None,
+                            help="the source install's CAIRN_AUDIT_KEY_FILE, to prove the keyed events of an "
+                                 "exported audit log (without it they are checked for their links only)")
 
     def handle(self, *args: object, **options: Any) -> None:
         source = Path(str(options["src"])).expanduser()
@@ -33,12 +36,23 @@ class Command(BaseCommand):
             owner = personal_user()
         else:
             raise CommandError("--owner is required in team mode")
+        key = None
+        if options["audit_key_file"]:
+            try:
+                key = Path(str(options["audit_key_file"])).expanduser().read_text().strip().encode()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"cannot read the audit key file: {exc}") from None
         try:
-            result = archive_import(source, owner=owner, actor=SYSTEM)
+            result = archive_import(source, owner=owner, actor=SYSTEM, audit_key=key)
         except ArchiveRefused as exc:
             raise CommandError(f"archive refused: {exc}") from None
         self.stdout.write(f"imported {result.documents_created} documents "
                           f"({result.documents_present} already present, "
                           f"{result.collections_created} new collections) for {owner.get_username()}")
+        if result.audit_log:
+            unproven = result.audit_log["keyed_unverified"]
+            self.stdout.write(f"kept its audit log ({result.audit_log['events']} events, verified"
+                              f"{f'; {unproven} keyed events linked only: give --audit-key-file' if unproven else ''})"
+                              f" apart from this install's chain: {result.audit_log['stored_as']}")
         for grant in result.grants_skipped:
             self.stdout.write(f"not granted (no such user or group here): {grant}")
