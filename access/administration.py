@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from access.models import GroupMembership, Source, User
+from access.models import GroupMembership, GroupRecord, Source, User
 from access.models import Policy as PolicyRow
 from access.policy import LEVEL_ATTRIBUTES, LEVELS, Policy, PolicyError
 from access.services import Actor, audit_record
@@ -102,6 +102,34 @@ def group_create(*, actor: Actor, name: str) -> Group:
     return group
 
 
+class GroupManaged(ValueError):
+    """A group the SCIM client provisions: it is deleted there, not here (the next sync would bring it back)."""
+
+
+def group_scim_managed(group: Group) -> bool:
+    """True when SCIM provisions the group (it has a SCIM record or SCIM-given members)."""
+    return (GroupRecord.objects.filter(group=group).exclude(external_id="").exists()
+            or GroupMembership.objects.filter(group=group, source=Source.SCIM).exists())
+
+
+def group_delete(*, actor: Actor, group: Group) -> None:
+    """Delete a group: its members lose what it was shared, at their next request.
+
+    Collection grants to the group go with it (``kb`` deletes them through
+    the cascade of django-guardian's group object permissions).  A
+    SCIM-provisioned group is refused with ``GroupManaged``: delete it in the
+    identity provider.
+    """
+    if group_scim_managed(group):
+        raise GroupManaged(f"{group.name} is provisioned by SCIM: remove it in your identity provider.")
+    with transaction.atomic():
+        members = sorted(group.user_set.values_list("username", flat=True))
+        group_id, name = group.pk, group.name
+        group.delete()
+        audit_record(actor=actor, action="group.delete", target_type="group", target_id=group_id,
+                     detail={"name": name, "members": members[:200], "member_count": len(members)})
+
+
 def _resync(user: User, group: Group) -> None:
     """``user.groups`` holds ``group`` exactly while some channel's membership row does."""
     if GroupMembership.objects.filter(user=user, group=group).exists():
@@ -173,6 +201,7 @@ def policy_set(*, actor: Actor, scope: str, source: str, collection_id: int | No
 
 
 __all__ = [
-    "InvalidAttributes", "PolicyError", "attributes_validate", "group_create", "group_member_add",
+    "GroupManaged", "InvalidAttributes", "PolicyError", "attributes_validate", "group_create", "group_delete",
+    "group_member_add", "group_scim_managed",
     "group_member_remove", "membership_add", "membership_remove", "policy_set", "user_attributes_set",
 ]

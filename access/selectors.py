@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from django.contrib.auth.models import Group
 from django.db.models import Q, QuerySet
 
-from access.models import ApiKey, User
+from access.models import ApiKey, GroupMembership, User
 from access.models import Policy as PolicyRow
 from access.policy import Policy, PolicyError
 
@@ -82,3 +82,22 @@ def group_by_name(name: str) -> Group | None:
 def groups_with_members() -> list[tuple[Group, list[str]]]:
     groups = Group.objects.order_by("name").prefetch_related("user_set")
     return [(group, sorted(u.get_username() for u in group.user_set.all())) for group in groups]
+
+
+ADMIN_USER_LIST_LIMIT = 500
+
+
+def users_for_admin(*, limit: int = ADMIN_USER_LIST_LIMIT) -> list[User]:
+    """Active users (alphabetical, at most ``limit``) with their groups, for the administration page."""
+    return list(User.objects.filter(is_active=True).order_by("username").prefetch_related("groups")[:limit])
+
+
+def group_memberships(group: Group) -> list[tuple[str, list[str]]]:
+    """``(username, [channels])`` of each member: which of admin / idp / scim put them in the group."""
+    channels: dict[str, list[str]] = {}
+    rows = GroupMembership.objects.filter(group=group).order_by("user__username", "source")
+    for username, source in rows.values_list("user__username", "source"):
+        channels.setdefault(username, []).append(source)
+    for username in group.user_set.values_list("username", flat=True):  # memberships older than the channels
+        channels.setdefault(username, [])
+    return sorted(channels.items())

@@ -84,3 +84,42 @@ def hidden_from(user: User, collection: Collection) -> int:
     total = Document.objects.unrestricted("how many documents a policy hides, told to who cannot see them").live(
     ).filter(collection=collection).count()
     return max(0, total - selectors.readable_documents(user, collection=collection).count())
+
+
+def platform_policy_preview(*, source: str, saver: User) -> dict[str, Any]:
+    """The effect of saving ``source`` as the platform policy, the same way as ``policy_preview``.
+
+    People: every active user (at most ``MAX_PEOPLE``, the saver always
+    among them); counts: the documents each may read in every collection.
+    ``total`` is the live documents of the collections the saver may open
+    (what the policy could hide from them).  ``PolicyError`` if it does not parse.
+    """
+    from access.administration import policy_set
+    from access.models import Policy as PolicyRow
+
+    users = list(User.objects.filter(is_active=True).exclude(pk=saver.pk).order_by("username")[:MAX_PEOPLE - 1])
+    people = [Person(saver, "you"), *(Person(user, "user") for user in users)]
+    total = Document.objects.unrestricted("how many documents the platform policy could hide from its saver").live(
+    ).filter(collection__in=selectors.readable_collections(saver)).count()
+
+    def counts() -> dict[int, int]:
+        return {p.user.pk: selectors.readable_documents(p.user).count() for p in people}
+
+    before = counts()
+    with transaction.atomic():
+        policy_set(actor=SYSTEM, scope=PolicyRow.PLATFORM, source=source)
+        after = counts()
+        transaction.set_rollback(True)
+    rows: list[dict[str, Any]] = [
+        {"user": p.user.get_username(), "via": p.via, "before": before[p.user.pk], "after": after[p.user.pk]}
+        for p in people]
+    you = rows[0]
+    return {
+        "total": total,
+        "you": {"before": you["before"], "after": you["after"]},
+        "hides_everything_from_you": total > 0 and you["after"] == 0,
+        "people": rows,
+        "losing": [row for row in rows if row["after"] < row["before"]],
+        "gaining": [row for row in rows if row["after"] > row["before"]],
+        "people_counted": len(people),
+    }

@@ -7,7 +7,7 @@ page makes sure the CSRF cookie is set.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -18,8 +18,8 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from access.models import AnyUser
 from access.services import access_denied_record, actor_from_request, signed_in_user
-from kb import selectors
-from kb.models import Chunk
+from kb import attribute_forms, selectors
+from kb.models import Chunk, Document
 
 CHUNKS_PER_PAGE = 50
 T = TypeVar("T")
@@ -66,11 +66,30 @@ def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
-    document = _readable_or_404(request, "document", document_id, selectors.document_get)
+    try:
+        document = selectors.document_get(request.user, document_id)
+    except selectors.NotFound:
+        # An editor still manages a document a policy hides from them (labelling it is how it becomes
+        # readable): they get its status and attributes, never its content.
+        try:
+            document = selectors.document_get_managed(request.user, document_id)
+        except selectors.NotFound:
+            document = _readable_or_404(request, "document", document_id, selectors.document_get)
+        return render(request, "kb/document.html", document_context(request, document, hidden=True))
+    return render(request, "kb/document.html", document_context(request, document))
+
+
+def document_context(request: HttpRequest, document: Document, *, hidden: bool = False) -> dict[str, Any]:
+    """What the document page shows of a document the user may read (``selectors.document_get``).
+
+    ``hidden``: one a policy hides from this editor (``selectors.document_get_managed``): no passages
+    and no versions, only its status and attributes.
+    """
     # document_get is the permission check: the chunks below belong to the
     # current (searchable) version of a document this user may read.
     version = document.current_version
-    chunks = version.chunks.restrict(request.user).order_by("ordinal") if version is not None else None
+    chunks = (version.chunks.restrict(request.user).order_by("ordinal")
+              if version is not None and not hidden else None)
     # A deep link to a passage (?chunk=<id>, from a citation) opens the page of the list that holds it.
     target = _target_chunk(chunks, request.GET.get("chunk"))
     asked_page = request.GET.get("page") or (target[1] // CHUNKS_PER_PAGE + 1 if target else None)
@@ -79,12 +98,15 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     job = getattr(latest, "job", None) if latest is not None else None
     role = selectors.collection_role(request.user, document.collection)
     versions = (document.versions.restrict(request.user).select_related("job", "created_by")
-                .order_by("-number")[:50])
-    return render(request, "kb/document.html", {
+                .order_by("-number")[:50]) if not hidden else []
+    return {
+        "hidden_by_policy": hidden,
         "document": document, "version": version, "latest": latest, "job": job, "chunks": page,
         "target_chunk": target[0] if target else None, "versions": versions,
         "can_edit": role in (selectors.Role.EDITOR, selectors.Role.OWNER),
-    })
+        "attribute_rows": attribute_forms.rows_from_attributes(document.attributes),
+        "attribute_types": attribute_forms.TYPES,
+    }
 
 
 def _target_chunk(chunks: QuerySet[Chunk] | None, chunk_id: str | None) -> tuple[int, int] | None:

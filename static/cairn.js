@@ -780,7 +780,7 @@
     var close = el("button", { type: "button", class: "button button--small viewer__close", "aria-label": gettext("Close the passage") }, gettext("Close"));
     var meta = el("p", { class: "viewer__meta muted small" });
     var body = el("div", { class: "viewer__body" });
-    var panel = el("aside", { id: "viewer", class: "viewer", role: "dialog", "aria-modal": "false",
+    var panel = el("div", { id: "viewer", class: "viewer", role: "dialog", "aria-modal": "false",
                               "aria-labelledby": "viewer-title", hidden: true },
       el("div", { class: "viewer__head" }, title, close), meta, body);
     close.addEventListener("click", function () { closeViewer(); });

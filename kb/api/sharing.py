@@ -131,10 +131,8 @@ class CollectionPolicyView(APIView):
                 preview = policy_preview.policy_preview(collection=collection, source=source,
                                                         saver=signed_in_user(request))
                 if preview["hides_everything_from_you"]:
-                    return Response(error_body(
-                        "confirm_required", f"This policy would hide all {preview['total']} documents from you. "
-                        "Label the documents first, or send \"confirm\": true to save it anyway.", preview),
-                        status=status.HTTP_409_CONFLICT)
+                    return Response(error_body("confirm_required", confirm_message(preview), preview),
+                                    status=status.HTTP_409_CONFLICT)
             services.collection_policy_set(actor=actor_from_request(request), collection=collection, source=source)
         except InvalidPolicy as exc:
             return policy_error(exc)
@@ -264,11 +262,29 @@ class GroupMemberView(AdminView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class GroupView(AdminView):
+    """DELETE ``/admin/groups/<name>``: the group, its memberships and its collection grants (not SCIM's)."""
+
+    def delete(self, request: Request, name: str) -> Response:
+        group = _group(name)
+        try:
+            administration.group_delete(actor=actor_from_request(request), group=group)
+        except administration.GroupManaged as exc:
+            return Response(error_body("scim_managed", str(exc)), status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class PlatformPolicyView(AdminView):
-    """GET/PUT ``{"policy": "…"}``: the policy every document read must also pass (empty: none)."""
+    """GET/PUT ``{"policy": "…"}``: the policy every document read must also pass (empty: none).
+
+    Like a collection's: a policy that would hide every document from the
+    admin saving it is refused with 409 ``confirm_required`` (its preview in
+    ``details``) unless the PUT says ``"confirm": true``.
+    """
 
     class Input(serializers.Serializer):
         policy = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False)
+        confirm = serializers.BooleanField(required=False, default=False)
 
     def get(self, request: Request) -> Response:
         return Response({"policy": access_selectors.policy_source(Policy.PLATFORM)})
@@ -276,9 +292,35 @@ class PlatformPolicyView(AdminView):
     def put(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        source = data.validated_data["policy"]
         try:
-            administration.policy_set(actor=actor_from_request(request), scope=Policy.PLATFORM,
-                                      source=data.validated_data["policy"])
+            if source.strip() and not data.validated_data["confirm"]:
+                preview = policy_preview.platform_policy_preview(source=source, saver=signed_in_user(request))
+                if preview["hides_everything_from_you"]:
+                    return Response(error_body("confirm_required", confirm_message(preview), preview),
+                                    status=status.HTTP_409_CONFLICT)
+            administration.policy_set(actor=actor_from_request(request), scope=Policy.PLATFORM, source=source)
         except administration.PolicyError as exc:
             return policy_error(exc)
         return Response({"policy": access_selectors.policy_source(Policy.PLATFORM)})
+
+
+class PlatformPolicyPreviewView(AdminView):
+    """POST ``{"policy"}``: who would read how many documents under it (nothing is saved)."""
+
+    def post(self, request: Request) -> Response:
+        data = PlatformPolicyView.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            preview = policy_preview.platform_policy_preview(source=data.validated_data["policy"],
+                                                             saver=signed_in_user(request))
+        except administration.PolicyError as exc:
+            return policy_error(exc)
+        return Response(preview)
+
+
+def confirm_message(preview: dict[str, Any]) -> str:
+    return _(
+        "This policy would hide all %(total)d documents from you. "
+        "Label the documents first, or send \"confirm\": true to save it anyway."
+    ) % {"total": preview["total"]}
