@@ -946,7 +946,7 @@
 
   // The helpers the page's other scripts (search.js, answer.js) build on.
   window.Cairn = { api: api, el: el, append: append, showAlert: showAlert, loading: loading, setBusy: setBusy,
-                   plural: plural, reflow: reflow, highlighted: highlighted, passageUrl: passageUrl };
+                   num: num, reflow: reflow, highlighted: highlighted, passageUrl: passageUrl };
 
   function init() {
     sizeProgressBars();

@@ -113,8 +113,8 @@
         return { document_id: r.document_id, title: r.title, results: [i] };
       });
       parts.push(el("p", { class: "results-summary" },
-        interpolate(ngettext("%s passage", "%s passages", items.length), [items.length]) + " · " +
-        interpolate(ngettext("%s document", "%s documents", groups.length), [groups.length]) + " · " +
+        interpolate(ngettext("%s passage", "%s passages", items.length), [C.num(items.length)]) + " · " +
+        interpolate(ngettext("%s document", "%s documents", groups.length), [C.num(groups.length)]) + " · " +
         interpolate(gettext("for “%s”"), [query])));
       if (data.no_good_match) {
         parts.push(el("p", { class: "notice", "data-role": "no-good-match" },
@@ -142,7 +142,7 @@
         list.appendChild(el("li", { class: "result", "data-document-id": group.document_id },
           el("a", { class: "result__title", href: C.passageUrl(best.document_id, best.chunk_id) }, group.title),
           group.results.length > 1 ? el("span", { class: "muted small" }, " · " +
-            interpolate(ngettext("%s passage", "%s passages", group.results.length), [group.results.length])) : null,
+            interpolate(ngettext("%s passage", "%s passages", group.results.length), [C.num(group.results.length)])) : null,
           passages));
       });
       parts.push(list);
