@@ -139,20 +139,28 @@ def test_a_working_session_from_upload_to_deleting_the_collection(
         )
     shot("03-indexed")
 
-    # Search: the collection's passages, then only inside the Chinese document (the API's document filter)
+    # Search: the collection's passages, then with a filter (file type: plain text, i.e. the Chinese document)
     page.fill("#search-query", "维护窗口")
     page.locator("#search-form button[type=submit]").click()
     first = page.locator("#search-results .result").first
     first.wait_for()
-    assert "维护" in first.locator(".result__text").inner_text()
+    assert "维护" in first.locator(".result__text").first.inner_text()
     shot("04-search")
     chinese_id = int(
         page.locator('tr.doc-row[data-title="维护须知.txt"]').get_attribute("data-id") or 0
     )
-    filtered = page.request.get(
-        f"{base}/api/v1/search", params={"q": "keeper", "document": str(chinese_id)}
-    ).json()
-    assert {r["document_id"] for r in filtered["results"]} <= {chinese_id}
+    page.locator("#search-filters > summary").click()
+    page.select_option("#search-kind", "text")
+    page.fill("#search-query", "keeper")
+    page.locator("#search-form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"[?&]kind=text"))
+    page.locator("#search-results .result").first.wait_for()
+    found = page.locator("#search-results .result").evaluate_all(
+        "items => items.map(item => Number(item.dataset.documentId))"
+    )
+    assert found and set(found) == {chinese_id}, found
+    shot("04b-search-filtered")
+    page.locator("#search-clear").click()
 
     # Ask; a citation opens its passage highlighted on the rendered PDF page
     answer = _ask(page, "When is the lighthouse beacon tested?", 0)
