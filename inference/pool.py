@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
 
 from inference.backends import Generator
 from inference.citations import cited_numbers, normalize_markers
+from inference.fallback import answer_or_fallback
 from inference.metrics import Registry
 from inference.metrics import registry as default_registry
 from inference.reasoning import ReasoningSplitter
@@ -90,6 +91,7 @@ class AnswerDict(TypedDict):
     generated: bool
     passages_used: int
     passages_offered: int
+    fallback: str  # "extractive" when a bare-marker reply was replaced (``inference.fallback``)
 
 
 class TextEvent(TypedDict):
@@ -241,7 +243,7 @@ def answer_dict(
     """The finished answer as ``inference.wire`` dicts it, by the rules of ``inference.api.generate``."""
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
-    text = normalize_markers(answer.strip(), highest)
+    text, fallback = answer_or_fallback(request, normalize_markers(answer.strip(), highest), generated=generated)
     return {
         "answer": text,
         "reasoning": reasoning.strip(),
@@ -250,6 +252,7 @@ def answer_dict(
         "generated": generated,
         "passages_used": len(request.passages),
         "passages_offered": offered,
+        "fallback": fallback,
     }
 
 

@@ -70,3 +70,6 @@ class Answer:
     # the rest did not fit the model's context window (packing drops whole
     # passages from the end, never a part of one).
     passages_offered: int = 0
+    # "extractive" when the model's reply said nothing but a citation marker and extracts
+    # were returned instead (``inference.fallback``); "" for the model's own answer.
+    fallback: str = ""

@@ -36,4 +36,5 @@ def answer_from_dict(data: Mapping[str, Any]) -> Answer:  # a ``done`` event's A
         generated=bool(data["generated"]),
         passages_used=int(data.get("passages_used", 0)),
         passages_offered=int(data.get("passages_offered", data.get("passages_used", 0))),
+        fallback=str(data.get("fallback") or ""),
     )
