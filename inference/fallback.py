@@ -18,13 +18,17 @@ from inference.backends.extractive import NO_PASSAGES_MESSAGE, ExtractiveGenerat
 from inference.citations import is_bare_marker
 from inference.types import GenerationRequest
 
-FALLBACK_LABEL = "The language model gave no answer of its own, only a citation; extracts from your documents:"
+FALLBACK_LABEL = (
+    "The language model gave no answer of its own, only a citation; extracts from your documents:"
+)
 FALLBACK_EXTRACTIVE = "extractive"
 # One quote reads as the answer; more would bury it (and the model's pick is unknown).
 FALLBACK_QUOTES = 2
 
 
-def answer_or_fallback(request: GenerationRequest, text: str, *, generated: bool) -> tuple[str, str]:
+def answer_or_fallback(
+    request: GenerationRequest, text: str, *, generated: bool
+) -> tuple[str, str]:
     """``(answer, fallback)``: ``text`` and "" when it says something, else extracts and "extractive".
 
     Quoting backends (``generated=False``) are never replaced: their answer is already extracts.

@@ -56,8 +56,10 @@ _LABELS = (LABEL, FALLBACK_LABEL)
 def load_answers(path: Path) -> dict[str, list[str]]:
     """``answers.jsonl`` of a QA set: query id → gold answers; raises ``DatasetError`` naming the line."""
     if not path.is_file():
-        raise DatasetError(f"{path.parent} has no answers.jsonl (gold answers); "
-                           "benchmarks/squad_to_beir.py writes one beside the BEIR files")
+        raise DatasetError(
+            f"{path.parent} has no answers.jsonl (gold answers); "
+            "benchmarks/squad_to_beir.py writes one beside the BEIR files"
+        )
     answers: dict[str, list[str]] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -68,9 +70,16 @@ def load_answers(path: Path) -> dict[str, list[str]]:
             except (json.JSONDecodeError, RecursionError):
                 raise DatasetError(f"{path}:{number}: not valid JSON") from None
             gold = row.get("answers") if isinstance(row, dict) else None
-            if not isinstance(row, dict) or "_id" not in row or not isinstance(gold, list) or not gold \
-                    or not all(isinstance(a, str) for a in gold):
-                raise DatasetError(f"{path}:{number}: expected {{\"_id\": …, \"answers\": [non-empty list of strings]}}")
+            if (
+                not isinstance(row, dict)
+                or "_id" not in row
+                or not isinstance(gold, list)
+                or not gold
+                or not all(isinstance(a, str) for a in gold)
+            ):
+                raise DatasetError(
+                    f'{path}:{number}: expected {{"_id": …, "answers": [non-empty list of strings]}}'
+                )
             answers[str(row["_id"])] = gold
     if not answers:
         raise DatasetError(f"{path} holds no gold answers")
@@ -94,7 +103,7 @@ def scoring_text(answer: str) -> str:
     """The answer as scored: without citation markers and without an extractive label line."""
     for label in _LABELS:
         if answer.startswith(label):
-            answer = answer[len(label):]
+            answer = answer[len(label) :]
     return strip_markers(answer.replace("“", " ").replace("”", " "))
 
 
@@ -121,8 +130,10 @@ def f1(prediction: str, gold: Iterable[str]) -> float:
 def contains_answer(text: str, gold: Iterable[str]) -> bool:
     """A gold answer occurs in ``text`` as a run of whole tokens, after normalisation."""
     haystack = " " + " ".join(tokens(normalize(text))) + " "
-    return any(needle.strip() and f" {needle} " in haystack
-               for needle in (" ".join(tokens(normalize(g))) for g in gold))
+    return any(
+        needle.strip() and f" {needle} " in haystack
+        for needle in (" ".join(tokens(normalize(g))) for g in gold)
+    )
 
 
 @dataclass
@@ -182,22 +193,48 @@ class AnswerScores:
         return statistics.median(q.seconds for q in self.questions) if self.questions else 0.0
 
     def summary(self) -> dict[str, float | int]:
-        return {"questions": len(self.questions), "em": self.em, "f1": self.f1, "answer_recall": self.recall,
-                "citation_precision": self.citation_precision, "cited": self.cited,
-                "bare_markers": self.bare_markers, "fallbacks": self.fallbacks, "p50_s": self.p50_s}
+        return {
+            "questions": len(self.questions),
+            "em": self.em,
+            "f1": self.f1,
+            "answer_recall": self.recall,
+            "citation_precision": self.citation_precision,
+            "cited": self.cited,
+            "bare_markers": self.bare_markers,
+            "fallbacks": self.fallbacks,
+            "p50_s": self.p50_s,
+        }
 
 
 def score_answer(
-    *, query_id: str, question: str, answer: str, cited: Sequence[Passage], gold: list[str],
-    relevant_documents: set[int], fallback: str = "", seconds: float = 0.0,
+    *,
+    query_id: str,
+    question: str,
+    answer: str,
+    cited: Sequence[Passage],
+    gold: list[str],
+    relevant_documents: set[int],
+    fallback: str = "",
+    seconds: float = 0.0,
 ) -> QuestionResult:
     """One question's scores; ``relevant_documents`` are the Cairn ids of its qrels' documents."""
     scored = scoring_text(answer)
-    relevant = sum(1 for p in cited if p.document_id in relevant_documents or contains_answer(p.text, gold))
+    relevant = sum(
+        1 for p in cited if p.document_id in relevant_documents or contains_answer(p.text, gold)
+    )
     return QuestionResult(
-        query_id=query_id, question=question, answer=answer, gold=gold, em=exact_match(scored, gold),
-        f1=f1(scored, gold), recall=float(contains_answer(scored, gold)), cited=len(cited), cited_relevant=relevant,
-        bare_marker=is_bare_marker(answer), fallback=fallback, seconds=seconds,
+        query_id=query_id,
+        question=question,
+        answer=answer,
+        gold=gold,
+        em=exact_match(scored, gold),
+        f1=f1(scored, gold),
+        recall=float(contains_answer(scored, gold)),
+        cited=len(cited),
+        cited_relevant=relevant,
+        bare_marker=is_bare_marker(answer),
+        fallback=fallback,
+        seconds=seconds,
     )
 
 
@@ -211,8 +248,13 @@ def document_ids_by_key(user: User, collection: Collection) -> dict[str, int]:
 
 
 def evaluate_answers(
-    dataset: Dataset, answers: dict[str, list[str]], *, user: User, collection: Collection,
-    limit: int | None = None, ask: AskFunction | None = None,
+    dataset: Dataset,
+    answers: dict[str, list[str]],
+    *,
+    user: User,
+    collection: Collection,
+    limit: int | None = None,
+    ask: AskFunction | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AnswerScores:
     """Ask every question that has gold answers (the first ``limit``, in file order) and score the answers."""
@@ -220,7 +262,9 @@ def evaluate_answers(
     actor = Actor(user=user)
 
     def ask_cairn(question: str) -> AskResult:
-        return answer_question(user=user, actor=actor, question=question, collection_ids=[collection.pk])
+        return answer_question(
+            user=user, actor=actor, question=question, collection_ids=[collection.pk]
+        )
 
     ask = ask or ask_cairn
     asked = [q for q in dataset.queries if q in answers][: limit or None]
@@ -231,12 +275,21 @@ def evaluate_answers(
         question = dataset.queries[query_id]
         started = time.perf_counter()
         result = ask(question)
-        relevant = {by_key[d] for d, r in dataset.qrels.get(query_id, {}).items() if r > 0 and d in by_key}
-        scores.questions.append(score_answer(
-            query_id=query_id, question=question, answer=result.answer.answer, cited=result.cited,
-            gold=answers[query_id], relevant_documents=relevant, fallback=result.answer.fallback,
-            seconds=time.perf_counter() - started,
-        ))
+        relevant = {
+            by_key[d] for d, r in dataset.qrels.get(query_id, {}).items() if r > 0 and d in by_key
+        }
+        scores.questions.append(
+            score_answer(
+                query_id=query_id,
+                question=question,
+                answer=result.answer.answer,
+                cited=result.cited,
+                gold=answers[query_id],
+                relevant_documents=relevant,
+                fallback=result.answer.fallback,
+                seconds=time.perf_counter() - started,
+            )
+        )
         if progress is not None:
             progress(index)
     return scores

@@ -41,7 +41,7 @@ MAX_ANSWER_CHARS = 900
 # A further quote must earn its place: a sentence sharing one common word with the
 # question after one that answers it only makes the answer longer to read.
 RELATIVE_FLOOR = 0.5
-# Fragments shorter than this ("1.", "Fig. 2.") say nothing on their own.
+# Fragments shorter than this ("1.", "Fig. 2.") say nothing on their own (a CJK character counts 3).
 MIN_SENTENCE_CHARS = 12
 # A line this short, unpunctuated, opening a paragraph and followed by a capitalised line is a heading.
 MAX_HEADING_WORDS = 12
@@ -140,6 +140,11 @@ def _runs(text: str) -> list[str]:
     return [run for run in runs if run.strip()]
 
 
+def _weight(sentence: str) -> int:
+    """Length in Latin-character equivalents: a CJK character says about as much as a short word."""
+    return len(sentence) + 2 * len(_CJK.findall(sentence))
+
+
 def split_sentences(text: str) -> list[str]:
     """The sentences of ``text``, each a stripped verbatim slice of it; headings are left out."""
     sentences: list[str] = []
@@ -151,7 +156,7 @@ def split_sentences(text: str) -> list[str]:
             sentences.append(run[start:end])
             start = match.end()
         sentences.append(run[start:])
-    kept = [s.strip() for s in sentences if len(s.strip()) >= MIN_SENTENCE_CHARS]
+    kept = [s.strip() for s in sentences if _weight(s.strip()) >= MIN_SENTENCE_CHARS]
     # A passage that is all short fragments is still quotable as a whole.
     if kept:
         return kept
