@@ -107,28 +107,36 @@ def _bigrams(text: str) -> set[tuple[str, str]]:
 
 
 def _is_heading(line: str, after: str | None, opens_paragraph: bool) -> bool:
-    """A Markdown heading, or a short unpunctuated line opening a paragraph before a capitalised line."""
+    """A Markdown heading, or a short unpunctuated line opening a paragraph before a capitalised line.
+
+    ``after`` is the next line that is not blank (None at the end of the text).
+    """
     if _MARKDOWN_HEADING.match(line):
         return True
     stripped = line.strip()
     if not stripped or not opens_paragraph or after is None or _SENTENCE_END.search(stripped):
         return False
-    nxt = after.lstrip()
+    nxt = after.lstrip()  # the next line that is not blank
     if not nxt or len(stripped.split()) > MAX_HEADING_WORDS:
         return False
     first = nxt[0]
     return first.isupper() or first.isdigit() or bool(_CJK.match(first))
 
 
-def _runs(text: str) -> list[str]:
-    """``text`` cut at its heading lines (which are dropped): the runs of body text between them."""
+def _runs(text: str, heading: str = "") -> list[str]:
+    """``text`` cut at its heading lines (which are dropped): the runs of body text between them.
+
+    ``heading`` is the passage's own heading (the chunker's); a line that repeats it is a heading too.
+    """
     lines = text.splitlines(keepends=True)
+    known = " ".join(heading.lower().split())
     runs: list[str] = []
     current: list[str] = []
     opens_paragraph = True  # the first line, or the line after a blank line or a finished sentence
     for index, line in enumerate(lines):
-        after = lines[index + 1] if index + 1 < len(lines) else None
-        if _is_heading(line, after, opens_paragraph):
+        after = next((later for later in lines[index + 1 :] if later.strip()), None)
+        bare = " ".join(line.strip().lstrip("#").lower().split())
+        if (known and bare == known) or _is_heading(line, after, opens_paragraph):
             runs.append("".join(current))
             current = []
             opens_paragraph = True
@@ -145,10 +153,10 @@ def _weight(sentence: str) -> int:
     return len(sentence) + 2 * len(_CJK.findall(sentence))
 
 
-def split_sentences(text: str) -> list[str]:
+def split_sentences(text: str, heading: str = "") -> list[str]:
     """The sentences of ``text``, each a stripped verbatim slice of it; headings are left out."""
     sentences: list[str] = []
-    runs = _runs(text)
+    runs = _runs(text, heading)
     for run in runs:
         start = 0
         for match in _BOUNDARY.finditer(run):
@@ -175,7 +183,11 @@ def _quote(sentence: str) -> str:
 def _same(a: _Sentence, b: _Sentence) -> bool:
     """The same sentence, or near enough that quoting both would repeat it."""
     x, y = " ".join(_WORD.findall(a.text.lower())), " ".join(_WORD.findall(b.text.lower()))
-    if x == y or (x and y and (x in y or y in x)):
+    if x == y:
+        return True
+    short, long = sorted((x, y), key=len)
+    # One inside the other is a repeat only when it is most of it (a cut-off copy), not a phrase of it.
+    if short and short in long and len(short) >= 0.6 * len(long):
         return True
     tx, ty = _terms(a.text), _terms(b.text)
     return bool(tx and ty) and len(tx & ty) / len(tx | ty) >= 0.8
@@ -196,7 +208,7 @@ class ExtractiveGenerator:
         """The sentences to quote, most relevant to the question first (not in passage order)."""
         sentences: list[_Sentence] = []
         for p in request.passages:
-            for i, s in enumerate(split_sentences(p.text)):
+            for i, s in enumerate(split_sentences(p.text, p.heading)):
                 candidate = _Sentence(passage=p, position=i, text=s)
                 if not any(_same(candidate, seen) for seen in sentences):
                     sentences.append(candidate)

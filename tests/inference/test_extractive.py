@@ -178,3 +178,10 @@ def test_the_answer_length_is_bounded() -> None:
     assert 1 <= len(found) <= 3
     assert sum(len(t) for t, _ in found) <= MAX_ANSWER_CHARS
     assert len(answer.answer) <= len(LABEL) + MAX_ANSWER_CHARS + 3 * len("\n\n“” [1]")
+
+
+def test_a_heading_paragraph_is_not_quoted_and_does_not_hide_its_section() -> None:
+    # Chunks of a Markdown document start with their heading as a paragraph of its own.
+    text = "Turbine hall\n\nThe turbine hall maintenance window opens at six on the first Sunday."
+    found = extract("when does the turbine hall maintenance window open", passage(1, text))
+    assert found == [("The turbine hall maintenance window opens at six on the first Sunday.", 1)]
