@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 from inference.api import generate, load_generator
-from inference.backends.extractive import LABEL, MAX_ANSWER_CHARS, NO_PASSAGES_MESSAGE, split_sentences
+from inference.backends.extractive import (
+    LABEL,
+    MAX_ANSWER_CHARS,
+    NO_PASSAGES_MESSAGE,
+    split_sentences,
+)
 from inference.types import GenerationRequest, Passage
 
 QUOTE = re.compile(r"“(.+?)” \[(\d+)\]")

@@ -13,10 +13,24 @@ from inference.pool import GenerationPool
 from inference.types import GenerationRequest, Passage, StreamEvent
 
 PASSAGES = (
-    Passage(number=1, chunk_id=1, document_id=1, title="Office", page=None, heading="",
-            text="The office opens at nine. Parking is free for staff."),
-    Passage(number=2, chunk_id=2, document_id=2, title="Handbook", page=None, heading="",
-            text="Employees get twenty holiday days a year. Unused days expire in March."),
+    Passage(
+        number=1,
+        chunk_id=1,
+        document_id=1,
+        title="Office",
+        page=None,
+        heading="",
+        text="The office opens at nine. Parking is free for staff.",
+    ),
+    Passage(
+        number=2,
+        chunk_id=2,
+        document_id=2,
+        title="Handbook",
+        page=None,
+        heading="",
+        text="Employees get twenty holiday days a year. Unused days expire in March.",
+    ),
 )
 REQUEST = GenerationRequest(question="How many holiday days do employees get?", passages=PASSAGES)
 
@@ -35,7 +49,9 @@ class ScriptedGenerator:
             yield StreamEvent(channel="answer", text=piece)
 
 
-@pytest.mark.parametrize("reply", ["[1]", " [2] ", "[1][2].", "【1】", "[^1]", "Answer: [1]", "", "[1, 2]"])
+@pytest.mark.parametrize(
+    "reply", ["[1]", " [2] ", "[1][2].", "【1】", "[^1]", "Answer: [1]", "", "[1, 2]"]
+)
 def test_replies_with_nothing_but_markers_are_bare(reply: str) -> None:
     assert is_bare_marker(reply)
 
@@ -58,7 +74,11 @@ def test_a_bare_marker_answer_is_replaced_by_labelled_extracts() -> None:
 def test_a_real_answer_is_returned_unchanged() -> None:
     answer = generate(ScriptedGenerator("Twenty days", " a year [2]."), REQUEST)
 
-    assert answer.answer == "Twenty days a year [2]." and answer.fallback == "" and answer.cited_numbers == (2,)
+    assert (
+        answer.answer == "Twenty days a year [2]."
+        and answer.fallback == ""
+        and answer.cited_numbers == (2,)
+    )
 
 
 def test_quoting_backends_are_never_replaced() -> None:
@@ -73,10 +93,14 @@ def test_the_pool_finishes_a_bare_marker_reply_with_the_fallback() -> None:
         pool.close()
     done = events[-1]
     assert done["event"] == "done"
-    assert done["answer"]["fallback"] == "extractive" and done["answer"]["answer"].startswith(FALLBACK_LABEL)
+    assert done["answer"]["fallback"] == "extractive" and done["answer"]["answer"].startswith(
+        FALLBACK_LABEL
+    )
     assert done["answer"]["cited_numbers"][0] == 2
 
 
 def test_without_passages_the_fallback_says_so() -> None:
-    text, fallback = answer_or_fallback(GenerationRequest(question="Anything?", passages=()), "[1]", generated=True)
+    text, fallback = answer_or_fallback(
+        GenerationRequest(question="Anything?", passages=()), "[1]", generated=True
+    )
     assert fallback == "extractive" and "No passages" in text

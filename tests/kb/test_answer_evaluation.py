@@ -10,7 +10,15 @@ from django.core.management import CommandError, call_command
 
 from inference.backends.extractive import LABEL
 from inference.types import Passage
-from kb.answer_evaluation import contains_answer, exact_match, f1, normalize, score_answer, scoring_text, tokens
+from kb.answer_evaluation import (
+    contains_answer,
+    exact_match,
+    f1,
+    normalize,
+    score_answer,
+    scoring_text,
+    tokens,
+)
 from tests.kb.test_eval import write_beir
 
 GOLD = {"q1": ["every month"], "q2": ["at six", "six"], "q3": ["ninety days"]}
@@ -18,7 +26,9 @@ GOLD = {"q1": ["every month"], "q2": ["at six", "six"], "q3": ["ninety days"]}
 
 def write_qa(root, gold=GOLD):
     write_beir(root)
-    (root / "answers.jsonl").write_text("".join(json.dumps({"_id": q, "answers": a}) + "\n" for q, a in gold.items()))
+    (root / "answers.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "answers": a}) + "\n" for q, a in gold.items())
+    )
     return root
 
 
@@ -29,7 +39,9 @@ def run(*args):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cairn_eval_answers_asks_every_question_and_prints_the_four_metrics(tmp_path, isolated_storage):
+def test_cairn_eval_answers_asks_every_question_and_prints_the_four_metrics(
+    tmp_path, isolated_storage
+):
     dataset = write_qa(tmp_path / "tinyqa")
 
     out = run(str(dataset), "--answers", "--json", str(tmp_path / "answers.json"))
@@ -42,7 +54,9 @@ def test_cairn_eval_answers_asks_every_question_and_prints_the_four_metrics(tmp_
     scores = report["scores"]
     assert report["backend"] == "extractive" and scores["questions"] == 3
     # The extractive answer quotes the one sentence that holds each gold answer, from its own document.
-    assert scores["answer_recall"] == pytest.approx(1.0) and scores["citation_precision"] == pytest.approx(1.0)
+    assert scores["answer_recall"] == pytest.approx(1.0) and scores[
+        "citation_precision"
+    ] == pytest.approx(1.0)
     assert scores["em"] == pytest.approx(0.0) and 0.1 < scores["f1"] < 0.5
     assert float(values[1]) == pytest.approx(scores["em"], abs=1e-4)
     assert float(values[2]) == pytest.approx(scores["f1"], abs=1e-4)
@@ -71,7 +85,9 @@ def test_em_and_f1_follow_the_squad_script() -> None:
     assert exact_match("the Eiffel tower.", ["Eiffel Tower"]) == 1.0
     assert exact_match("Eiffel", ["Eiffel Tower"]) == 0.0
     assert f1("Eiffel", ["Eiffel Tower"]) == pytest.approx(2 / 3)
-    assert f1("in Paris, France", ["Paris", "France"]) == pytest.approx(0.5)  # best over the gold answers
+    assert f1("in Paris, France", ["Paris", "France"]) == pytest.approx(
+        0.5
+    )  # best over the gold answers
     assert f1("", ["x"]) == 0.0
 
 
@@ -89,14 +105,31 @@ def test_answer_recall_needs_whole_tokens_and_ignores_markers_and_labels() -> No
     assert scoring_text("Twenty days [1, 2]【3】.") == "Twenty days ."
 
 
-def test_citation_precision_counts_cited_passages_of_relevant_documents_or_with_the_answer() -> None:
+def test_citation_precision_counts_cited_passages_of_relevant_documents_or_with_the_answer() -> (
+    None
+):
     def cited(number, document_id, text):
-        return Passage(number=number, chunk_id=number, document_id=document_id, title="", page=None, heading="",
-                       text=text)
+        return Passage(
+            number=number,
+            chunk_id=number,
+            document_id=document_id,
+            title="",
+            page=None,
+            heading="",
+            text=text,
+        )
 
     result = score_answer(
-        query_id="q", question="?", answer="Twenty days [1][2][3]", gold=["twenty days"], relevant_documents={7},
-        cited=[cited(1, 7, "unrelated words"), cited(2, 8, "Staff get twenty days."), cited(3, 9, "Lunch at noon.")],
+        query_id="q",
+        question="?",
+        answer="Twenty days [1][2][3]",
+        gold=["twenty days"],
+        relevant_documents={7},
+        cited=[
+            cited(1, 7, "unrelated words"),
+            cited(2, 8, "Staff get twenty days."),
+            cited(3, 9, "Lunch at noon."),
+        ],
     )
     assert (result.cited, result.cited_relevant) == (3, 2)
     assert result.em == 1.0 and result.recall == 1.0 and not result.bare_marker

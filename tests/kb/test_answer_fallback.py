@@ -39,25 +39,41 @@ def citation_only_model(settings, tmp_path):
     answering.reset_admission()
 
 
-def test_a_bare_marker_reply_is_answered_with_labelled_extracts(api, collection_id, citation_only_model):
+def test_a_bare_marker_reply_is_answered_with_labelled_extracts(
+    api, collection_id, citation_only_model
+):
     assert upload(api, collection_id, "leave.txt", DOCUMENT).status_code == 201
 
-    response = api.post("/api/v1/ask", {"question": "How many holiday days do employees get?",
-                                         "collection": collection_id}, format="json")
+    response = api.post(
+        "/api/v1/ask",
+        {"question": "How many holiday days do employees get?", "collection": collection_id},
+        format="json",
+    )
 
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["fallback"] == "extractive" and body["generated"] is True
     assert body["answer"] != "[1]" and body["answer"].startswith(FALLBACK_LABEL)
     assert "“Employees get twenty holiday days a year.” [1]" in body["answer"]
-    assert body["citation_mode"] == "marked" and "twenty holiday days" in body["citations"][0]["text"]
+    assert (
+        body["citation_mode"] == "marked" and "twenty holiday days" in body["citations"][0]["text"]
+    )
 
 
-def test_a_streamed_bare_marker_reply_ends_with_the_fallback_answer(api, collection_id, citation_only_model):
+def test_a_streamed_bare_marker_reply_ends_with_the_fallback_answer(
+    api, collection_id, citation_only_model
+):
     assert upload(api, collection_id, "leave.txt", DOCUMENT).status_code == 201
 
-    response = api.post("/api/v1/ask", {"question": "How many holiday days do employees get?",
-                                         "collection": collection_id, "stream": True}, format="json")
+    response = api.post(
+        "/api/v1/ask",
+        {
+            "question": "How many holiday days do employees get?",
+            "collection": collection_id,
+            "stream": True,
+        },
+        format="json",
+    )
 
     assert response.status_code == 200
     events = sse_events(b"".join(response.streaming_content))
