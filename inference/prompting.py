@@ -17,7 +17,7 @@ from inference.types import GenerationRequest, Passage
 INSTRUCTIONS = (
     "You answer questions using only the numbered passages from the organisation's documents "
     "that are given with the question.\n"
-    "- Answer in one short sentence that states the answer in words; then cite the passage that supports it "
+    "- Start with the answer itself, in words, short and direct; then cite the passage that supports it "
     "with its number in square brackets, for example [1] or [2, 3]. A citation alone is not an answer.\n"
     "- If the passages do not contain the answer, say that you don't know; "
     "do not use outside knowledge and do not guess.\n"
@@ -31,7 +31,7 @@ INSTRUCTIONS = (
     "Passages:\n"
     "[1] (Staff handbook) New employees receive 25 days of paid leave a year.\n"
     "Question: How many days of paid leave do new employees get?\n"
-    "Answer: New employees get 25 days of paid leave a year [1]."
+    "Answer: 25 days a year [1]."
 )
 
 NO_PASSAGES = "(No passages from the documents match this question.)"
