@@ -50,7 +50,18 @@ class ScriptedGenerator:
 
 
 @pytest.mark.parametrize(
-    "reply", ["[1]", " [2] ", "[1][2].", "【1】", "[^1]", "Answer: [1]", "", "[1, 2]", "[2] (p0-1.md › Normans)"]
+    "reply",
+    [
+        "[1]",
+        " [2] ",
+        "[1][2].",
+        "【1】",
+        "[^1]",
+        "Answer: [1]",
+        "",
+        "[1, 2]",
+        "[2] (p0-1.md › Normans)",
+    ],
 )
 def test_replies_with_nothing_but_markers_are_bare(reply: str) -> None:
     assert is_bare_marker(reply)
