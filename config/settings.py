@@ -324,6 +324,8 @@ CAIRN_LLM_DEVICE = env_str("CAIRN_LLM_DEVICE")  # "cuda:1", "cpu"; default: cuda
 CAIRN_LLM_DEVICE_MAP = env_str("CAIRN_LLM_DEVICE_MAP")  # "auto": spread over all GPUs (accelerate)
 CAIRN_LLM_GGUF_FILE = env_str("CAIRN_LLM_GGUF_FILE")  # a .gguf file inside CAIRN_LLM_PATH
 CAIRN_LLM_CONTEXT_WINDOW = env_int("CAIRN_LLM_CONTEXT_WINDOW", 0, minimum=0, maximum=10_000_000)
+# Passages a local model is shown at most; 0: automatic (3 for models under 1.5B parameters or a short window).
+CAIRN_LLM_MAX_PASSAGES = env_int("CAIRN_LLM_MAX_PASSAGES", 0, minimum=0, maximum=50)
 # Model files vs cairn-manifest.json: verify when present, require one, or off.
 CAIRN_LLM_MANIFEST = env_choice("CAIRN_LLM_MANIFEST", "verify", ("verify", "require", "off"))
 CAIRN_VLLM_TENSOR_PARALLEL = env_int("CAIRN_VLLM_TENSOR_PARALLEL", 1, minimum=1, maximum=64)
@@ -345,6 +347,7 @@ def _llm_options() -> dict[str, object]:
             "dtype": CAIRN_LLM_DTYPE, "quantization": quantization, "device": CAIRN_LLM_DEVICE,
             "device_map": CAIRN_LLM_DEVICE_MAP, "gguf_file": CAIRN_LLM_GGUF_FILE,
             "context_window": window, "manifest": CAIRN_LLM_MANIFEST,
+            "max_passages": CAIRN_LLM_MAX_PASSAGES or None,
         }
     if CAIRN_LLM_BACKEND == "vllm":
         return {

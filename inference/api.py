@@ -23,6 +23,7 @@ from inference.backends import (
     create_generator,
 )
 from inference.citations import cited_numbers, normalize_markers
+from inference.fallback import answer_or_fallback
 from inference.types import Answer, Finished, GenerationRequest, Passage, StreamEvent
 
 __all__ = [
@@ -128,7 +129,9 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
         (reasoning if event.channel == "reasoning" else answer).append(event.text)
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
-    text = normalize_markers("".join(answer).strip(), highest)
+    text, fallback = answer_or_fallback(
+        request, normalize_markers("".join(answer).strip(), highest), generated=generator.generated
+    )
     return Answer(
         answer=text,
         reasoning="".join(reasoning).strip(),
@@ -140,4 +143,5 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
         passages_offered=offered,
         model=str(getattr(generator, "model_name", "") or generator.name),
         finish_reason=finished.reason,
+        fallback=fallback,
     )

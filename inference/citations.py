@@ -62,3 +62,26 @@ def normalize_markers(answer_text: str, n_passages: int) -> str:
         return "[" + ", ".join(str(n) for n in numbers) + "]"
 
     return _MARKER.sub(rewrite, answer_text)
+
+
+# What may stand around a marker without saying anything: punctuation, and a
+# leading label some models copy from the prompt ("Answer: [1]").
+_LABEL = re.compile(r"^\s*(?:answer|source|sources|答案|回答)\s*[:：]", re.IGNORECASE)
+# A passage header copied after its marker: "[2] (handbook.pdf, p. 3 › Leave)" (``prompting.passage_header``).
+_COPIED_HEADER = re.compile(r"(?:\[|【)\s*\d{1,4}\s*(?:\]|】)\s*\([^()]*\)")
+
+
+def strip_markers(answer_text: str) -> str:
+    """``answer_text`` without its citation markers (every form ``cited_numbers`` reads), whitespace tidied."""
+    return " ".join(_MARKER.sub(" ", answer_text).split())
+
+
+def is_bare_marker(answer_text: str) -> bool:
+    """True when the answer says nothing once its citation markers are removed.
+
+    "[1]", "[1][2].", "Answer: [1]", "[2] (handbook.pdf › Leave)" and an
+    empty reply are bare: no letter or digit is left (of any script) after
+    the markers, a copied passage header and a copied "Answer:" label go.
+    """
+    rest = _LABEL.sub("", strip_markers(_COPIED_HEADER.sub(" ", answer_text)))
+    return not any(ch.isalnum() for ch in rest)

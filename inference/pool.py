@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
 
 from inference.backends import Generator
 from inference.citations import cited_numbers, normalize_markers
+from inference.fallback import answer_or_fallback
 from inference.metrics import Registry
 from inference.metrics import registry as default_registry
 from inference.reasoning import ReasoningSplitter
@@ -92,6 +93,7 @@ class AnswerDict(TypedDict):
     passages_offered: int
     model: str
     finish_reason: FinishReason
+    fallback: str  # "extractive" when a bare-marker reply was replaced (``inference.fallback``)
 
 
 class TextEvent(TypedDict):
@@ -244,7 +246,7 @@ def answer_dict(
     """The finished answer as ``inference.wire`` dicts it, by the rules of ``inference.api.generate``."""
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
-    text = normalize_markers(answer.strip(), highest)
+    text, fallback = answer_or_fallback(request, normalize_markers(answer.strip(), highest), generated=generated)
     return {
         "answer": text,
         "reasoning": reasoning.strip(),
@@ -255,6 +257,7 @@ def answer_dict(
         "passages_offered": offered,
         "model": model or name,
         "finish_reason": finish_reason,
+        "fallback": fallback,
     }
 
 

@@ -77,6 +77,9 @@ class Answer:
     # for backends without one, e.g. "extractive"), and why it stopped ("length": cut at the limit).
     model: str = ""
     finish_reason: FinishReason = "stop"
+    # "extractive" when the model's reply said nothing but a citation marker and extracts
+    # were returned instead (``inference.fallback``); "" for the model's own answer.
+    fallback: str = ""
 
 
 # What a backend's ``stream`` is: events, then (as the generator's return value) why it ended.

@@ -39,4 +39,5 @@ def answer_from_dict(data: Mapping[str, Any]) -> Answer:  # a ``done`` event's A
         # Absent from answers of workers older than these fields: the backend's name, stopped by itself.
         model=str(data.get("model") or data["backend"]),
         finish_reason=finish_reason_of(data.get("finish_reason")),
+        fallback=str(data.get("fallback") or ""),
     )

@@ -1,10 +1,10 @@
 """The default backend when no language model is configured: quote, don't generate.
 
 It picks the sentences of the passages that share the most (idf-weighted)
-terms with the question and quotes them, each followed by its ``[n]``
-marker, under a label that says plainly that these are extracts. It must
-never read as generated prose: ``generated`` is False and the label is the
-first line of every answer that quotes.
+terms with the question and quotes them, most relevant first, each followed
+by its ``[n]`` marker, under a label that says plainly that these are
+extracts. It must never read as generated prose: ``generated`` is False and
+the label is the first line of every answer that quotes.
 
 Invariants:
 * deterministic: the same request gives the same answer (ties are broken by
@@ -13,7 +13,15 @@ Invariants:
   normalised (a line wrap inside a sentence becomes one space, since the
   quote is shown on one line) and an over-long sentence is cut at a word
   boundary and marked with "…";
-* every marker names a passage of the request.
+* every marker names a passage of the request;
+* no sentence is quoted twice (overlapping chunks repeat sentences; a
+  near-copy — the same words, or one sentence inside another — counts as the same);
+* a heading is never part of a quote: Markdown heading lines, and short
+  unpunctuated lines that open a paragraph and are followed by a capitalised
+  line, end the sentence before them and are not quoted themselves;
+* the answer is bounded: at most ``max_quotes`` quotes of at most
+  ``MAX_QUOTE_CHARS`` each, ``MAX_ANSWER_CHARS`` of quotes in all, and a quote
+  after the first only when it scores at least ``RELATIVE_FLOOR`` of the best.
 """
 
 from __future__ import annotations
@@ -29,8 +37,14 @@ LABEL = "Extracts from your documents (no language model is configured):"
 NO_PASSAGES_MESSAGE = "No passages in the documents you can read match this question."
 
 MAX_QUOTE_CHARS = 400
-# Fragments shorter than this ("1.", "Fig. 2.") say nothing on their own.
+MAX_ANSWER_CHARS = 900
+# A further quote must earn its place: a sentence sharing one common word with the
+# question after one that answers it only makes the answer longer to read.
+RELATIVE_FLOOR = 0.5
+# Fragments shorter than this ("1.", "Fig. 2.") say nothing on their own (a CJK character counts 3).
 MIN_SENTENCE_CHARS = 12
+# A line this short, unpunctuated, opening a paragraph and followed by a capitalised line is a heading.
+MAX_HEADING_WORDS = 12
 
 # Sentence ends: terminal punctuation (plus closing quotes/brackets) before
 # whitespace; CJK terminal punctuation, which needs no space after it; blank
@@ -40,6 +54,9 @@ _BOUNDARY = re.compile(
 )
 _WORD = re.compile(r"\w+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}(?:\s|$)")
+# A line ending like this continues or ends a sentence; a heading ends with none of it.
+_SENTENCE_END = re.compile(r"[.!?…:;,、。！？：；，\-–—(\[\"'“‘]$")
 
 # Function words carry no topic; idf over a handful of passages is too coarse
 # to push them down on its own.
@@ -60,34 +77,99 @@ class _Sentence:
     text: str  # verbatim slice of passage.text, stripped
 
 
-def _terms(text: str) -> set[str]:
-    """Lower-cased content words; CJK runs become single characters (no spaces to split on)."""
-    terms: set[str] = set()
+def _fold(word: str) -> str:
+    # Crude plural folding ("days" ~ "day"); a stemmer would be a dependency for little gain.
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _term_list(text: str) -> list[str]:
+    """Lower-cased content words in order; CJK runs become single characters (no spaces to split on)."""
+    terms: list[str] = []
     for word in _WORD.findall(text.lower()):
         if _CJK.search(word):
-            terms.update(ch for ch in word if not ch.isspace())
+            terms.extend(ch for ch in word if not ch.isspace())
             continue
         if word in _STOPWORDS or (len(word) < 2 and not word.isdigit()):
             continue
-        # Crude plural folding ("days" ~ "day"); a stemmer would be a dependency for little gain.
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        terms.add(word)
+        terms.append(_fold(word))
     return terms
 
 
-def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text``, each a stripped verbatim slice of it."""
+def _terms(text: str) -> set[str]:
+    return set(_term_list(text))
+
+
+def _bigrams(text: str) -> set[tuple[str, str]]:
+    terms = _term_list(text)
+    return set(zip(terms, terms[1:], strict=False))
+
+
+def _is_heading(line: str, after: str | None, opens_paragraph: bool) -> bool:
+    """A Markdown heading, or a short unpunctuated line opening a paragraph before a capitalised line.
+
+    ``after`` is the next line that is not blank (None at the end of the text).
+    """
+    if _MARKDOWN_HEADING.match(line):
+        return True
+    stripped = line.strip()
+    if not stripped or not opens_paragraph or after is None or _SENTENCE_END.search(stripped):
+        return False
+    nxt = after.lstrip()  # the next line that is not blank
+    if not nxt or len(stripped.split()) > MAX_HEADING_WORDS:
+        return False
+    first = nxt[0]
+    return first.isupper() or first.isdigit() or bool(_CJK.match(first))
+
+
+def _runs(text: str, heading: str = "") -> list[str]:
+    """``text`` cut at its heading lines (which are dropped): the runs of body text between them.
+
+    ``heading`` is the passage's own heading (the chunker's); a line that repeats it is a heading too.
+    """
+    lines = text.splitlines(keepends=True)
+    known = " ".join(heading.lower().split())
+    runs: list[str] = []
+    current: list[str] = []
+    opens_paragraph = True  # the first line, or the line after a blank line or a finished sentence
+    for index, line in enumerate(lines):
+        after = next((later for later in lines[index + 1 :] if later.strip()), None)
+        bare = " ".join(line.strip().lstrip("#").lower().split())
+        if (known and bare == known) or _is_heading(line, after, opens_paragraph):
+            runs.append("".join(current))
+            current = []
+            opens_paragraph = True
+            continue
+        current.append(line)
+        stripped = line.strip()
+        opens_paragraph = not stripped or bool(re.search(r"[.!?…。！？:：]$", stripped))
+    runs.append("".join(current))
+    return [run for run in runs if run.strip()]
+
+
+def _weight(sentence: str) -> int:
+    """Length in Latin-character equivalents: a CJK character says about as much as a short word."""
+    return len(sentence) + 2 * len(_CJK.findall(sentence))
+
+
+def split_sentences(text: str, heading: str = "") -> list[str]:
+    """The sentences of ``text``, each a stripped verbatim slice of it; headings are left out."""
     sentences: list[str] = []
-    start = 0
-    for match in _BOUNDARY.finditer(text):
-        end = match.start() if match.group(0).startswith("\n") else match.end()
-        sentences.append(text[start:end])
-        start = match.end()
-    sentences.append(text[start:])
-    kept = [s.strip() for s in sentences if len(s.strip()) >= MIN_SENTENCE_CHARS]
+    runs = _runs(text, heading)
+    for run in runs:
+        start = 0
+        for match in _BOUNDARY.finditer(run):
+            end = match.start() if match.group(0).startswith("\n") else match.end()
+            sentences.append(run[start:end])
+            start = match.end()
+        sentences.append(run[start:])
+    kept = [s.strip() for s in sentences if _weight(s.strip()) >= MIN_SENTENCE_CHARS]
     # A passage that is all short fragments is still quotable as a whole.
-    return kept or ([text.strip()] if text.strip() else [])
+    if kept:
+        return kept
+    whole = " ".join(run.strip() for run in runs)
+    return [whole] if whole else []
 
 
 def _quote(sentence: str) -> str:
@@ -96,6 +178,19 @@ def _quote(sentence: str) -> str:
         return words
     cut = words.rfind(" ", 0, MAX_QUOTE_CHARS)
     return words[: cut if cut > 0 else MAX_QUOTE_CHARS] + "…"
+
+
+def _same(a: _Sentence, b: _Sentence) -> bool:
+    """The same sentence, or near enough that quoting both would repeat it."""
+    x, y = " ".join(_WORD.findall(a.text.lower())), " ".join(_WORD.findall(b.text.lower()))
+    if x == y:
+        return True
+    short, long = sorted((x, y), key=len)
+    # One inside the other is a repeat only when it is most of it (a cut-off copy), not a phrase of it.
+    if short and short in long and len(short) >= 0.6 * len(long):
+        return True
+    tx, ty = _terms(a.text), _terms(b.text)
+    return bool(tx and ty) and len(tx & ty) / len(tx | ty) >= 0.8
 
 
 class ExtractiveGenerator:
@@ -111,44 +206,70 @@ class ExtractiveGenerator:
         self.max_quotes = max_quotes
 
     def select(self, request: GenerationRequest) -> list[_Sentence]:
-        """The sentences to quote, most relevant first."""
-        sentences = [
-            _Sentence(passage=p, position=i, text=s)
-            for p in request.passages
-            for i, s in enumerate(split_sentences(p.text))
-        ]
+        """The sentences to quote, most relevant to the question first (not in passage order)."""
+        sentences: list[_Sentence] = []
+        for p in request.passages:
+            for i, s in enumerate(split_sentences(p.text, p.heading)):
+                candidate = _Sentence(passage=p, position=i, text=s)
+                if not any(_same(candidate, seen) for seen in sentences):
+                    sentences.append(candidate)
         if not sentences:
             return []
-        passage_terms = [_terms(p.text) for p in request.passages]
-        n = len(passage_terms)
+        sentence_terms = [_terms(s.text) for s in sentences]
+        n = len(sentence_terms)
 
         def idf(term: str) -> float:
-            df = sum(1 for terms in passage_terms if term in terms)
-            # Stays positive even for a term in every passage: it still matches the question.
+            # Over sentences, not passages: the rarer a question term among the candidates,
+            # the better it points at the one sentence that answers.
+            df = sum(1 for terms in sentence_terms if term in terms)
+            # Stays positive even for a term in every sentence: it still matches the question.
             return math.log((n + 1) / (df + 0.5))
 
         weights = {t: idf(t) for t in _terms(request.question)}
-        scored = [
-            (sum(weights[t] for t in weights.keys() & _terms(s.text)), s) for s in sentences
-        ]
+        question_pairs = _bigrams(request.question)
+
+        def score(index: int) -> float:
+            shared = weights.keys() & sentence_terms[index]
+            if not shared:
+                return 0.0
+            total = sum(weights[t] for t in shared)
+            # Question words in the question's order ("paid leave") count once more, half weight.
+            pairs = question_pairs & _bigrams(sentences[index].text)
+            total += 0.5 * sum(weights.get(a, 0.0) + weights.get(b, 0.0) for a, b in pairs) / 2
+            return total
+
+        scored = [(score(i), s) for i, s in enumerate(sentences)]
         ranked = sorted(
-            ((score, s) for score, s in scored if score > 0),
+            ((value, s) for value, s in scored if value > 0),
             key=lambda item: (-item[0], item[1].passage.number, item[1].position),
         )
         if ranked:
-            return [s for _, s in ranked[: self.max_quotes]]
+            best = ranked[0][0]
+            chosen: list[_Sentence] = []
+            used = 0
+            for value, sentence in ranked:
+                if len(chosen) >= self.max_quotes or (chosen and value < RELATIVE_FLOOR * best):
+                    break
+                length = len(_quote(sentence.text))
+                if chosen and used + length > MAX_ANSWER_CHARS:
+                    continue
+                chosen.append(sentence)
+                used += length
+            return chosen
         # No shared terms: the passages were still retrieved (perhaps by meaning,
         # not words), best first, so the opening of the best ones is the fairest quote.
         firsts = [s for s in sentences if s.position == 0]
         return firsts[: min(2, self.max_quotes)]
 
+    def quotes(self, request: GenerationRequest) -> list[str]:
+        """The chosen sentences as quoted, each with its marker: ``“…” [n]``."""
+        return [f"“{_quote(s.text)}” [{s.passage.number}]" for s in self.select(request)]
+
     def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
-        chosen = self.select(request)
-        if not chosen:
+        quotes = self.quotes(request)
+        if not quotes:
             yield StreamEvent(channel="answer", text=NO_PASSAGES_MESSAGE)
             return
         yield StreamEvent(channel="answer", text=LABEL)
-        for sentence in chosen:
-            yield StreamEvent(
-                channel="answer", text=f"\n\n“{_quote(sentence.text)}” [{sentence.passage.number}]"
-            )
+        for quote in quotes:
+            yield StreamEvent(channel="answer", text=f"\n\n{quote}")

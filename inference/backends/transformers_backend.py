@@ -42,7 +42,12 @@ from inference.backends.options import (
     prompt_opens_think,
     prompt_style,
 )
-from inference.prompting import build_messages, build_plain_prompt, pack_passages
+from inference.prompting import (
+    build_messages,
+    build_plain_prompt,
+    pack_passages,
+    passages_for_model,
+)
 from inference.reasoning import ReasoningSplitter
 from inference.types import FinishReason, GenerationRequest, StreamEvents
 
@@ -226,6 +231,9 @@ class TransformersGenerator:
             # Placed by accelerate; inputs go where the embeddings are.
             self.device = self.model.get_input_embeddings().weight.device
         self.context_window = options.get("context_window") or self._model_window()
+        self.max_passages = passages_for_model(
+            parameters=self._parameters(), window=self.context_window, configured=options.get("max_passages")
+        )
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.system_in_user, self.expect_reasoning = prompt_style(self.model_dir, options, self._template_opens_think)
         self.sampling = Sampling.of(options)
@@ -275,13 +283,21 @@ class TransformersGenerator:
             )
         return int(window)
 
+    def _parameters(self) -> int | None:
+        try:
+            return int(self.model.num_parameters())
+        except Exception:  # a model class without the helper: size unknown, no automatic cap
+            return None
+
     def prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens of the full prompt for ``request``, counted by this model's tokenizer."""
         return int(self.encode(request, pack=False)["input_ids"].shape[-1])
 
     def pack(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with the passages that fit the window; see ``prompting.pack_passages``."""
-        return pack_passages(request, prompt_tokens=self.prompt_tokens, window=self.context_window)
+        return pack_passages(
+            request, prompt_tokens=self.prompt_tokens, window=self.context_window, max_passages=self.max_passages
+        )
 
     def _template_opens_think(self) -> bool:
         if not self.has_chat_template:

@@ -47,6 +47,9 @@ def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bo
         "passages_offered": answer.passages_offered or len(passages),
         # The evidence check found nothing relevant, so nothing was generated or cited.
         "no_good_match": no_good_match,
+        # "extractive": the model replied with only a citation marker, so extracts replace it;
+        # the answer's first line says so too. None for the model's own answer.
+        "fallback": answer.fallback or None,
     }
 
 

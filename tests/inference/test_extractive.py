@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 from inference.api import generate, load_generator
-from inference.backends.extractive import LABEL, NO_PASSAGES_MESSAGE, split_sentences
+from inference.backends.extractive import (
+    LABEL,
+    MAX_ANSWER_CHARS,
+    NO_PASSAGES_MESSAGE,
+    split_sentences,
+)
 from inference.types import GenerationRequest, Passage
 
 QUOTE = re.compile(r"“(.+?)” \[(\d+)\]")
@@ -123,3 +128,65 @@ def test_streams_answer_events_only() -> None:
     events = list(load_generator("extractive").stream(request))
     assert events and all(e.channel == "answer" and e.text for e in events)
     assert events[0].text == LABEL
+
+
+def extract(question: str, *passages: Passage) -> list[tuple[str, int]]:
+    return quotes(generate(load_generator("extractive"), GenerationRequest(question=question, passages=passages)).answer)
+
+
+def test_a_sentence_repeated_in_overlapping_chunks_is_quoted_once() -> None:
+    shared = "Employees get twenty holiday days a year."
+    found = extract(
+        "How many holiday days do employees get a year?",
+        passage(1, f"Leave rules changed in 2020. {shared} Requests go to the manager."),
+        passage(2, f"{shared} Unused holiday days expire in March."),
+        passage(3, f"  {shared.upper().lower().capitalize()}  "),
+    )
+    texts = [squash(t).lower() for t, _ in found]
+    assert texts.count(shared.lower()) == 1 and len(texts) == len(set(texts)), found
+
+
+def test_a_heading_is_never_glued_into_the_next_sentence() -> None:
+    text = "# Annual leave\nEmployees get twenty holiday days a year.\n\nParental leave\nParents get ten extra days."
+    found = extract("How many holiday days of annual leave do employees get?", passage(1, text))
+    assert found[0] == ("Employees get twenty holiday days a year.", 1)
+    assert all("Annual leave" not in t and "Parental leave Parents" not in t for t, _ in found), found
+    assert "Parents get ten extra days." in split_sentences(text)
+    assert not any(s.startswith(("#", "Parental leave")) for s in split_sentences(text))
+
+
+def test_sentences_are_chosen_by_relevance_not_passage_order() -> None:
+    found = extract(
+        "When does the turbine hall maintenance window open?",
+        passage(1, "The turbine hall is next to the boiler room. Visitors wear badges."),
+        passage(2, "Lunch is served at noon."),
+        passage(3, "The turbine hall maintenance window opens at six on the first Sunday."),
+    )
+    assert found[0] == ("The turbine hall maintenance window opens at six on the first Sunday.", 3)
+
+
+def test_chinese_text_is_split_at_chinese_sentence_ends() -> None:
+    text = "员工每年有二十天年假。未使用的年假在三月失效！加班需要经理批准？"
+    assert split_sentences(text) == ["员工每年有二十天年假。", "未使用的年假在三月失效！", "加班需要经理批准？"]
+    found = extract("员工每年有多少天年假？", passage(1, text))
+    assert found[0] == ("员工每年有二十天年假。", 1)
+
+
+def test_the_answer_length_is_bounded() -> None:
+    sentence = "The holiday rule {i} says employees get holiday days " + "and more words " * 20 + "here."
+    passages = tuple(passage(i, " ".join(sentence.format(i=i * 10 + j) for j in range(5))) for i in range(1, 7))
+    answer = generate(
+        load_generator("extractive"),
+        GenerationRequest(question="How many holiday days do employees get?", passages=passages),
+    )
+    found = quotes(answer.answer)
+    assert 1 <= len(found) <= 3
+    assert sum(len(t) for t, _ in found) <= MAX_ANSWER_CHARS
+    assert len(answer.answer) <= len(LABEL) + MAX_ANSWER_CHARS + 3 * len("\n\n“” [1]")
+
+
+def test_a_heading_paragraph_is_not_quoted_and_does_not_hide_its_section() -> None:
+    # Chunks of a Markdown document start with their heading as a paragraph of its own.
+    text = "Turbine hall\n\nThe turbine hall maintenance window opens at six on the first Sunday."
+    found = extract("when does the turbine hall maintenance window open", passage(1, text))
+    assert found == [("The turbine hall maintenance window opens at six on the first Sunday.", 1)]

@@ -105,8 +105,8 @@ def test_tokens_stream_incrementally_before_done(tiny_qwen2: str) -> None:
     generator = load_generator("transformers", tiny_qwen2)
     pool = GenerationPool(generator, metrics=Registry())
     try:
-        # Greedy on this prompt runs to the budget (no EOS): ~1000 tokens, a few hundred events, under a
-        # second on an idle CPU. Long enough that the first piece's arrival can be told from the last one's.
+        # Greedy on this prompt runs for hundreds of tokens (357 with the prompt of issue 15 before EOS), a few
+        # hundred events, under a second on an idle CPU. Long enough to tell the first piece's arrival from the last.
         submitted = time.monotonic()
         ticket = pool.submit(_requests(1, max_new_tokens=1000)[0])
         arrivals = [(time.monotonic(), e) for e in ticket.events(timeout=60)]
@@ -115,12 +115,12 @@ def test_tokens_stream_incrementally_before_done(tiny_qwen2: str) -> None:
     tokens = [t for t, e in arrivals if e["event"] == "token"]
     final = arrivals[-1][1]
     assert final["event"] == "done", final
-    assert final["metrics"]["tokens"] >= 500, final["metrics"]  # the answer is long enough to tell
+    assert final["metrics"]["tokens"] >= 300, final["metrics"]  # the answer is long enough to tell
     assert len(tokens) >= 100, len(tokens)  # many pieces, not one or two
     assert "".join(e["text"] for _, e in arrivals if e["event"] == "token") == final["answer"]["answer"]
     # Incremental, as seen by the reader: the first piece arrived early in the generation. Were the answer
     # buffered and delivered at the end, first and last would arrive together (ratio ~1); streamed, the
-    # ratio is a few percent (prefill + one decode step against ~1000 steps). 0.25 leaves room for a
+    # ratio is a few percent (prefill + one decode step against hundreds of steps). 0.25 leaves room for a
     # loaded machine stalling the pool thread before its first token.
     time_to_first, total = tokens[0] - submitted, tokens[-1] - submitted
     assert time_to_first <= 0.25 * total, (time_to_first, total, final["metrics"])

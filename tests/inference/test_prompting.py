@@ -70,3 +70,31 @@ def test_plain_prompt_is_a_transcript(request_two_passages: GenerationRequest) -
     assert prompt.startswith(f"System: {INSTRUCTIONS}\n\nUser: ")
     assert prompt.endswith("Assistant:")
     assert "[1] (Staff handbook.pdf, p. 3 › Leave)" in prompt
+
+
+def test_the_instructions_show_the_answer_format_with_a_worked_example() -> None:
+    from inference.citations import is_bare_marker
+
+    example = INSTRUCTIONS.split("Example:\n", 1)[1]
+    answer_line = example.strip().splitlines()[-1]
+    assert answer_line.startswith("Answer: ") and "[1]" in answer_line
+    # The example's answer is words first, then the marker: never a bare marker.
+    assert not is_bare_marker(answer_line.removeprefix("Answer: "))
+    assert "A citation alone is not an answer" in INSTRUCTIONS
+
+
+def test_small_models_get_their_three_best_passages_and_large_ones_all_that_fit() -> None:
+    from inference.prompting import pack_passages, passages_for_model
+
+    assert passages_for_model(parameters=494_000_000, window=32_768) == 3
+    assert passages_for_model(parameters=135_000_000, window=8192) == 3
+    assert passages_for_model(parameters=7_000_000_000, window=2048) == 3  # a short window
+    assert passages_for_model(parameters=7_000_000_000, window=32_768) is None
+    assert passages_for_model(parameters=494_000_000, window=32_768, configured=6) == 6
+
+    passages = tuple(Passage(number=i, chunk_id=i, document_id=i, title="t", page=None, heading="", text="x")
+                     for i in range(1, 7))
+    request = GenerationRequest(question="q", passages=passages)
+    packed = pack_passages(request, prompt_tokens=lambda r: 10, window=10_000, max_passages=3)
+    assert [p.number for p in packed.passages] == [1, 2, 3]
+    assert pack_passages(request, prompt_tokens=lambda r: 10, window=10_000).passages == passages

@@ -249,3 +249,16 @@ def test_dtype_on_cuda_follows_bf16_support(
     assert choose_dtype(torch.device("cuda:0"), "float32") == torch.float32
     with pytest.raises(ModelLoadError, match="Unknown dtype"):
         choose_dtype(torch.device("cpu"), "int4")
+
+
+def test_a_small_model_is_shown_its_three_best_passages_unless_configured(tiny_qwen2: str) -> None:
+    from inference.backends.transformers_backend import TransformersGenerator
+
+    passages = tuple(Passage(number=i, chunk_id=i, document_id=i, title="Doc", page=None, heading="",
+                             text=f"Passage number {i} about holiday days.") for i in range(1, 7))
+    request = GenerationRequest(question="How many holiday days?", passages=passages, max_new_tokens=8)
+
+    automatic = TransformersGenerator(tiny_qwen2, device="cpu", manifest="off")
+    assert [p.number for p in automatic.pack(request).passages] == [1, 2, 3]
+    configured = TransformersGenerator(tiny_qwen2, device="cpu", manifest="off", max_passages=5)
+    assert len(configured.pack(request).passages) == 5
