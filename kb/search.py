@@ -62,11 +62,20 @@ def fusion_config() -> FusionConfig:
 
 
 def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | None:
-    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'."""
+    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'.
+
+    A stale choice — marked after a full re-index (``kb.tuning.fusion_mark_stale``), or tuned with
+    another embedding model than the active one — is not used: the settings' default is the safe
+    fallback until an owner re-runs the tuning.
+    """
     if not collection_ids or len(collection_ids) != 1:
         return None
     stored = Collection.objects.filter(pk=collection_ids[0]).values_list("fusion", flat=True).first()
-    return fusion_from_dict(stored) if stored else None
+    if not stored or stored.get("stale"):
+        return None
+    if stored.get("embedding_model") and stored["embedding_model"] != index.embedding_model_id():
+        return None
+    return fusion_from_dict(stored)
 
 
 def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
