@@ -143,7 +143,7 @@ def fusion_tune(*, collection: Collection, folds: int = 5) -> TuneResult:
                                           depth=DEPTH)
         for s, config in enumerate(grid):
             ranked: list[str] = []
-            for chunk_id, _, _ in fuse(retrieval.dense, retrieval.lexical, config, limit=DEPTH):
+            for chunk_id, _score, _ranks in fuse(retrieval.dense, retrieval.lexical, config, limit=DEPTH):
                 key = str(documents.get(chunk_id, ""))
                 if key and key not in ranked:
                     ranked.append(key)

@@ -41,12 +41,20 @@ class TuneView(APIView):
         try:
             tuning.tuning_request(actor=actor, collection=collection)
         except tuning.TooFewQuestions as exc:
-            return Response(error_body("too_few_questions", str(exc),
-                                       {"needed": exc.needed, "have": exc.have, "missing": exc.needed - exc.have}),
-                            status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                error_body(
+                    "too_few_questions",
+                    str(exc),
+                    {"needed": exc.needed, "have": exc.have, "missing": exc.needed - exc.have},
+                ),
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         enqueue_tune(collection.pk)  # inline (tests, command line): it has run when this returns
         collection.refresh_from_db(fields=["fusion", "fusion_tuning"])
-        if data.validated_data["apply"] and (collection.fusion_tuning or {}).get("status") == "done":
+        if (
+            data.validated_data["apply"]
+            and (collection.fusion_tuning or {}).get("status") == "done"
+        ):
             tuning.tuning_apply(actor=actor, collection=collection)
         return Response(tuning.fusion_state(collection), status=status.HTTP_202_ACCEPTED)
 
@@ -54,4 +62,6 @@ class TuneView(APIView):
 class TuneApplyView(APIView):
     def post(self, request: Request, collection_id: str) -> Response:
         collection = selectors.owned_collection_get(request.user, collection_id)
-        return Response(tuning.tuning_apply(actor=actor_from_request(request), collection=collection))
+        return Response(
+            tuning.tuning_apply(actor=actor_from_request(request), collection=collection)
+        )

@@ -2,15 +2,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kb', '0009_collection_fusion'),
+        ("kb", "0009_collection_fusion"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='collection',
-            name='fusion_tuning',
+            model_name="collection",
+            name="fusion_tuning",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]
