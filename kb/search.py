@@ -22,7 +22,7 @@ from access.services import Actor, audit_record
 from kb import index
 from kb.metrics import SEARCH_LATENCY, timed
 from kb.models import Chunk, Collection
-from kb.retrieval.evidence import Evidence, evidence_of
+from kb.retrieval.evidence import Evidence, Thresholds, evidence_of
 from kb.retrieval.fusion import FusionConfig, Leg
 from kb.retrieval.hybrid import Hit, Retrieval, allowed_mask, hybrid_retrieve
 from kb.retrieval.rerank import Reranker, rerank_order
@@ -87,6 +87,14 @@ def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
                                    rrf_k=int(stored.get("rrf_k", default.rrf_k)))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def no_match_thresholds() -> Thresholds:
+    """The "no good match" thresholds the settings name (``CAIRN_NO_MATCH_*``)."""
+    return Thresholds(dense=settings.CAIRN_NO_MATCH_DENSE, margin=settings.CAIRN_NO_MATCH_MARGIN,
+                      lexical=settings.CAIRN_NO_MATCH_LEXICAL, agreement=settings.CAIRN_NO_MATCH_AGREEMENT,
+                      coverage_alone=settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
+                      dense_unseen=settings.CAIRN_NO_MATCH_DENSE_UNSEEN)
 
 
 NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
@@ -169,9 +177,8 @@ def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | 
             mode=mode,
         )
     with timed(SEARCH_LATENCY, leg="evidence"):
-        evidence = evidence_of(retrieval, snapshot.lexical, query_tokens,
-                               dense_threshold=settings.CAIRN_NO_MATCH_DENSE,
-                               lexical_threshold=settings.CAIRN_NO_MATCH_LEXICAL)
+        evidence = evidence_of(retrieval, snapshot.lexical, query_tokens, thresholds=no_match_thresholds(),
+                               lexical_ran=mode in ("hybrid", "lexical"))
     with timed(SEARCH_LATENCY, leg="materialise"):
         results = _materialise(retrieval.hits)
     if reranker is not None:
