@@ -120,7 +120,8 @@ def test_a_streamed_ask_with_no_good_match_streams_the_same_answer(api, handbook
 
 @pytest.mark.django_db(transaction=True)
 def test_thresholds_come_from_the_settings(api, handbook, settings):
-    settings.CAIRN_NO_MATCH_DENSE = settings.CAIRN_NO_MATCH_MARGIN = -1.0  # the dense leg vouches for anything
+    # The dense leg vouches for anything, even with no query term in any passage.
+    settings.CAIRN_NO_MATCH_DENSE = settings.CAIRN_NO_MATCH_MARGIN = settings.CAIRN_NO_MATCH_DENSE_UNSEEN = -1.0
     body = api.get("/api/v1/search", {"q": "xylophone quantum zebra", "collection": handbook}).json()
     assert body["no_good_match"] is False
 
