@@ -59,11 +59,11 @@ class Thresholds:
     """Below these the legs do not vouch for a match (see the module docstring)."""
 
     dense: float = 0.35       # best cosine
-    margin: float = 0.2       # best cosine minus the dense candidates' median
+    margin: float = -1.0      # best cosine minus the dense candidates' median (-1: off, the calibrated default)
     lexical: float = 0.5      # IDF-weighted query-term coverage of the best-covering BM25 hit
     agreement: float = 0.1    # that hit's cosine minus the dense candidates' median
-    coverage_alone: float = 1.0  # coverage at which the lexical leg vouches without the embedder's agreement
-    dense_unseen: float = 0.5    # best cosine needed when no passage holds any query term (coverage 0)
+    coverage_alone: float = 0.999  # coverage at which the lexical leg vouches without the embedder's agreement
+    dense_unseen: float = 0.45   # best cosine needed when no passage holds any query term (coverage 0)
 
 
 @dataclass(frozen=True)
