@@ -294,7 +294,7 @@ CAIRN_NO_MATCH_AGREEMENT = env_float("CAIRN_NO_MATCH_AGREEMENT", 0.1, minimum=-1
 # ... unless the coverage reaches this (the embedder may not read the language; 1.01: never alone).
 CAIRN_NO_MATCH_COVERAGE_ALONE = env_float("CAIRN_NO_MATCH_COVERAGE_ALONE", 0.999, minimum=0.0)
 # The best cosine the dense leg needs when no passage holds any query term (keyboard mash, another language).
-CAIRN_NO_MATCH_DENSE_UNSEEN = env_float("CAIRN_NO_MATCH_DENSE_UNSEEN", 0.45, minimum=-1.0)
+CAIRN_NO_MATCH_DENSE_UNSEEN = env_float("CAIRN_NO_MATCH_DENSE_UNSEEN", 0.6, minimum=-1.0)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
 CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)

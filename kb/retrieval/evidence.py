@@ -63,7 +63,7 @@ class Thresholds:
     lexical: float = 0.5      # IDF-weighted query-term coverage of the best-covering BM25 hit
     agreement: float = 0.1    # that hit's cosine minus the dense candidates' median
     coverage_alone: float = 0.999  # coverage at which the lexical leg vouches without the embedder's agreement
-    dense_unseen: float = 0.45   # best cosine needed when no passage holds any query term (coverage 0)
+    dense_unseen: float = 0.6    # best cosine needed when no passage holds any query term (coverage 0)
 
 
 @dataclass(frozen=True)

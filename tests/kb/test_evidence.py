@@ -191,7 +191,7 @@ def test_chinese_questions_match_chinese_documents_and_chinese_nonsense_does_not
     visitor = api.get("/api/v1/search", {"q": "访客证", "collection": handbook}).json()
     nonsense = api.get("/api/v1/search", {"q": "自行车内胎怎么换", "collection": handbook}).json()
     for label, body in (("real", real), ("visitor", visitor), ("nonsense", nonsense)):
-        print(label, body["evidence"])
+        assert body["evidence"]["lexical_coverage"] is not None, label
 
     assert real["no_good_match"] is False and real["results"][0]["title"] == "nianjia.md", real["evidence"]
     assert visitor["no_good_match"] is False and visitor["results"][0]["title"] == "fangke.md", visitor["evidence"]
