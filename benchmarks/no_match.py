@@ -134,7 +134,9 @@ def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float]) -> floa
 
     def weak(s: dict[str, Any]) -> bool:
         values = {k: s[k] for k in SIGNALS}
-        if values["lexical_coverage"] is None:  # the leg always runs here: None is a run that found nothing
+        if (
+            values["lexical_coverage"] is None
+        ):  # the leg always runs here: None is a run that found nothing
             values["lexical_coverage"] = 0.0
         return is_weak(**values, thresholds=limits)
 
@@ -179,21 +181,41 @@ def choose(runs: list[dict[str, Any]], fp_cap: float) -> list[dict[str, Any]]:
             continue
         primary = [p[name] for p in per for name in PRIMARY]
         corpus = min(p["random-corpus"] for p in per)
-        rows.append({**t, "worst primary detection": min(primary), "mean primary detection": sum(primary) / len(primary),
-                     "worst random-corpus": corpus, "max false positives": fp})
-    rows.sort(key=lambda r: (-r["worst primary detection"], -r["mean primary detection"], -r["worst random-corpus"],
-                             r["max false positives"]))
+        rows.append(
+            {
+                **t,
+                "worst primary detection": min(primary),
+                "mean primary detection": sum(primary) / len(primary),
+                "worst random-corpus": corpus,
+                "max false positives": fp,
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            -r["worst primary detection"],
+            -r["mean primary detection"],
+            -r["worst random-corpus"],
+            r["max false positives"],
+        )
+    )
     return rows
 
 
-def report(runs: list[dict[str, Any]], thresholds: dict[str, float], title: str) -> list[dict[str, Any]]:
+def report(
+    runs: list[dict[str, Any]], thresholds: dict[str, float], title: str
+) -> list[dict[str, Any]]:
     table = []
     for run in runs:
         for half in ("calibration", "test", None):
             r = rates(run, thresholds, half)
-            table.append({"dataset": run["dataset"], "half": half or "all",
-                          "false positives (real)": r["real"],
-                          **{f"detected {name}": r[name] for name in NONSENSE}})
+            table.append(
+                {
+                    "dataset": run["dataset"],
+                    "half": half or "all",
+                    "false positives (real)": r["real"],
+                    **{f"detected {name}": r[name] for name in NONSENSE},
+                }
+            )
     print_table(title, table)
     return table
 
@@ -205,7 +227,10 @@ def combine(paths: list[str], fp_cap: float, json_out: str | None) -> None:
     sys.path.insert(0, str(ROOT))
     runs = [json.loads(Path(p).read_text()) for p in paths]
     grid = choose(runs, fp_cap)
-    print_table(f"grid, calibration halves, false positives <= {fp_cap:.0%} on every set (best 10)", grid[:10])
+    print_table(
+        f"grid, calibration halves, false positives <= {fp_cap:.0%} on every set (best 10)",
+        grid[:10],
+    )
     out: dict[str, Any] = {"fp_cap": fp_cap, "grid": grid[:50]}
     if grid:
         best = {k: grid[0][k] for k in GRID}
@@ -239,7 +264,9 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
         vectors = np.load(cache)
     else:
         started = time.perf_counter()
-        vectors = np.concatenate([embedder.encode(texts[i:i + 256], batch_size=32) for i in range(0, len(texts), 256)])
+        vectors = np.concatenate(
+            [embedder.encode(texts[i : i + 256], batch_size=32) for i in range(0, len(texts), 256)]
+        )
         print(f"embedded {len(texts)} passages in {time.perf_counter() - started:.0f} s")
         if cache is not None:
             np.save(cache, vectors.astype(np.float32))
@@ -254,9 +281,17 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
 
     def search(text: str) -> Any:
         tokens = tokenize(text)
-        retrieval = hybrid_retrieve(snapshot, query_vector=index.embed_query(text), query_tokens=tokens,
-                                    allowed=allowed, k=10, fusion=FusionConfig())
-        return evidence_of(retrieval, lexical, tokens, thresholds=no_match_thresholds(), lexical_ran=True)
+        retrieval = hybrid_retrieve(
+            snapshot,
+            query_vector=index.embed_query(text),
+            query_tokens=tokens,
+            allowed=allowed,
+            k=10,
+            fusion=FusionConfig(),
+        )
+        return evidence_of(
+            retrieval, lexical, tokens, thresholds=no_match_thresholds(), lexical_ran=True
+        )
 
     return search, texts
 
@@ -269,26 +304,44 @@ def cairn_searcher(dataset: Any) -> Any:
     from kb.search import chunk_search_outcome
 
     user = personal_user()
-    collection = corpus_ingest(dataset, user=user, collection_name="beir",
-                               run_jobs=lambda ids: jobs_run_here(ids, index_every=2000))
+    collection = corpus_ingest(
+        dataset,
+        user=user,
+        collection_name="beir",
+        run_jobs=lambda ids: jobs_run_here(ids, index_every=2000),
+    )
 
     def search(text: str) -> Any:
-        return chunk_search_outcome(user, text, collection_ids=[collection.pk], k=10, rerank=False).evidence
+        return chunk_search_outcome(
+            user, text, collection_ids=[collection.pk], k=10, rerank=False
+        ).evidence
 
     return search, [as_markdown(title, text).decode() for title, text in dataset.corpus.values()]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
-    parser.add_argument("--data-dir", default=None, help="reuse a Cairn data dir (skips re-ingesting)")
-    parser.add_argument("--direct", action="store_true", help="build the indexes in-process (no ingestion)")
-    parser.add_argument("--vectors-cache", type=Path, default=None, help="--direct: cache the corpus vectors here")
+    parser.add_argument(
+        "--data-dir", default=None, help="reuse a Cairn data dir (skips re-ingesting)"
+    )
+    parser.add_argument(
+        "--direct", action="store_true", help="build the indexes in-process (no ingestion)"
+    )
+    parser.add_argument(
+        "--vectors-cache", type=Path, default=None, help="--direct: cache the corpus vectors here"
+    )
     parser.add_argument("--random", type=int, default=200, help="queries per random-word set")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--fp-cap", type=float, default=0.03, help="--combine: false-positive cap per dataset")
+    parser.add_argument(
+        "--fp-cap", type=float, default=0.03, help="--combine: false-positive cap per dataset"
+    )
     parser.add_argument("--json", default=None)
-    parser.add_argument("--combine", nargs="+", default=None, help="score the grid over these JSON outputs")
+    parser.add_argument(
+        "--combine", nargs="+", default=None, help="score the grid over these JSON outputs"
+    )
     args = parser.parse_args()
     if args.combine:
         combine(args.combine, args.fp_cap, args.json)
@@ -305,7 +358,9 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     dataset = load_beir(Path(args.data))
-    search, texts = direct_searcher(dataset, args.vectors_cache) if args.direct else cairn_searcher(dataset)
+    search, texts = (
+        direct_searcher(dataset, args.vectors_cache) if args.direct else cairn_searcher(dataset)
+    )
     queries = {
         "real": list(dataset.queries.values()),
         "off-topic": OFF_TOPIC,
@@ -320,17 +375,34 @@ def main() -> None:
         signals[name] = []
         for text, half in zip(texts_, split, strict=True):
             evidence = search(text)
-            signals[name].append({"query": text, "half": half, **{k: getattr(evidence, k) for k in SIGNALS},
-                                  "no_good_match": evidence.no_good_match})
+            signals[name].append(
+                {
+                    "query": text,
+                    "half": half,
+                    **{k: getattr(evidence, k) for k in SIGNALS},
+                    "no_good_match": evidence.no_good_match,
+                }
+            )
     seconds = time.perf_counter() - started
-    configured = {"dense": settings.CAIRN_NO_MATCH_DENSE, "margin": settings.CAIRN_NO_MATCH_MARGIN,
-                  "lexical": settings.CAIRN_NO_MATCH_LEXICAL, "agreement": settings.CAIRN_NO_MATCH_AGREEMENT,
-                  "coverage_alone": settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
-                  "dense_unseen": settings.CAIRN_NO_MATCH_DENSE_UNSEEN}
-    run = {"dataset": Path(args.data).name, "mode": "direct" if args.direct else "cairn",
-           "passages": len(texts), "thresholds": configured, "queries": signals,
-           "seconds_per_query": seconds / sum(len(v) for v in signals.values())}
-    run["rates"] = report([run], configured, f"{run['dataset']}: configured thresholds {configured}")
+    configured = {
+        "dense": settings.CAIRN_NO_MATCH_DENSE,
+        "margin": settings.CAIRN_NO_MATCH_MARGIN,
+        "lexical": settings.CAIRN_NO_MATCH_LEXICAL,
+        "agreement": settings.CAIRN_NO_MATCH_AGREEMENT,
+        "coverage_alone": settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
+        "dense_unseen": settings.CAIRN_NO_MATCH_DENSE_UNSEEN,
+    }
+    run = {
+        "dataset": Path(args.data).name,
+        "mode": "direct" if args.direct else "cairn",
+        "passages": len(texts),
+        "thresholds": configured,
+        "queries": signals,
+        "seconds_per_query": seconds / sum(len(v) for v in signals.values()),
+    }
+    run["rates"] = report(
+        [run], configured, f"{run['dataset']}: configured thresholds {configured}"
+    )
     write_json(args.json, run)
 
 

@@ -1,4 +1,4 @@
-""""No good match": whether the legs found anything relevant, from their raw scores (not the fused rank).
+""" "No good match": whether the legs found anything relevant, from their raw scores (not the fused rank).
 
 Fusion always returns *something* — the least bad passages of the scope —
 so rank alone cannot say that nothing matched.  The legs' raw scores can,
@@ -58,12 +58,18 @@ COVERAGE_HITS = 5
 class Thresholds:
     """Below these the legs do not vouch for a match (see the module docstring)."""
 
-    dense: float = 0.35       # best cosine
-    margin: float = -1.0      # best cosine minus the dense candidates' median (-1: off, the calibrated default)
-    lexical: float = 0.5      # IDF-weighted query-term coverage of the best-covering BM25 hit
-    agreement: float = 0.1    # that hit's cosine minus the dense candidates' median
-    coverage_alone: float = 0.999  # coverage at which the lexical leg vouches without the embedder's agreement
-    dense_unseen: float = 0.6    # best cosine needed when no passage holds any query term (coverage 0)
+    dense: float = 0.35  # best cosine
+    margin: float = (
+        -1.0
+    )  # best cosine minus the dense candidates' median (-1: off, the calibrated default)
+    lexical: float = 0.5  # IDF-weighted query-term coverage of the best-covering BM25 hit
+    agreement: float = 0.1  # that hit's cosine minus the dense candidates' median
+    coverage_alone: float = (
+        0.999  # coverage at which the lexical leg vouches without the embedder's agreement
+    )
+    dense_unseen: float = (
+        0.6  # best cosine needed when no passage holds any query term (coverage 0)
+    )
 
 
 @dataclass(frozen=True)
@@ -89,23 +95,43 @@ class Evidence:
         }
 
 
-def is_weak(dense_best: float | None, dense_margin: float | None, lexical_coverage: float | None,
-            lexical_agreement: float | None, *, thresholds: Thresholds) -> bool:
+def is_weak(
+    dense_best: float | None,
+    dense_margin: float | None,
+    lexical_coverage: float | None,
+    lexical_agreement: float | None,
+    *,
+    thresholds: Thresholds,
+) -> bool:
     """True when neither leg vouches for a match (a leg that did not run does not vouch)."""
     # When the lexical leg ran and no passage holds a single query term (a keyboard mash, another language),
     # the embedder alone has to be surer: its cosines for strings it cannot read are not small.
     dense_needed = thresholds.dense_unseen if lexical_coverage == 0.0 else thresholds.dense
-    dense_vouches = (dense_best is not None and dense_margin is not None
-                     and dense_best >= max(dense_needed, thresholds.dense) and dense_margin >= thresholds.margin)
-    lexical_vouches = (lexical_coverage is not None and lexical_coverage >= thresholds.lexical
-                       and (lexical_agreement is None or dense_best is None
-                            or lexical_agreement >= thresholds.agreement
-                            or lexical_coverage >= thresholds.coverage_alone))
+    dense_vouches = (
+        dense_best is not None
+        and dense_margin is not None
+        and dense_best >= max(dense_needed, thresholds.dense)
+        and dense_margin >= thresholds.margin
+    )
+    lexical_vouches = (
+        lexical_coverage is not None
+        and lexical_coverage >= thresholds.lexical
+        and (
+            lexical_agreement is None
+            or dense_best is None
+            or lexical_agreement >= thresholds.agreement
+            or lexical_coverage >= thresholds.coverage_alone
+        )
+    )
     return not (dense_vouches or lexical_vouches)
 
 
 def evidence_of(
-    retrieval: Retrieval, lexical: BM25Index, query_tokens: Sequence[str], *, thresholds: Thresholds,
+    retrieval: Retrieval,
+    lexical: BM25Index,
+    query_tokens: Sequence[str],
+    *,
+    thresholds: Thresholds,
     lexical_ran: bool = True,
 ) -> Evidence:
     """The evidence of one retrieval: the legs' best scores against the query's own candidates, and the verdict.
@@ -134,7 +160,9 @@ def evidence_of(
     elif lexical_ran and query_tokens:
         coverage = 0.0
     return Evidence(
-        dense_best=dense_best, dense_margin=dense_margin, lexical_coverage=coverage,
+        dense_best=dense_best,
+        dense_margin=dense_margin,
+        lexical_coverage=coverage,
         lexical_agreement=agreement,
         no_good_match=is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds),
     )
