@@ -79,12 +79,17 @@ def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | No
 
 
 def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
-    """A stored choice as a ``FusionConfig`` (leg depths stay the settings'); None if it no longer parses."""
+    """A stored choice as a ``FusionConfig`` (without a stored ``depth``, the settings' leg depths); None if it
+    no longer parses."""
     default = fusion_config()
     try:
-        return dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
-                                   norm=str(stored.get("norm", default.norm)),
-                                   rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+        config = dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
+                                     norm=str(stored.get("norm", default.norm)),
+                                     rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+        if stored.get("depth") is not None:
+            depth = int(stored["depth"])
+            config = dataclasses.replace(config, dense_depth=depth, lexical_depth=depth)
+        return config
     except (KeyError, TypeError, ValueError):
         return None
 

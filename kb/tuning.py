@@ -33,7 +33,7 @@ from kb.evaluation import ndcg_at
 from kb.exceptions import InvalidInput
 from kb.golden import expected_of, golden_questions
 from kb.models import Collection
-from kb.retrieval.fusion import FusionConfig, fuse
+from kb.retrieval.fusion import FusionConfig, Leg, fuse
 from kb.search import chunk_legs, fusion_config, fusion_from_dict
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,25 @@ class TooFewQuestions(InvalidInput):
         self.needed = needed
 
 
+DEPTHS = (50, 200)  # leg depths tried besides the default's, for the three middle-weight settings
+
+
 def candidates(default: FusionConfig) -> list[FusionConfig]:
-    """The settings searched: the default first, then weighted RRF and convex (min-max, z-score) over weights."""
+    """The settings searched: the default first, then weighted RRF and convex (min-max, z-score) over weights.
+
+    At the default leg depth, then — for the default, RRF w=0.5 and convex z-score w=0.5 — at each of
+    ``DEPTHS`` candidates per leg (capped at ``DEPTH``, the depth the legs are fetched at).
+    """
     grid = [default]
     for weight in (0.3, 0.5, 0.7):
         grid.append(dataclasses.replace(default, method="rrf", weight=weight))
     for norm in ("minmax", "zscore"):
         for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             grid.append(dataclasses.replace(default, method="convex", norm=norm, weight=weight))
+    for base in (default, dataclasses.replace(default, method="rrf", weight=0.5),
+                 dataclasses.replace(default, method="convex", norm="zscore", weight=0.5)):
+        for depth in DEPTHS:
+            grid.append(dataclasses.replace(base, dense_depth=min(depth, DEPTH), lexical_depth=min(depth, DEPTH)))
     unique: list[FusionConfig] = []
     for config in grid:
         if config not in unique:
@@ -89,7 +100,7 @@ class TuneResult:
     def as_stored(self) -> dict[str, object]:
         return {
             "method": self.chosen.method, "weight": self.chosen.weight, "norm": self.chosen.norm,
-            "rrf_k": self.chosen.rrf_k, "ndcg10": round(self.ndcg[self.settings.index(self.chosen)], 4),
+            "rrf_k": self.chosen.rrf_k, "depth": self.chosen.dense_depth, "ndcg10": round(self.ndcg[self.settings.index(self.chosen)], 4),
             "default_ndcg10": round(self.ndcg[0], 4), "cv_ndcg10": round(self.cv_tuned, 4),
             "cv_default_ndcg10": round(self.cv_default, 4), "questions": self.questions, "folds": self.folds,
             "embedding_model": index.embedding_model_id(), "tuned_at": timezone.now().isoformat(),
@@ -106,7 +117,7 @@ class TuneResult:
             "cv_margin": round(self.margin, 4),
             "table": [
                 {"setting": config.describe(), "method": config.method, "weight": config.weight,
-                 "norm": config.norm, "rrf_k": config.rrf_k, "ndcg10": round(ndcg, 4),
+                 "norm": config.norm, "rrf_k": config.rrf_k, "depth": config.dense_depth, "ndcg10": round(ndcg, 4),
                  "margin_over_default": round(ndcg - default_ndcg, 4), "default": config == self.default,
                  "chosen": config == self.chosen}
                 for config, ndcg in zip(self.settings, self.ndcg, strict=True)
@@ -122,6 +133,11 @@ def _require_enough(collection: Collection, have: int) -> None:
               "Add %(missing)d more.") % {"needed": MIN_GOLDEN_QUESTIONS, "name": repr(collection.name),
                                          "have": have, "missing": MIN_GOLDEN_QUESTIONS - have},
             have=have, needed=MIN_GOLDEN_QUESTIONS)
+
+
+def _truncated(leg: Leg, depth: int) -> Leg:
+    """A leg as a search asking for ``depth`` candidates would have returned it (legs are best first)."""
+    return leg if len(leg.ids) <= depth else Leg(leg.ids[:depth], leg.scores[:depth])
 
 
 def _best(scores: list[list[float]], rows: list[int]) -> int:
@@ -143,7 +159,9 @@ def fusion_tune(*, collection: Collection, folds: int = 5) -> TuneResult:
                                           depth=DEPTH)
         for s, config in enumerate(grid):
             ranked: list[str] = []
-            for chunk_id, _score, _ranks in fuse(retrieval.dense, retrieval.lexical, config, limit=DEPTH):
+            dense, lexical = _truncated(retrieval.dense, config.dense_depth), _truncated(retrieval.lexical,
+                                                                                       config.lexical_depth)
+            for chunk_id, _score, _ranks in fuse(dense, lexical, config, limit=DEPTH):
                 key = str(documents.get(chunk_id, ""))
                 if key and key not in ranked:
                     ranked.append(key)

@@ -14,6 +14,7 @@ from access.services import Actor, personal_user
 from kb import index
 from kb.golden import golden_question_create
 from kb.models import Collection, Document
+from kb.search import fusion_from_dict
 from kb.services import collection_share
 from kb.tuning import MIN_GOLDEN_QUESTIONS
 from tests.kb.conftest import upload
@@ -114,7 +115,8 @@ def test_an_owner_tunes_sees_the_table_and_applies_the_choice(api, collection_id
     result = run["result"]
     assert result["questions"] == MIN_GOLDEN_QUESTIONS and result["folds"] == 5
     rows = {row["setting"]: row for row in result["table"]}
-    assert len(rows) == 17 and rows["convex minmax w=0.5"]["default"] is True
+    assert len(rows) == 23 and rows["convex minmax w=0.5"]["default"] is True
+    assert rows["convex minmax w=0.5 depth=50"]["depth"] == 50 and rows["rrf k=60 w=0.5 depth=200"]["depth"] == 200
     assert rows["convex minmax w=0.5"]["margin_over_default"] == 0.0
     assert sum(row["chosen"] for row in result["table"]) == 1
     assert all(0.0 <= row["ndcg10"] <= 1.0 for row in result["table"])
@@ -209,7 +211,7 @@ def test_the_evaluation_page_card_runs_the_tuning_shows_the_table_and_applies(ap
     ran = page.post(url, {"action": "tune"}, follow=True).content.decode()
 
     assert "Tuning finished" in ran and 'id="tuning-table"' in ran
-    assert ran.count("<tr") == 18  # the header and 17 settings
+    assert ran.count("<tr") == 24  # the header and 23 settings
     assert 'data-chosen="true"' in ran and "Held-out nDCG@10: tuned" in ran
     applied = page.post(url, {"action": "tune_apply"}, follow=True).content.decode()
     assert "Applied: search and ask in this collection now use" in applied
@@ -223,3 +225,11 @@ def test_the_page_card_says_how_many_questions_are_missing(api, collection_id):
     assert f"Add {MIN_GOLDEN_QUESTIONS - 3} more golden questions to tune." in html
     refused = page.post(url, {"action": "tune"}, follow=True).content.decode()
     assert f"at least {MIN_GOLDEN_QUESTIONS} golden questions" in refused
+
+
+def test_a_stored_depth_sets_both_legs_depth_and_is_named():
+    config = fusion_from_dict({"method": "convex", "weight": 0.5, "norm": "minmax", "depth": 50})
+    assert config is not None and (config.dense_depth, config.lexical_depth) == (50, 50)
+    assert config.describe() == "convex minmax w=0.5 depth=50"
+    assert fusion_from_dict({"method": "convex", "weight": 0.5}).describe() == "convex minmax w=0.5"
+    assert fusion_from_dict({"method": "convex", "weight": 0.5, "depth": "deep"}) is None
