@@ -143,7 +143,9 @@ def evidence_of(
     dense_best = dense_margin = background = None
     if len(dense_scores):
         dense_best = float(dense_scores[0])
-        background = float(np.median(dense_scores))
+        # The leg's scores are sorted best first: the median is its middle, no sort needed.
+        middle = len(dense_scores) // 2
+        background = float(dense_scores[middle] + dense_scores[(len(dense_scores) - 1) // 2]) / 2
         dense_margin = dense_best - background
     coverage = agreement = None
     if len(retrieval.lexical.ids):
