@@ -16,7 +16,7 @@ from kb.golden import golden_question_create
 from kb.models import Collection, Document
 from kb.search import fusion_from_dict
 from kb.services import collection_share
-from kb.tuning import MIN_GOLDEN_QUESTIONS
+from kb.tuning import MIN_GOLDEN_QUESTIONS, fusion_mark_stale
 from tests.kb.conftest import upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -233,3 +233,21 @@ def test_a_stored_depth_sets_both_legs_depth_and_is_named():
     assert config.describe() == "convex minmax w=0.5 depth=50"
     assert fusion_from_dict({"method": "convex", "weight": 0.5}).describe() == "convex minmax w=0.5"
     assert fusion_from_dict({"method": "convex", "weight": 0.5, "depth": "deep"}) is None
+
+
+def test_a_model_switch_marks_choices_and_finished_runs_stale_and_a_stale_run_cannot_be_applied(api, collection_id):
+    make_collection(api, collection_id, MIN_GOLDEN_QUESTIONS)
+    assert api.post(tune_url(collection_id), {}, format="json").json()["tuning"]["status"] == "done"
+    rrf = {"method": "rrf", "weight": 0.5, "rrf_k": 60, "embedding_model": index.embedding_model_id()}
+    Collection.objects.filter(pk=collection_id).update(fusion=rrf)
+
+    assert fusion_mark_stale("model_switch") == 1
+
+    state = api.get(tune_url(collection_id)).json()
+    assert state["stale"] is True and state["stale_reason"] == "model_switch" and state["in_use"] == state["default"]
+    assert state["tuning"]["stale"]["reason"] == "model_switch"
+    refused = api.post(tune_url(collection_id, "/apply"))
+    assert refused.status_code == 400 and "run the tuning again" in refused.json()["error"]["message"]
+    # Re-running the tuning gives a fresh run that can be applied; applying replaces the stale choice.
+    assert api.post(tune_url(collection_id), {"apply": True}, format="json").status_code == 202
+    assert api.get(tune_url(collection_id)).json()["stale"] is False
