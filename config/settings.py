@@ -294,10 +294,18 @@ CAIRN_SEARCH_CANDIDATES = env_int("CAIRN_SEARCH_CANDIDATES", 100, minimum=10, ma
 # Per-leg depth; 0 means CAIRN_SEARCH_CANDIDATES.
 CAIRN_DENSE_CANDIDATES = env_int("CAIRN_DENSE_CANDIDATES", 0, minimum=0, maximum=10_000)
 CAIRN_LEXICAL_CANDIDATES = env_int("CAIRN_LEXICAL_CANDIDATES", 0, minimum=0, maximum=10_000)
-# "No good match" (kb/retrieval/evidence.py): fires when the best dense cosine is below the first and the
-# best BM25 hit covers less than the second share of the query's IDF mass (calibrated by benchmarks/no_match.py).
+# "No good match" (kb/retrieval/evidence.py): fires unless the dense leg vouches (best cosine >= DENSE and
+# best cosine minus the dense candidates' median >= MARGIN) or the lexical leg does (the best BM25 hit covers
+# >= LEXICAL of the query's IDF mass and that hit's cosine minus the same median >= AGREEMENT).
+# Calibrated by benchmarks/no_match.py (docs/retrieval.md); -1 switches a margin condition off.
 CAIRN_NO_MATCH_DENSE = env_float("CAIRN_NO_MATCH_DENSE", 0.35, minimum=-1.0)
+CAIRN_NO_MATCH_MARGIN = env_float("CAIRN_NO_MATCH_MARGIN", -1.0, minimum=-1.0)
 CAIRN_NO_MATCH_LEXICAL = env_float("CAIRN_NO_MATCH_LEXICAL", 0.5, minimum=0.0)
+CAIRN_NO_MATCH_AGREEMENT = env_float("CAIRN_NO_MATCH_AGREEMENT", 0.1, minimum=-1.0)
+# ... unless the coverage reaches this (the embedder may not read the language; 1.01: never alone).
+CAIRN_NO_MATCH_COVERAGE_ALONE = env_float("CAIRN_NO_MATCH_COVERAGE_ALONE", 0.999, minimum=0.0)
+# The best cosine the dense leg needs when no passage holds any query term (keyboard mash, another language).
+CAIRN_NO_MATCH_DENSE_UNSEEN = env_float("CAIRN_NO_MATCH_DENSE_UNSEEN", 0.6, minimum=-1.0)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
 CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)

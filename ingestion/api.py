@@ -26,7 +26,7 @@ from ingestion.services import (
     document_reprocess,
     document_upload,
 )
-from ingestion.tasks import deferred, dispatch, local_worker
+from ingestion.tasks import deferred, dispatch, enqueue_tune, local_worker
 from kb.services import UploadResult
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "corpus_ingest",
     "deferred",
     "dispatch",
+    "enqueue_tune",
     "document_delete",
     "document_reprocess",
     "document_upload",

@@ -251,6 +251,11 @@ def _rebuild(store: IndexStore) -> IndexPassResult:
             yield stored_batch(version)
 
     index_version = index.writer_for(store).rebuild(batches())
+    # A full rebuild can change what each leg scores (a new tokenizer, re-chunked text): the fusion
+    # owners tuned on the old index is re-checked by re-running the tuning, meanwhile search uses the default.
+    from kb.tuning import fusion_mark_stale
+
+    fusion_mark_stale("reindex")
     return IndexPassResult([], [], index_version)
 
 

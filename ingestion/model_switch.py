@@ -116,6 +116,10 @@ def model_switch(
             before_flip()
         index.set_active(target)
     build.checkpoint.clear()
+    # Another model scores the dense leg differently: tuned fusions are re-checked (kb.tuning).
+    from kb.tuning import fusion_mark_stale
+
+    fusion_mark_stale("model_switch")
     log.info("embedding model switched: %s -> %s (%d chunks)", current.model_id, target.model_id, total)
     return SwitchResult(current.model_id, target.model_id, build.chunks, index_version, switched=True,
                         resumed=resumed)

@@ -45,6 +45,7 @@ TASK_COMPACT = "cairn.index.compact"
 TASK_REAP = "cairn.index.reap"
 TASK_AUDIT_RETENTION = "cairn.index.audit_retention"
 TASK_AUDIT_ANCHOR = "cairn.index.audit_anchor"
+TASK_TUNE = "cairn.ingest.tune_fusion"  # CPU work like ingestion (one query embedding per golden question)
 
 
 # --- the tasks ------------------------------------------------------------------------------
@@ -107,6 +108,13 @@ def audit_anchor() -> dict[str, object]:
     return {"written": result.written, "id": result.id}
 
 
+def tune_fusion(collection_id: int) -> str:
+    """Run an owner's queued fusion tuning of one collection (``kb.tuning``); idempotent (claims "queued")."""
+    from kb.tuning import tuning_run
+
+    return tuning_run(int(collection_id))
+
+
 @dataclass(frozen=True)
 class Task:
     run: Callable[..., object]
@@ -128,6 +136,7 @@ TASKS: dict[str, Task] = {
     TASK_REAP: Task(jobs_reaper, every="CAIRN_REAPER_INTERVAL"),
     TASK_AUDIT_RETENTION: Task(audit_retention, every="CAIRN_AUDIT_RETENTION_INTERVAL"),
     TASK_AUDIT_ANCHOR: Task(audit_anchor, every="CAIRN_AUDIT_ANCHOR_INTERVAL"),
+    TASK_TUNE: Task(tune_fusion, takes_id=True),
 }
 
 # Beat's entry names (kept stable: a beat schedule file remembers them).
@@ -191,6 +200,11 @@ def dispatch(task: str, arg: int | None = None, *, countdown: float = 0) -> None
         local_worker().submit(task, arg, delay=countdown)
     else:
         run(task, arg)
+
+
+def enqueue_tune(collection_id: int) -> None:
+    """Run an owner's queued fusion tuning of ``collection_id`` where tasks run, after the commit."""
+    transaction.on_commit(lambda: dispatch(TASK_TUNE, collection_id))
 
 
 def enqueue_ingest(job_id: int) -> None:

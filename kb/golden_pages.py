@@ -16,8 +16,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from access.services import actor_from_request, signed_in_user
-from kb import golden, selectors
+from ingestion.api import enqueue_tune
+from kb import golden, selectors, tuning
 from kb.exceptions import InvalidInput, NotFound
+from kb.models import Collection
+from kb.search import fusion_from_dict
 
 
 @login_required
@@ -48,6 +51,8 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
                 if run is None:
                     raise InvalidInput(_("Add golden questions before running an evaluation."))
                 messages.success(request, ngettext("Evaluated %(count)s question: nDCG@10 %(ndcg)s.", "Evaluated %(count)s questions: nDCG@10 %(ndcg)s.", run.questions) % {"count": run.questions, "ndcg": number_format(run.ndcg10, 3)})
+            elif action in ("tune", "tune_apply"):
+                _tuning_action(request, collection, action)
             else:
                 raise InvalidInput(_("Unknown action."))
         except (InvalidInput, NotFound) as exc:
@@ -68,5 +73,40 @@ def collection_evaluation(request: HttpRequest, collection_id: int) -> HttpRespo
     ]
     return render(request, "kb/evaluation.html", {
         "collection": collection, "documents": documents, "questions": questions, "runs": runs,
-        "latest": latest, "latest_details": latest_details,
+        "latest": latest, "latest_details": latest_details, **_tuning_context(request, collection),
     })
+
+
+def _tuning_action(request: HttpRequest, collection: Collection, action: str) -> None:
+    """The fusion-tuning card's two buttons; owners only (anyone else: "No such collection")."""
+    try:
+        owned = selectors.owned_collection_get(request.user, collection.pk)
+    except NotFound:
+        raise Http404("No such collection") from None
+    actor = actor_from_request(request)
+    if action == "tune":
+        tuning.tuning_request(actor=actor, collection=owned)
+        enqueue_tune(owned.pk)
+        owned.refresh_from_db(fields=["fusion_tuning"])
+        if (owned.fusion_tuning or {}).get("status") == "done":
+            messages.success(request, _("Tuning finished: see the table below."))
+        else:
+            messages.success(request, _("Tuning started in the background; refresh to see the table."))
+    else:
+        state = tuning.tuning_apply(actor=actor, collection=owned)
+        messages.success(request, _("Applied: search and ask in this collection now use %(fusion)s.")
+                         % {"fusion": state["in_use"]})
+
+
+def _tuning_context(request: HttpRequest, collection: Collection) -> dict[str, object]:
+    """The tuning card's data, for owners only (editors see the page without the card)."""
+    if not selectors.owned_collections(request.user).filter(pk=collection.pk).exists():
+        return {"tuning": None}
+    state = tuning.fusion_state(collection)
+    stored = fusion_from_dict(state["stored"]) if state["stored"] else None
+    run = state["tuning"] or None
+    return {
+        "tuning": state, "run": run, "result": (run or {}).get("result"),
+        "stored_described": stored.describe() if stored is not None else "",
+        "missing_questions": max(0, state["min_questions"] - state["golden_questions"]),
+    }

@@ -135,6 +135,8 @@ class Collection(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     # The fusion ``cairn_tune`` chose from the golden set (``kb.tuning``); empty: the settings' default.
     fusion = models.JSONField(default=dict, blank=True)
+    # The latest tuning run an owner started (status, then its table): ``kb.tuning.tuning_state``.
+    fusion_tuning = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name", "id"]

@@ -22,7 +22,7 @@ from access.services import Actor, audit_record
 from kb import index
 from kb.metrics import SEARCH_LATENCY, timed
 from kb.models import Chunk, Collection
-from kb.retrieval.evidence import Evidence, evidence_of
+from kb.retrieval.evidence import Evidence, Thresholds, evidence_of
 from kb.retrieval.fusion import FusionConfig, Leg
 from kb.retrieval.hybrid import Hit, Retrieval, allowed_mask, hybrid_retrieve
 from kb.retrieval.rerank import Reranker, rerank_order
@@ -62,22 +62,44 @@ def fusion_config() -> FusionConfig:
 
 
 def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | None:
-    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'."""
+    """The fusion stored on the one collection searched (``cairn_tune``), or None: use the settings'.
+
+    A stale choice — marked after a full re-index (``kb.tuning.fusion_mark_stale``), or tuned with
+    another embedding model than the active one — is not used: the settings' default is the safe
+    fallback until an owner re-runs the tuning.
+    """
     if not collection_ids or len(collection_ids) != 1:
         return None
     stored = Collection.objects.filter(pk=collection_ids[0]).values_list("fusion", flat=True).first()
-    return fusion_from_dict(stored) if stored else None
+    if not stored or stored.get("stale"):
+        return None
+    if stored.get("embedding_model") and stored["embedding_model"] != index.embedding_model_id():
+        return None
+    return fusion_from_dict(stored)
 
 
 def fusion_from_dict(stored: dict[str, Any]) -> FusionConfig | None:
-    """A stored choice as a ``FusionConfig`` (leg depths stay the settings'); None if it no longer parses."""
+    """A stored choice as a ``FusionConfig`` (without a stored ``depth``, the settings' leg depths); None if it
+    no longer parses."""
     default = fusion_config()
     try:
-        return dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
-                                   norm=str(stored.get("norm", default.norm)),
-                                   rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+        config = dataclasses.replace(default, method=str(stored["method"]), weight=float(stored["weight"]),
+                                     norm=str(stored.get("norm", default.norm)),
+                                     rrf_k=int(stored.get("rrf_k", default.rrf_k)))
+        if stored.get("depth") is not None:
+            depth = int(stored["depth"])
+            config = dataclasses.replace(config, dense_depth=depth, lexical_depth=depth)
+        return config
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def no_match_thresholds() -> Thresholds:
+    """The "no good match" thresholds the settings name (``CAIRN_NO_MATCH_*``)."""
+    return Thresholds(dense=settings.CAIRN_NO_MATCH_DENSE, margin=settings.CAIRN_NO_MATCH_MARGIN,
+                      lexical=settings.CAIRN_NO_MATCH_LEXICAL, agreement=settings.CAIRN_NO_MATCH_AGREEMENT,
+                      coverage_alone=settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
+                      dense_unseen=settings.CAIRN_NO_MATCH_DENSE_UNSEEN)
 
 
 NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
@@ -164,9 +186,8 @@ def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | 
             mode=mode,
         )
     with timed(SEARCH_LATENCY, leg="evidence"):
-        evidence = evidence_of(retrieval, snapshot.lexical, query_tokens,
-                               dense_threshold=settings.CAIRN_NO_MATCH_DENSE,
-                               lexical_threshold=settings.CAIRN_NO_MATCH_LEXICAL)
+        evidence = evidence_of(retrieval, snapshot.lexical, query_tokens, thresholds=no_match_thresholds(),
+                               lexical_ran=mode in ("hybrid", "lexical"))
     with timed(SEARCH_LATENCY, leg="materialise"):
         results = _materialise(retrieval.hits)
     if reranker is not None:

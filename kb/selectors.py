@@ -475,6 +475,17 @@ def evaluable_collection_get(user: AnyUser, collection_id: object) -> Collection
     return collection
 
 
+def owned_collection_get(user: AnyUser, collection_id: object) -> Collection:
+    """A live collection ``user`` owns (fusion tuning); everyone else gets the 404 of a missing collection."""
+    pk = _as_pk(collection_id)
+    if pk is None or user is None or not user.is_authenticated or not user.is_active:
+        raise NotFound("collection")
+    collection = owned_collections(user).filter(pk=pk, deleted_at__isnull=True).first()
+    if collection is None:
+        raise NotFound("collection")
+    return collection
+
+
 # --- the restriction every query of documents, versions and chunks goes through -------------------
 
 ACTIONS = ("view", "change", "manage")

@@ -27,7 +27,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from kb.api import audit, conversations, feedback, golden, keys, sharing, viewer, views
+from kb.api import audit, conversations, feedback, golden, keys, sharing, tuning, viewer, views
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -282,6 +282,28 @@ class EvaluationRun(serializers.Serializer):
 
 class EvaluationRunList(serializers.Serializer):
     results = EvaluationRun(many=True)
+
+
+class FusionTuning(serializers.Serializer):
+    """``kb.tuning.fusion_state``: the stored choice, whether it is stale, what search uses, the latest run."""
+
+    default = serializers.CharField(help_text="The settings' fusion, e.g. 'convex minmax w=0.5'.")
+    stored = serializers.JSONField(allow_null=True, help_text="The applied choice (method, weight, norm, rrf_k, "
+                                   "depth, scores, embedding_model, tuned_at; 'stale' once marked), or null.")
+    stale = serializers.BooleanField(help_text="True after a full re-index or a model switch: search uses the "
+                                     "default until the tuning is run and applied again.")
+    stale_reason = serializers.CharField(allow_null=True, help_text="'reindex' or 'model_switch'.")
+    in_use = serializers.CharField(help_text="What search and ask in this collection use now.")
+    min_questions = serializers.IntegerField()
+    golden_questions = serializers.IntegerField()
+    tuning = serializers.JSONField(allow_null=True, help_text="The latest run: status (queued, running, done, "
+                                   "failed), error, and when done result.table (setting, ndcg10, "
+                                   "margin_over_default, default, chosen) with cv_tuned_ndcg10, "
+                                   "cv_default_ndcg10, cv_margin.")
+
+
+class TuneRequest(tuning.TuneView.Input):
+    pass
 
 
 class AuditEvent(serializers.Serializer):
@@ -604,6 +626,15 @@ EXTENSIONS = [
               get=_op("The collection's answer feedback as JSON lines, in the golden-set import's shape (owners)",
                       parameters=[*_ids("collection_id"), feedback.FeedbackExportView.Input],
                       responses={(200, "application/jsonl"): OpenApiTypes.BINARY}, tags=["evaluation"])),
+    _describe("kb.api.tuning.TuneView",
+              get=_op("The collection's fusion choice, its staleness and the latest tuning run (owner)",
+                      responses={200: FusionTuning}, parameters=_ids("collection_id"), tags=["evaluation"]),
+              post=_op("Tune the fusion on the golden set (owner; runs in the background; 400 with the number "
+                       "of questions needed below the minimum)", request=TuneRequest,
+                       responses={202: FusionTuning}, parameters=_ids("collection_id"), tags=["evaluation"])),
+    _describe("kb.api.tuning.TuneApplyView",
+              post=_op("Apply the latest finished tuning run's choice (owner)", request=None,
+                       responses={200: FusionTuning}, parameters=_ids("collection_id"), tags=["evaluation"])),
     _describe("kb.api.audit.AuditEventsView",
               get=_op("Audit events, newest first (admins and auditors)",
                       parameters=[audit.AuditEventsView.Input], responses={200: AuditPage},

@@ -1,6 +1,17 @@
 from django.urls import path
 
-from kb.api import audit, conversations, feedback, golden, keys, openai, sharing, viewer, views
+from kb.api import (
+    audit,
+    conversations,
+    feedback,
+    golden,
+    keys,
+    openai,
+    sharing,
+    tuning,
+    viewer,
+    views,
+)
 from kb.api.health import healthz_view
 
 urlpatterns = [
@@ -16,6 +27,8 @@ urlpatterns = [
     path("collections/<str:collection_id>/golden/<str:question_id>", golden.GoldenQuestionView.as_view()),
     path("collections/<str:collection_id>/evaluations", golden.EvaluationsView.as_view()),
     path("collections/<str:collection_id>/feedback/export", feedback.FeedbackExportView.as_view()),
+    path("collections/<str:collection_id>/tune", tuning.TuneView.as_view()),
+    path("collections/<str:collection_id>/tune/apply", tuning.TuneApplyView.as_view()),
     path("documents/<str:document_id>/attributes", sharing.DocumentAttributesView.as_view()),
     path("admin/users/<str:username>", sharing.UserAttributesView.as_view()),
     path("admin/groups", sharing.GroupsView.as_view()),

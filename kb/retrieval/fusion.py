@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 METHODS = ("rrf", "convex")
+DEFAULT_DEPTH = 100  # candidates per leg unless configured (CAIRN_SEARCH_CANDIDATES)
 NORMS = ("minmax", "zscore")
 
 
@@ -37,8 +38,8 @@ class FusionConfig:
     weight: float = 0.5
     norm: str = "minmax"
     rrf_k: int = 60
-    dense_depth: int = 100      # candidates asked of the dense leg
-    lexical_depth: int = 100    # candidates asked of the lexical leg
+    dense_depth: int = DEFAULT_DEPTH      # candidates asked of the dense leg
+    lexical_depth: int = DEFAULT_DEPTH    # candidates asked of the lexical leg
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -51,9 +52,11 @@ class FusionConfig:
             raise ValueError("rrf_k and the leg depths must be positive")
 
     def describe(self) -> str:
-        if self.method == "rrf":
-            return f"rrf k={self.rrf_k} w={self.weight:g}"
-        return f"convex {self.norm} w={self.weight:g}"
+        text = f"rrf k={self.rrf_k} w={self.weight:g}" if self.method == "rrf" else f"convex {self.norm} w={self.weight:g}"
+        if (self.dense_depth, self.lexical_depth) != (DEFAULT_DEPTH, DEFAULT_DEPTH):  # named only when not the default
+            depth = self.dense_depth if self.dense_depth == self.lexical_depth else f"{self.dense_depth}/{self.lexical_depth}"
+            text += f" depth={depth}"
+        return text
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from kb.answering import NO_GOOD_MATCH_ANSWER
-from kb.retrieval.evidence import is_weak
+from kb.retrieval.evidence import Thresholds, evidence_of, is_weak
+from kb.retrieval.fusion import Leg
+from kb.retrieval.hybrid import Retrieval
 from kb.retrieval.lexical import BM25Index
 from kb.retrieval.tokenize import tokenize
 from tests.kb.conftest import upload
@@ -32,12 +34,34 @@ def test_term_coverage_is_the_idf_weighted_share_of_query_terms_a_chunk_holds():
     assert index.term_coverage([], [1]).tolist() == [0.0]
 
 
-def test_no_good_match_needs_both_legs_weak():
-    assert is_weak(0.1, 0.2, dense_threshold=0.3, lexical_threshold=0.5)
-    assert not is_weak(0.6, 0.2, dense_threshold=0.3, lexical_threshold=0.5)   # the embedder vouches
-    assert not is_weak(0.1, 0.9, dense_threshold=0.3, lexical_threshold=0.5)   # the words are all there
-    assert is_weak(None, None, dense_threshold=0.3, lexical_threshold=0.5)      # nothing ran
-    assert not is_weak(None, 0.9, dense_threshold=0.3, lexical_threshold=0.5)   # lexical mode, full coverage
+LIMITS = Thresholds(dense=0.35, margin=0.2, lexical=0.5, agreement=0.1)
+
+
+def test_a_match_needs_one_leg_to_vouch_and_the_lexical_leg_needs_the_embedder_to_agree():
+    assert is_weak(0.3, 0.1, 0.2, 0.0, thresholds=LIMITS)                # nothing strong
+    assert not is_weak(0.6, 0.3, 0.2, 0.3, thresholds=LIMITS)            # the embedder vouches
+    assert is_weak(0.6, 0.1, 0.2, 0.1, thresholds=LIMITS)                # high cosine, but so is everything else
+    assert not is_weak(0.3, 0.1, 0.9, 0.15, thresholds=LIMITS)           # the words are there, and related
+    assert is_weak(0.3, 0.1, 0.9, 0.0, thresholds=LIMITS)                # the words are there, the text is not
+    assert is_weak(None, None, None, None, thresholds=LIMITS)            # nothing ran
+    assert not is_weak(None, None, 0.9, None, thresholds=LIMITS)         # lexical-only search: coverage alone
+    assert is_weak(None, None, 0.2, None, thresholds=LIMITS)
+
+
+def test_evidence_reads_the_dense_margin_and_the_covering_passages_agreement():
+    index = bm25(["turbine hall maintenance window", "turbine blades", "visitors badge"])
+    dense = Leg(np.array([2, 1, 3]), np.array([0.7, 0.5, 0.1], dtype=np.float32))
+    lexical = Leg(np.array([1, 2]), np.array([3.0, 1.0], dtype=np.float32))
+
+    evidence = evidence_of(Retrieval([], dense, lexical), index, tokenize("turbine maintenance"), thresholds=LIMITS)
+
+    assert evidence.dense_best == pytest.approx(0.7)
+    assert evidence.dense_margin == pytest.approx(0.7 - 0.5)            # the median of the candidates is 0.5
+    assert evidence.lexical_coverage == pytest.approx(1.0)              # chunk 1 holds both terms
+    assert evidence.lexical_agreement == pytest.approx(0.5 - 0.5)       # chunk 1's cosine minus the median
+    assert evidence.no_good_match is False                              # the dense leg vouches (0.7, +0.2)
+    assert set(evidence.as_dict()) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement",
+                                       "no_good_match"}
 
 
 HANDBOOK = [
@@ -63,7 +87,8 @@ def test_search_says_no_good_match_for_nonsense_but_not_for_a_real_question(api,
                                       "collection": handbook}).json()
 
     assert nonsense["no_good_match"] is True and nonsense["results"]  # still the least bad passages, flagged
-    assert set(nonsense["evidence"]) == {"dense_best", "lexical_coverage", "no_good_match"}
+    assert set(nonsense["evidence"]) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement",
+                                         "no_good_match"}
     assert real["no_good_match"] is False and real["results"][0]["title"] == "leave.md"
     assert real["evidence"]["dense_best"] > nonsense["evidence"]["dense_best"]
 
@@ -95,7 +120,8 @@ def test_a_streamed_ask_with_no_good_match_streams_the_same_answer(api, handbook
 
 @pytest.mark.django_db(transaction=True)
 def test_thresholds_come_from_the_settings(api, handbook, settings):
-    settings.CAIRN_NO_MATCH_DENSE = -1.0  # the dense leg vouches for anything
+    # The dense leg vouches for anything, even with no query term in any passage.
+    settings.CAIRN_NO_MATCH_DENSE = settings.CAIRN_NO_MATCH_MARGIN = settings.CAIRN_NO_MATCH_DENSE_UNSEEN = -1.0
     body = api.get("/api/v1/search", {"q": "xylophone quantum zebra", "collection": handbook}).json()
     assert body["no_good_match"] is False
 
@@ -118,3 +144,55 @@ def test_term_coverage_matches_a_brute_force_count_after_adds_in_batches_and_rem
         chunk_ids = [2, 4, 150, 299, 1]  # 1 was removed
         expected = [sum(idf[t] for t in terms if i in live and t in live[i]) / sum(idf.values()) for i in chunk_ids]
         assert index.term_coverage(tokenize(query), chunk_ids).tolist() == pytest.approx(expected)
+
+
+NONSENSE = ["xylophone quantum zebra", "asdfgh qwerty zxcvb", "marshmallow trampoline saxophone",
+            "how do I bake sourdough bread at home", "今天晚上吃什么好"]
+# A small Chinese handbook: enough passages that the dense candidates' median is the Chinese background.
+HANDBOOK_ZH = {
+    "nianjia.md": "员工每年享有二十五天带薪年假。未休完的年假可以保留到次年三月底。",
+    "fangke.md": "访客必须在前台登记，并始终佩戴访客证。",
+    "bingjia.md": "员工生病时可以请病假，连续三天以上需要提供医院证明。",
+    "jiaban.md": "工作日加班按一点五倍工资计算，周末加班可以安排调休。",
+    "baoxiao.md": "差旅费用报销需要在出差结束后三十天内提交发票。",
+    "tingche.md": "公司地下停车场仅限员工使用，车辆需要提前登记车牌号码。",
+    "shitang.md": "员工食堂每天中午十一点半开始供应午餐，晚餐供应到七点。",
+    "xiaofang.md": "每季度进行一次消防演习，所有员工必须按照疏散路线撤离。",
+    "diannao.md": "笔记本电脑丢失必须在二十四小时内报告信息安全部门。",
+    "peixun.md": "新员工入职第一周需要完成安全培训和保密协议的签署。",
+    "gongzi.md": "工资在每月十日通过银行转账发放，工资单可以在内网查询。",
+    "mima.md": "系统密码每九十天必须更换一次，且不能与前五次密码相同。",
+}
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("query", NONSENSE)
+def test_nonsense_in_any_script_gets_no_good_match(api, handbook, query):
+    body = api.get("/api/v1/search", {"q": query, "collection": handbook}).json()
+    assert body["no_good_match"] is True, body["evidence"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("query", "title"), [
+    ("how many days of holiday do employees get", "leave.md"),
+    ("turbine hall maintenance", "turbine.md"),                    # a keyword query
+    ("Where do visitors sign in?", "visitors.md"),
+])
+def test_real_questions_are_matches(api, handbook, query, title):
+    body = api.get("/api/v1/search", {"q": query, "collection": handbook}).json()
+    assert body["no_good_match"] is False, body["evidence"]
+    assert body["results"][0]["title"] == title
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chinese_questions_match_chinese_documents_and_chinese_nonsense_does_not(api, handbook):
+    for name, text in HANDBOOK_ZH.items():
+        assert upload(api, handbook, name, f"# {name}\n\n{text}\n".encode()).status_code == 201
+
+    real = api.get("/api/v1/search", {"q": "员工每年有多少天年假", "collection": handbook}).json()
+    visitor = api.get("/api/v1/search", {"q": "访客证", "collection": handbook}).json()
+    nonsense = api.get("/api/v1/search", {"q": "自行车内胎怎么换", "collection": handbook}).json()
+    for label, body in (("real", real), ("visitor", visitor), ("nonsense", nonsense)):
+        assert body["evidence"]["lexical_coverage"] is not None, label
+
+    assert real["no_good_match"] is False and real["results"][0]["title"] == "nianjia.md", real["evidence"]
+    assert visitor["no_good_match"] is False and visitor["results"][0]["title"] == "fangke.md", visitor["evidence"]
+    assert nonsense["no_good_match"] is True, nonsense["evidence"]

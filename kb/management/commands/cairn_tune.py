@@ -42,11 +42,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{collection.name}: {result.questions} golden questions, {result.folds}-fold "
                           f"cross-validation\n")
-        self.stdout.write(f"{'fusion':<28} {'nDCG@10':>8}")
+        self.stdout.write(f"{'fusion':<34} {'nDCG@10':>8}")
         for config, ndcg in zip(result.settings, result.ndcg, strict=True):
             marks = (" (default)" if config == result.default else "") + (" <- chosen" if config == result.chosen
                                                                           else "")
-            self.stdout.write(f"{config.describe():<28} {ndcg:8.4f}{marks}")
+            self.stdout.write(f"{config.describe():<34} {ndcg:8.4f}{marks}")
         self.stdout.write(f"\nheld-out nDCG@10: tuned {result.cv_tuned:.4f}, default {result.cv_default:.4f} "
                           f"(margin {result.margin:+.4f})")
         if result.chosen == result.default:
