@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class User(AbstractUser):
@@ -17,9 +18,9 @@ class User(AbstractUser):
     """
 
     class Role(models.TextChoices):
-        ADMIN = "admin", "Admin"
-        AUDITOR = "auditor", "Auditor"
-        MEMBER = "member", "Member"
+        ADMIN = "admin", _("Admin")
+        AUDITOR = "auditor", _("Auditor")
+        MEMBER = "member", _("Member")
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     attributes = models.JSONField(default=dict, blank=True)

@@ -123,6 +123,8 @@ TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
 _NEUTRAL_WORDS = re.compile(
     r"\bCairn\b|\bSHA-256\b|\bnDCG@10\b|\bRecall@10\b|\bMRR@10\b"
     r"|user\.department == doc\.department and user\.clearance >= doc\.sensitivity"
+    # File formats by their own names, and an example of the key=value syntax a user types as it is.
+    r"|^(PDF|Word|HTML|Markdown)$|^department=finance, region=emea$"
 )
 _VISIBLE_ATTRS = ("title", "aria-label", "placeholder", "alt")
 
