@@ -27,7 +27,6 @@ are removed: they are form, not content, and would lower F1 for nothing.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import time
@@ -44,7 +43,7 @@ from inference.citations import is_bare_marker, strip_markers
 from inference.fallback import FALLBACK_LABEL
 from inference.types import Passage
 from kb.answering import AskResult, answer_question
-from kb.evaluation import Dataset, DatasetError
+from kb.evaluation import Dataset, DatasetError, jsonl_rows
 from kb.models import Collection
 from kb.selectors import readable_documents
 
@@ -61,26 +60,11 @@ def load_answers(path: Path) -> dict[str, list[str]]:
             "benchmarks/squad_to_beir.py writes one beside the BEIR files"
         )
     answers: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                raise DatasetError(f"{path}:{number}: not valid JSON") from None
-            gold = row.get("answers") if isinstance(row, dict) else None
-            if (
-                not isinstance(row, dict)
-                or "_id" not in row
-                or not isinstance(gold, list)
-                or not gold
-                or not all(isinstance(a, str) for a in gold)
-            ):
-                raise DatasetError(
-                    f'{path}:{number}: expected {{"_id": …, "answers": [non-empty list of strings]}}'
-                )
-            answers[str(row["_id"])] = gold
+    for number, row in jsonl_rows(path):  # one JSON object with an "_id" per line, or DatasetError
+        gold = row.get("answers")
+        if not isinstance(gold, list) or not gold or not all(isinstance(a, str) for a in gold):
+            raise DatasetError(f'{path}:{number}: expected {{"_id": …, "answers": [non-empty list of strings]}}')
+        answers[str(row["_id"])] = gold
     if not answers:
         raise DatasetError(f"{path} holds no gold answers")
     return answers

@@ -43,7 +43,7 @@ class Dataset:
     qrels: dict[str, dict[str, int]]
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -72,7 +72,7 @@ def load_beir(path: Path, split: str = "test") -> Dataset:
             raise DatasetError(f"{path} is not a BEIR dataset: {required.relative_to(path)} is missing{hint}")
     try:
         corpus: dict[str, tuple[str, str]] = {}
-        for _, row in _jsonl(path / "corpus.jsonl"):
+        for _, row in jsonl_rows(path / "corpus.jsonl"):
             corpus[str(row["_id"])] = (str(row.get("title") or ""), str(row.get("text") or ""))
         qrels: dict[str, dict[str, int]] = defaultdict(dict)
         with open(qrels_path, encoding="utf-8") as handle:
@@ -90,7 +90,7 @@ def load_beir(path: Path, split: str = "test") -> Dataset:
                         continue
                     raise DatasetError(f"{qrels_path}:{number}: score {score!r} is not an integer") from None
         queries: dict[str, str] = {}
-        for _, row in _jsonl(path / "queries.jsonl"):
+        for _, row in jsonl_rows(path / "queries.jsonl"):
             if str(row["_id"]) in qrels:
                 queries[str(row["_id"])] = str(row.get("text") or "")
     except UnicodeDecodeError as exc:

@@ -65,6 +65,12 @@ def policy_preview(*, collection: Collection, source: str, saver: User) -> dict[
         services.collection_policy_set(actor=SYSTEM, collection=collection, source=source)
         after = _counts(collection, people)
         transaction.set_rollback(True)
+    return _effect(people, saver, total, before, after)
+
+
+def _effect(people: list[Person], saver: User, total: int, before: dict[int, int],
+            after: dict[int, int]) -> dict[str, Any]:
+    """A preview's answer: each person's readable documents before and after, and who loses or gains."""
     rows: list[dict[str, Any]] = [
         {"user": p.user.get_username(), "via": p.via, "before": before[p.user.pk], "after": after[p.user.pk]}
         for p in people]
@@ -110,16 +116,4 @@ def platform_policy_preview(*, source: str, saver: User) -> dict[str, Any]:
         policy_set(actor=SYSTEM, scope=PolicyRow.PLATFORM, source=source)
         after = counts()
         transaction.set_rollback(True)
-    rows: list[dict[str, Any]] = [
-        {"user": p.user.get_username(), "via": p.via, "before": before[p.user.pk], "after": after[p.user.pk]}
-        for p in people]
-    you = rows[0]
-    return {
-        "total": total,
-        "you": {"before": you["before"], "after": you["after"]},
-        "hides_everything_from_you": total > 0 and you["after"] == 0,
-        "people": rows,
-        "losing": [row for row in rows if row["after"] < row["before"]],
-        "gaining": [row for row in rows if row["after"] > row["before"]],
-        "people_counted": len(people),
-    }
+    return {**_effect(people, saver, total, before, after), "people_counted": len(people)}
