@@ -109,3 +109,17 @@ class Finished:
         close = getattr(self.events, "close", None)
         if close is not None:
             close()
+
+
+# How kb.followup joins a follow-up question to the earlier turns it leans on: "QUESTION (context: EARLIER)".
+# Backends that weigh the question's words (the extractive one) count the context's words less.
+FOLLOW_UP_CONTEXT = " (context: "
+
+
+def question_and_context(question: str) -> tuple[str, str]:
+    """A (possibly rewritten) question split into the question proper and the earlier turns' context."""
+    if question.endswith(")") and FOLLOW_UP_CONTEXT in question:
+        head, _, tail = question.partition(FOLLOW_UP_CONTEXT)
+        return head, tail[:-1]
+    return question, ""
+

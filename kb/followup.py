@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from inference.types import FOLLOW_UP_CONTEXT
+
 # Longest standalone question produced (characters): the ask API's question limit.
 MAX_CHARS = 4000
 # Earlier user turns looked at, most recent first.
@@ -108,5 +110,5 @@ def standalone_question(messages: Sequence[Mapping[str, object]]) -> str:
             break  # the turn that gave the topic: nothing before it is needed
     if not context:
         return last
-    standalone = f"{last} (context: {' / '.join(context)})"
+    standalone = f"{last}{FOLLOW_UP_CONTEXT}{' / '.join(context)})"
     return standalone if len(standalone) <= MAX_CHARS else standalone[: MAX_CHARS - 1].rstrip() + "…"

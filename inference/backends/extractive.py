@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from inference.types import GenerationRequest, Passage, StreamEvent
+from inference.types import GenerationRequest, Passage, StreamEvent, question_and_context
 
 LABEL = "Extracts from your documents (no language model is configured):"
 NO_PASSAGES_MESSAGE = "No passages in the documents you can read match this question."
@@ -78,9 +78,23 @@ class _Sentence:
 
 
 def _fold(word: str) -> str:
-    # Crude plural folding ("days" ~ "day"); a stemmer would be a dependency for little gain.
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
+    """Light English suffix folding, so that a question's "carry" finds "carried" and "days" finds "day".
+
+    A full stemmer would be a dependency for little gain; these few rules (plural and past forms,
+    -ing, a final e) fold the inflections questions and documents differ by most often.
+    """
+    if not word.isascii() or not word.isalpha():
+        return word
+    if len(word) > 4 and word.endswith(("ies", "ied")):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    elif len(word) > 5 and word.endswith("ing"):
+        word = word[:-3]
+    elif len(word) > 4 and word.endswith("ed") and not word.endswith("eed"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("e") and not word.endswith("ee"):
+        word = word[:-1]
     return word
 
 
@@ -225,8 +239,11 @@ class ExtractiveGenerator:
             # Stays positive even for a term in every sentence: it still matches the question.
             return math.log((n + 1) / (df + 0.5))
 
-        weights = {t: idf(t) for t in _terms(request.question)}
-        question_pairs = _bigrams(request.question)
+        # A follow-up's own words count fully, the earlier turns' words it was given as context half.
+        asked, context = question_and_context(request.question)
+        weights = {t: 0.5 * idf(t) for t in _terms(context)}
+        weights.update({t: idf(t) for t in _terms(asked)})
+        question_pairs = _bigrams(asked) | _bigrams(context)
 
         def score(index: int) -> float:
             shared = weights.keys() & sentence_terms[index]

@@ -190,3 +190,14 @@ def test_a_heading_paragraph_is_not_quoted_and_does_not_hide_its_section() -> No
     text = "Turbine hall\n\nThe turbine hall maintenance window opens at six on the first Sunday."
     found = extract("when does the turbine hall maintenance window open", passage(1, text))
     assert found == [("The turbine hall maintenance window opens at six on the first Sunday.", 1)]
+
+
+def test_a_follow_ups_own_words_outweigh_its_context_and_inflections_match() -> None:
+    """"Can they carry them over?" (rewritten with the earlier question as context) quotes the sentence
+    about carrying days over ("carried"), not only the one that answered the earlier question."""
+    holidays = passage(1, "Employees get 30 days of paid holiday per year. Unused holiday days can be carried "
+                          "over until the end of March of the following year, after which they lapse.")
+    question = "Can they carry them over? (context: How many days of paid holiday do employees get?)"
+    answer = generate(load_generator("extractive"), GenerationRequest(question=question, passages=(holidays,)))
+    said = [text for text, _ in quotes(answer.answer)]
+    assert any("carried over" in text for text in said), answer.answer
