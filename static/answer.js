@@ -33,6 +33,23 @@
     return sup;
   }
 
+  // Thumb icons drawn as SVG (Feather icons' outlines, MIT): an emoji needs an emoji font, which many
+  // desktops of an intranet, and headless browsers, do not have (the buttons then showed empty boxes).
+  const THUMB_UP = "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3";
+  const THUMB_DOWN = "M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17";
+
+  function thumb(path) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    [["viewBox", "0 0 24 24"], ["width", "16"], ["height", "16"], ["fill", "none"], ["stroke", "currentColor"],
+     ["stroke-width", "2"], ["stroke-linecap", "round"], ["stroke-linejoin", "round"], ["aria-hidden", "true"],
+     ["focusable", "false"]].forEach(function (pair) { svg.setAttribute(pair[0], pair[1]); });
+    const line = document.createElementNS(ns, "path");
+    line.setAttribute("d", path);
+    svg.appendChild(line);
+    return svg;
+  }
+
   /** The answer's text as Markdown nodes, its markers linked to ``known`` citations (by number). */
   function body(text, known) {
     return window.CairnMarkdown.render(text, { citation: function (numbers) { return citationMarker(numbers, known || {}); } });
@@ -120,9 +137,9 @@
 
     const rate = el("div", { class: "answer-bar__rate", role: "group", "aria-label": gettext("Was this answer helpful?") });
     const up = el("button", { type: "button", class: "button button--small", "data-rating": "up", "aria-pressed": "false",
-                              "aria-label": gettext("Helpful") }, "👍");
+                              "aria-label": gettext("Helpful") }, thumb(THUMB_UP));
     const down = el("button", { type: "button", class: "button button--small", "data-rating": "down", "aria-pressed": "false",
-                                "aria-label": gettext("Not helpful") }, "👎");
+                                "aria-label": gettext("Not helpful") }, thumb(THUMB_DOWN));
     rate.appendChild(up);
     rate.appendChild(down);
     actions.appendChild(rate);
