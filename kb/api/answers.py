@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.translation import gettext as _
+
+from inference.backends.extractive import LABEL
+from inference.fallback import FALLBACK_LABEL
 from inference.types import Answer, Passage
 from kb.answering import GenerationFailed, cited_passages
 
@@ -20,6 +24,24 @@ def citation_out(passage: Passage) -> dict[str, Any]:
     }
 
 
+def _labels() -> dict[str, str]:
+    # The inference backends write their labels in English (a worker knows no request's language);
+    # the web translates them into the asker's language where the answer leaves it.
+    return {
+        LABEL: _("Extracts from your documents (no language model is configured):"),
+        FALLBACK_LABEL: _("The language model gave no answer of its own, only a citation; "
+                          "extracts from your documents:"),
+    }
+
+
+def localised(text: str) -> str:
+    """``text`` with a leading backend label (the extractive or fallback one) in the request's language."""
+    for english, translated in _labels().items():
+        if text.startswith(english):
+            return translated + text[len(english):]
+    return text
+
+
 def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bool = False) -> dict[str, Any]:
     """An answer with its citations: the passages it cites, or — when it cites none — those it was given.
 
@@ -30,7 +52,7 @@ def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bo
     cited = cited_passages(answer, passages)
     used = passages[: answer.passages_used] if answer.passages_used else passages
     return {
-        "answer": answer.answer,
+        "answer": localised(answer.answer),
         "reasoning": answer.reasoning,
         "backend": answer.backend,
         # The model that wrote the answer ("extractive" for quotes, "none" when nothing was generated).

@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 
 from inference.types import Passage
 from kb import answering
-from kb.api.answers import CITATION_KEYS, answer_out
+from kb.api.answers import CITATION_KEYS, answer_out, localised
 from kb.api.errors import error_body
 
 
@@ -80,8 +80,10 @@ class EventFramer:
     def frames(self, event: answering.GenerationEvent) -> bytes:
         if event["event"] == "keepalive":
             return b": keepalive\n\n"
-        if event["event"] == "reasoning" or event["event"] == "token":
-            return _frame(event["event"], {"text": event["text"]})
+        if event["event"] == "reasoning":
+            return _frame("reasoning", {"text": event["text"]})
+        if event["event"] == "token":  # the extractive label arrives as a token of its own
+            return _frame("token", {"text": localised(event["text"])})
         if event["event"] == "done":
             from inference.wire import answer_from_dict
 

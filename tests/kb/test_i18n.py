@@ -393,3 +393,21 @@ def test_the_fixed_no_good_match_answer_is_in_the_askers_language():
         assert no_good_match_answer().answer.startswith("您的文档中没有合适的匹配")
     with translation.override("en"):
         assert no_good_match_answer().answer == NO_GOOD_MATCH_ANSWER
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_extractive_label_is_in_the_askers_language_plain_and_streamed(api, collection_id):
+    """The backend writes its label in English (a worker knows no request's language); the answer
+    leaving the web is in the asker's."""
+    text = b"# Leave\n\nEmployees get thirty days of paid leave per year."
+    assert upload(api, collection_id, "leave.md", text).status_code == 201
+    ask = {"question": "How many days of paid leave do employees get?", "collection": collection_id}
+    english = api.post("/api/v1/ask", ask, format="json", HTTP_ACCEPT_LANGUAGE="en")
+    assert english.json()["answer"].startswith("Extracts from your documents"), english.json()
+    chinese = api.post("/api/v1/ask", ask, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert chinese.json()["answer"].startswith("以下摘录自您的文档"), chinese.json()
+    assert "thirty days" in chinese.json()["answer"]
+    streamed = api.post("/api/v1/ask", {**ask, "stream": True}, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    body = b"".join(streamed.streaming_content).decode()
+    first_token = next(line for line in body.split("\n\n") if line.startswith("event: token"))
+    assert "以下摘录自您的文档" in first_token and "Extracts from" not in body, body[:500]
