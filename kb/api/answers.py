@@ -24,21 +24,22 @@ def citation_out(passage: Passage) -> dict[str, Any]:
     }
 
 
-def _labels() -> dict[str, str]:
+def _translated(label: str) -> str:
     # The inference backends write their labels in English (a worker knows no request's language);
     # the web translates them into the asker's language where the answer leaves it.
-    return {
-        LABEL: _("Extracts from your documents (no language model is configured):"),
-        FALLBACK_LABEL: _("The language model gave no answer of its own, only a citation; "
-                          "extracts from your documents:"),
-    }
+    if label == LABEL:
+        return _("Extracts from your documents (no language model is configured):")
+    return _("The language model gave no answer of its own, only a citation; extracts from your documents:")
 
 
 def localised(text: str) -> str:
-    """``text`` with a leading backend label (the extractive or fallback one) in the request's language."""
-    for english, translated in _labels().items():
+    """``text`` with a leading backend label (the extractive or fallback one) in the request's language.
+
+    Called for every streamed token: a prefix test, and a catalogue lookup only when a label is there.
+    """
+    for english in (LABEL, FALLBACK_LABEL):
         if text.startswith(english):
-            return translated + text[len(english):]
+            return _translated(english) + text[len(english):]
     return text
 
 
