@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -275,7 +275,7 @@ def audit_jsonl_rows(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def audit_jsonl_verify(lines: Sequence[str | bytes], *, key: bytes | None = None) -> ChainReport:
+def audit_jsonl_verify(lines: Iterable[str | bytes], *, key: bytes | None = None) -> ChainReport:
     """Verify an exported audit log on its own, as ``cairn_audit_verify`` does the stored one.
 
     The same rules: every link from the first event (which may link to a retention checkpoint recorded in
@@ -285,9 +285,10 @@ def audit_jsonl_verify(lines: Sequence[str | bytes], *, key: bytes | None = None
     """
     from access.services import RETENTION_ACTION
 
-    anchors = [str(row["detail"].get("anchor_hash") or "") for row in audit_jsonl_rows(lines)
+    rows = list(audit_jsonl_rows(lines))  # parsed once: the anchors are read from the same rows
+    anchors = [str(row["detail"].get("anchor_hash") or "") for row in rows
                if row["action"] == RETENTION_ACTION and isinstance(row["detail"], dict)]
-    return verify_chain(audit_jsonl_rows(lines), anchors=anchors, key=key)
+    return verify_chain(rows, anchors=anchors, key=key)
 
 
 def _verification_file() -> Path:
