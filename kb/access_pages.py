@@ -32,7 +32,6 @@ from access.models import Policy, User
 from access.services import access_denied_record, actor_from_request, signed_in_user
 from kb import attribute_forms, policy_preview, selectors, services
 from kb.exceptions import Forbidden, InvalidInput, NotFound
-from kb.models import Document
 
 MAX_POLICY = 4000
 
@@ -254,33 +253,23 @@ def document_attributes_page(request: HttpRequest, document_id: int) -> HttpResp
     """POST ``/documents/<id>/attributes/``: an editor replaces the document's attributes, then back to its page."""
     if request.method != "POST":
         return _back("document", document_id, anchor="attributes")
+    from kb.views import document_context, readable_or_404
+
     hidden = False
-    document: Document | None
     try:
         document = selectors.document_get(request.user, document_id, for_edit=True)
     except Forbidden as exc:  # a reader, not an editor
         raise PermissionDenied(str(exc.detail)) from None
     except NotFound:
-        try:  # labelling a document a policy hides from its editor is how it becomes readable
-            document, hidden = selectors.document_get_managed(request.user, document_id), True
-        except NotFound:
-            document = None
-    if document is None:
-        access_denied_record(
-            actor=actor_from_request(request),
-            target_type="document",
-            target_id=document_id,
-            rule="not readable by this user (or does not exist)",
-        )
-        raise Http404("No such document")
+        # Labelling a document a policy hides from its editor is how it becomes readable; else 404, audited.
+        document = readable_or_404(request, "document", document_id, selectors.document_get_managed)
+        hidden = True
     try:
         attributes = _rows(request)
         services.document_attributes_set(
             actor=actor_from_request(request), document=document, attributes=attributes
         )
     except InvalidInput as exc:
-        from kb.views import document_context
-
         context = document_context(request, document, hidden=hidden)
         context.update(attribute_errors=[str(exc)], attribute_rows=_posted_rows(request))
         return render(request, "kb/document.html", context, status=400)

@@ -25,7 +25,7 @@ CHUNKS_PER_PAGE = 50
 T = TypeVar("T")
 
 
-def _readable_or_404(request: HttpRequest, kind: str, pk: int, get: Callable[[AnyUser, object], T]) -> T:
+def readable_or_404(request: HttpRequest, kind: str, pk: int, get: Callable[[AnyUser, object], T]) -> T:
     """The object if the user may read it; else the 404 page, and the denial in the audit log."""
     try:
         return get(request.user, pk)
@@ -44,7 +44,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @ensure_csrf_cookie
 def collection_page(request: HttpRequest, collection_id: int) -> HttpResponse:
-    collection = _readable_or_404(request, "collection", collection_id, selectors.collection_get)
+    collection = readable_or_404(request, "collection", collection_id, selectors.collection_get)
     documents = selectors.readable_documents(request.user, collection=collection)
     role = selectors.collection_role(request.user, collection)
     sharing = None
@@ -74,7 +74,7 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
         try:
             document = selectors.document_get_managed(request.user, document_id)
         except selectors.NotFound:
-            document = _readable_or_404(request, "document", document_id, selectors.document_get)
+            document = readable_or_404(request, "document", document_id, selectors.document_get)
         return render(request, "kb/document.html", document_context(request, document, hidden=True))
     return render(request, "kb/document.html", document_context(request, document))
 
