@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.processes import Http, Process, child_env, free_port, manage
 from tests.e2e.test_team_generation import (
+    HANG_UP_BUDGET,
     LONG_QUESTION,
     QUESTION,
     hang_up_and_wait_for_cancel,
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def personal_llm(tmp_path_factory):
     root = tmp_path_factory.mktemp("personal-gen")
-    model = build_tiny_qwen2(root / "tiny-qwen2")
+    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512)
     port = free_port()
     env = child_env(CAIRN_DATA_DIR=str(root / "data"), CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model,
-                    CAIRN_MAX_NEW_TOKENS="1500")
+                    CAIRN_MAX_NEW_TOKENS=str(HANG_UP_BUDGET))
     process = Process("cairn_serve", manage("cairn_serve", "--host", "127.0.0.1", "--port", str(port)), env, root)
     try:
         Http(f"http://127.0.0.1:{port}").wait_until_up(process)

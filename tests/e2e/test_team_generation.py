@@ -25,6 +25,11 @@ REDIS_DB = 12
 QUESTION = "How many holiday days do employees get?"
 # The tiny random model answers this one until the token limit (QUESTION stops on its own after ~240).
 LONG_QUESTION = "Who approves remote work?"
+# The budget of the generation a test hangs up on: the tiny model writes ~700 tokens a second, so at
+# 1500 a busy web process could see the hang-up only after the worker finished (outcome "ok", not
+# "cancelled"); this many leaves it tens of seconds. The fixtures raise CAIRN_MAX_NEW_TOKENS to it and
+# build the model with room for it (max_positions).
+HANG_UP_BUDGET = 12_000
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +47,12 @@ def team_llm(tmp_path_factory):
         conn.execute(f'CREATE DATABASE "{name}"')
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team-gen")
-    model = build_tiny_qwen2(root / "tiny-qwen2")
+    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512)
     env = child_env(
         DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
         CAIRN_SECRET_KEY=secrets.token_urlsafe(40), CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost",
         CAIRN_DATA_DIR=str(root / "shared"), CAIRN_SECURE_COOKIES="0",
-        CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model, CAIRN_MAX_NEW_TOKENS="1500",
+        CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model, CAIRN_MAX_NEW_TOKENS=str(HANG_UP_BUDGET),
         CAIRN_GEN_MAX_BATCH="8", CAIRN_GEN_BATCH_WAIT_MS="300", CAIRN_GEN_USER_CONCURRENCY="8",
     )
     processes: list[Process] = []
@@ -126,7 +131,7 @@ def sample(text: str, name: str, **labels: str) -> list[float]:
 def hang_up_and_wait_for_cancel(port: int, token: str | None) -> None:
     """Ask, hang up after two tokens, and wait until the server counts one more cancelled generation."""
     before = sum(sample(metrics(port), "cairn_generation_requests_total", outcome="cancelled"))
-    events = sse_ask(port, token, {"question": LONG_QUESTION, "stream": True, "max_new_tokens": 1500},
+    events = sse_ask(port, token, {"question": LONG_QUESTION, "stream": True, "max_new_tokens": HANG_UP_BUDGET},
                      hang_up_after_tokens=2)
     assert [e[0] for e in events].count("token") == 2
     deadline = time.monotonic() + 30

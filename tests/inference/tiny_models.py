@@ -86,13 +86,16 @@ def _train_tokenizer(vocab_size: int) -> Tokenizer:
 
 
 def build_tiny_qwen2(
-    dirpath: str | Path, *, reasoning: bool = False, vocab_size: int = 800, seed: int = 0
+    dirpath: str | Path, *, reasoning: bool = False, vocab_size: int = 800, seed: int = 0,
+    max_positions: int = 2048,
 ) -> str:
     """Write a tiny random Qwen2 model + tokenizer into ``dirpath`` and return it as a string.
 
     ``reasoning=True`` gives it an R1-style chat template whose generation
     prompt opens ``<think>``; name the directory like ``deepseek-r1-…`` too
-    if the name-based DeepSeek-R1 heuristic should apply.
+    if the name-based DeepSeek-R1 heuristic should apply. ``max_positions``
+    bounds prompt + answer (default rotary embeddings: the weights and the
+    text generated within the first 2048 positions do not depend on it).
     """
     path = Path(dirpath)
     path.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def build_tiny_qwen2(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         # At the default 0.02 a random model this small collapses into one
         # repeated token (twenty "\n", stripped to an empty answer); wider
