@@ -45,6 +45,7 @@ import random
 import re
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ OFF_TOPIC = [
 KEYBOARD = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
 SETS = ("real", "off-topic", "random-vocab", "random-corpus", "keyboard-mash")
 NONSENSE = SETS[1:]
-SIGNALS = ("dense_best", "dense_margin", "lexical_coverage", "lexical_agreement")
+SIGNALS = ("dense_best", "dense_margin", "lexical_coverage", "lexical_agreement", "coherence")
 
 
 def random_vocab_queries(count: int, seed: int = 15) -> list[str]:
@@ -125,20 +126,22 @@ def halves(count: int, seed: int = 15) -> list[str]:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float]) -> float:
+def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float], null: float | None = None) -> float:
     from kb.retrieval.evidence import Thresholds, is_weak
 
     if not signals:
         return 0.0
-    limits = Thresholds(**thresholds)
+    limits = Thresholds(**{k: v for k, v in thresholds.items() if k != "null"})
+    if thresholds.get("null", 1):
+        limits = replace(limits, null_dense=null)
 
     def weak(s: dict[str, Any]) -> bool:
-        values = {k: s[k] for k in SIGNALS}
+        values = {k: s.get(k) for k in SIGNALS if k != "coherence"}
         if (
             values["lexical_coverage"] is None
         ):  # the leg always runs here: None is a run that found nothing
             values["lexical_coverage"] = 0.0
-        return is_weak(**values, thresholds=limits)
+        return is_weak(**values, thresholds=limits, coherence=s.get("coherence"))
 
     return sum(weak(s) for s in signals) / len(signals)
 
@@ -147,17 +150,19 @@ def rates(run: dict[str, Any], thresholds: dict[str, float], half: str | None) -
     out = {}
     for name in SETS:
         rows = [s for s in run["queries"][name] if half is None or s["half"] == half]
-        out[name] = flagged(rows, thresholds)
+        out[name] = flagged(rows, thresholds, run.get("null"))
     return out
 
 
 GRID = {
     "dense": [0.3, 0.35, 0.4, 0.45],
-    "margin": [-1.0, 0.05, 0.1, 0.15, 0.2],
-    "lexical": [0.5, 0.6, 0.7, 0.8, 1.01],
-    "agreement": [-1.0, 0.05, 0.1, 0.15, 0.2],
+    "margin": [-1.0, 0.1],
+    "lexical": [0.5, 0.7, 1.01],
+    "agreement": [-1.0, 0.1, 0.2],
     "coverage_alone": [0.999, 1.01],
     "dense_unseen": [0.0, 0.45, 0.6],
+    "coherence": [0.0, 0.01, 0.05, 0.1, 0.2],
+    "null": [0, 1],
 }
 
 
@@ -250,7 +255,7 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
 
     from kb import index
     from kb.retrieval.dense import DenseIndex
-    from kb.retrieval.evidence import evidence_of
+    from kb.retrieval.evidence import evidence_of, null_of, null_sample
     from kb.retrieval.fusion import FusionConfig
     from kb.retrieval.hybrid import hybrid_retrieve
     from kb.retrieval.lexical import BM25Index
@@ -278,6 +283,10 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
     snapshot = SimpleNamespace(dense=dense, lexical=lexical)
     allowed = np.ones(len(texts) + 1, dtype=bool)
     allowed[0] = False
+    # The collection's null as Cairn computes it (kb.index.no_match_null): the same sample, queries and quantile.
+    sample = null_sample(ids, index.NULL_SAMPLE)
+    null = null_of([texts[int(i) - 1] for i in sample], embedder.encode,
+                   lambda v: float(dense.search(v, 1)[1][0]))
 
     def search(text: str) -> Any:
         tokens = tokenize(text)
@@ -290,16 +299,18 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
             fusion=FusionConfig(),
         )
         return evidence_of(
-            retrieval, lexical, tokens, thresholds=no_match_thresholds(), lexical_ran=True
+            retrieval, lexical, tokens, thresholds=no_match_thresholds(), lexical_ran=True,
+            null=lambda: null,
         )
 
-    return search, texts
+    return search, texts, null
 
 
 def cairn_searcher(dataset: Any) -> Any:
     """Search functions over a Cairn collection the set is ingested into (the real search path)."""
     from access.services import personal_user
     from ingestion.api import corpus_ingest, jobs_run_here
+    from kb import index
     from kb.evaluation import as_markdown
     from kb.search import chunk_search_outcome
 
@@ -316,7 +327,9 @@ def cairn_searcher(dataset: Any) -> Any:
             user, text, collection_ids=[collection.pk], k=10, rerank=False
         ).evidence
 
-    return search, [as_markdown(title, text).decode() for title, text in dataset.corpus.values()]
+    snapshot = index.index_reader().snapshot()
+    null = index.no_match_null(snapshot) if snapshot is not None else None
+    return search, [as_markdown(title, text).decode() for title, text in dataset.corpus.values()], null
 
 
 def main() -> None:
@@ -358,7 +371,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     dataset = load_beir(Path(args.data))
-    search, texts = (
+    search, texts, null = (
         direct_searcher(dataset, args.vectors_cache) if args.direct else cairn_searcher(dataset)
     )
     queries = {
@@ -391,11 +404,14 @@ def main() -> None:
         "agreement": settings.CAIRN_NO_MATCH_AGREEMENT,
         "coverage_alone": settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
         "dense_unseen": settings.CAIRN_NO_MATCH_DENSE_UNSEEN,
+        "coherence": settings.CAIRN_NO_MATCH_COHERENCE,
+        "null": int(settings.CAIRN_NO_MATCH_NULL),
     }
     run = {
         "dataset": Path(args.data).name,
         "mode": "direct" if args.direct else "cairn",
         "passages": len(texts),
+        "null": null,
         "thresholds": configured,
         "queries": signals,
         "seconds_per_query": seconds / sum(len(v) for v in signals.values()),

@@ -306,6 +306,11 @@ CAIRN_NO_MATCH_AGREEMENT = env_float("CAIRN_NO_MATCH_AGREEMENT", 0.1, minimum=-1
 CAIRN_NO_MATCH_COVERAGE_ALONE = env_float("CAIRN_NO_MATCH_COVERAGE_ALONE", 0.999, minimum=0.0)
 # The best cosine the dense leg needs when no passage holds any query term (keyboard mash, another language).
 CAIRN_NO_MATCH_DENSE_UNSEEN = env_float("CAIRN_NO_MATCH_DENSE_UNSEEN", 0.6, minimum=-1.0)
+# The co-occurrence test's significance level: a query whose terms the collection never puts together more
+# often than chance is a bag of words (0 turns the test off; kb/retrieval/evidence.py).
+CAIRN_NO_MATCH_COHERENCE = min(env_float("CAIRN_NO_MATCH_COHERENCE", 0.05, minimum=0.0), 1.0)
+# Such a query's best cosine must beat 95 % of the collection's own random-word queries (kb/index.py).
+CAIRN_NO_MATCH_NULL = env_bool("CAIRN_NO_MATCH_NULL", True)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
 CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)

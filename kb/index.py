@@ -12,7 +12,11 @@ passages it should find are embedded by the same model.
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,8 @@ from kb.retrieval.active_model import ActiveModel
 from kb.retrieval.dense import DenseConfig
 from kb.retrieval.embedding import Embedder, SentenceTransformerEmbedder, model_id
 from kb.retrieval.embedding import get_embedder as _load_embedder
-from kb.retrieval.index_store import IndexReader, IndexStore
+from kb.retrieval.evidence import null_of, null_sample
+from kb.retrieval.index_store import IndexReader, IndexSnapshot, IndexStore
 from kb.retrieval.rerank import Reranker, load_reranker
 from kb.retrieval.writer import IndexWriter
 
@@ -121,3 +126,88 @@ def active_reranker() -> Reranker | None:
     """The configured cross-encoder (loaded once per process), or None when CAIRN_RERANKER is empty."""
     return load_reranker(settings.CAIRN_RERANKER, device=settings.CAIRN_EMBED_DEVICE,
                          batch_size=settings.CAIRN_RERANK_BATCH, dtype=settings.CAIRN_RERANK_DTYPE)
+
+
+# --- the "no good match" null ------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+NULL_FILE = "evidence-null.json"
+NULL_SAMPLE = 1000  # passages whose words make the null queries
+NULL_MIN_PASSAGES = 50  # below this the collection has no null (the fixed thresholds alone apply)
+NULL_DRIFT = 0.1  # recomputed once the index has grown or shrunk by this share
+_null_lock = threading.Lock()
+_null_memo: dict[str, tuple[int, float | None]] = {}
+
+
+def _near(computed_at: int, size: int) -> bool:
+    return abs(size - computed_at) <= NULL_DRIFT * max(computed_at, 1)
+
+
+def no_match_null(snapshot: IndexSnapshot) -> float | None:
+    """The best cosine an incoherent query must reach in this index (``evidence.null_threshold``).
+
+    What 95 % of random 2–4-word queries made of the collection's own words
+    stay below.  Computed the first time a search needs it, then kept while
+    the index stays within a tenth of the size it was computed at; shared
+    between processes through ``evidence-null.json`` beside the index
+    versions.  A computation reads the text of up to ``NULL_SAMPLE`` random
+    passages (words only, never shown to anyone), embeds 200 short queries
+    and searches them: about a second on a CPU.  None below
+    ``NULL_MIN_PASSAGES`` passages or with ``CAIRN_NO_MATCH_NULL=0``.
+    """
+    if not settings.CAIRN_NO_MATCH_NULL or snapshot.size < NULL_MIN_PASSAGES:
+        return None
+    key, size = snapshot.model_id, snapshot.size
+    memo = _null_memo.get(key)
+    if memo is not None and _near(memo[0], size):
+        return memo[1]
+    with _null_lock:
+        memo = _null_memo.get(key)
+        if memo is not None and _near(memo[0], size):
+            return memo[1]
+        path = store_for(key).dir / NULL_FILE
+        memo = _read_null(path)
+        if memo is None or not _near(memo[0], size):
+            started = time.monotonic()
+            memo = (size, _compute_null(snapshot))
+            _write_null(path, memo)
+            logger.info("No-good-match null of %d passages: %s (%.1f s)", size, memo[1], time.monotonic() - started)
+        _null_memo[key] = memo
+        return memo[1]
+
+
+def _read_null(path: Path) -> tuple[int, float | None] | None:
+    try:
+        stored = json.loads(path.read_text())
+        value = stored["threshold"]
+        return int(stored["size"]), None if value is None else float(value)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_null(path: Path, memo: tuple[int, float | None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_text(json.dumps({"size": memo[0], "threshold": memo[1], "queries": "evidence.null_queries"}))
+        os.replace(tmp, path)
+    except OSError:  # a read-only index directory: this process keeps it in memory
+        tmp.unlink(missing_ok=True)
+
+
+def _compute_null(snapshot: IndexSnapshot) -> float | None:
+    from kb.models import Chunk
+
+    sample = null_sample(snapshot.lexical.ids(), NULL_SAMPLE)
+    texts = list(
+        Chunk.objects.unrestricted("the no-good-match null: words of the whole index, never shown")
+        .filter(pk__in=[int(i) for i in sample]).values_list("text", flat=True)
+    )
+    model = active_model()
+    if model.model_id != snapshot.model_id:  # mid-switch: the next search computes it
+        return None
+    return null_of(texts, embedder_for(model).encode, lambda v: _best(snapshot, v))
+
+
+def _best(snapshot: IndexSnapshot, vector: np.ndarray) -> float | None:
+    scores = snapshot.dense.search(vector, 1)[1]
+    return float(scores[0]) if len(scores) else None

@@ -99,7 +99,8 @@ def no_match_thresholds() -> Thresholds:
     return Thresholds(dense=settings.CAIRN_NO_MATCH_DENSE, margin=settings.CAIRN_NO_MATCH_MARGIN,
                       lexical=settings.CAIRN_NO_MATCH_LEXICAL, agreement=settings.CAIRN_NO_MATCH_AGREEMENT,
                       coverage_alone=settings.CAIRN_NO_MATCH_COVERAGE_ALONE,
-                      dense_unseen=settings.CAIRN_NO_MATCH_DENSE_UNSEEN)
+                      dense_unseen=settings.CAIRN_NO_MATCH_DENSE_UNSEEN,
+                      coherence=settings.CAIRN_NO_MATCH_COHERENCE)
 
 
 NO_EVIDENCE = Evidence(dense_best=None, lexical_coverage=None, no_good_match=True)
@@ -187,7 +188,8 @@ def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | 
         )
     with timed(SEARCH_LATENCY, leg="evidence"):
         evidence = evidence_of(retrieval, snapshot.lexical, query_tokens, thresholds=no_match_thresholds(),
-                               lexical_ran=mode in ("hybrid", "lexical"))
+                               lexical_ran=mode in ("hybrid", "lexical"),
+                               null=lambda: index.no_match_null(snapshot))
     with timed(SEARCH_LATENCY, leg="materialise"):
         results = _materialise(retrieval.hits)
     if reranker is not None:

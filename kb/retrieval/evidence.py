@@ -43,15 +43,27 @@ docs/retrieval.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import pdtrc
 
 from kb.retrieval.hybrid import Retrieval
 from kb.retrieval.lexical import BM25Index
 
 COVERAGE_HITS = 5
+# The collection's null: this many random queries of its own words, and the share of them an incoherent
+# query's best cosine must beat.
+NULL_QUERIES = 200
+NULL_QUANTILE = 0.95
+NULL_MIN_WORDS = 20
+_WORD = re.compile(r"[^\W\d_]{4,}")
+# Scripts written without spaces between words (Han, kana, Hangul): a "word" there is a whole phrase.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,12 @@ class Thresholds:
     dense_unseen: float = (
         0.6  # best cosine needed when no passage holds any query term (coverage 0)
     )
+    # The significance level of the co-occurrence test: a query whose terms occur together no more often
+    # than chance would have them (p above this) is incoherent. 0: the test is off.
+    coherence: float = 0.05
+    # The best cosine an incoherent query needs: the collection's own null (``null_threshold``), which the
+    # search layer fills in per index; None until it is known (then ``dense`` alone applies).
+    null_dense: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,7 @@ class Evidence:
     no_good_match: bool
     dense_margin: float | None = None
     lexical_agreement: float | None = None
+    coherence: float | None = None  # the co-occurrence test's p-value; None where it cannot decide
 
     def as_dict(self) -> dict[str, float | bool | None]:
         def rounded(value: float | None) -> float | None:
@@ -91,6 +110,7 @@ class Evidence:
             "dense_margin": rounded(self.dense_margin),
             "lexical_coverage": rounded(self.lexical_coverage),
             "lexical_agreement": rounded(self.lexical_agreement),
+            "coherence": None if self.coherence is None else float(f"{self.coherence:.3g}"),
             "no_good_match": self.no_good_match,
         }
 
@@ -102,19 +122,27 @@ def is_weak(
     lexical_agreement: float | None,
     *,
     thresholds: Thresholds,
+    coherence: float | None = None,
 ) -> bool:
     """True when neither leg vouches for a match (a leg that did not run does not vouch)."""
+    # A query whose terms this collection never puts together more often than chance is a bag of words:
+    # the passage holding several of them holds them by accident, and an embedder's closeness to one of
+    # them is no better than what the collection's own random words reach.
+    incoherent = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
     # When the lexical leg ran and no passage holds a single query term (a keyboard mash, another language),
     # the embedder alone has to be surer: its cosines for strings it cannot read are not small.
-    dense_needed = thresholds.dense_unseen if lexical_coverage == 0.0 else thresholds.dense
+    dense_needed = max(thresholds.dense_unseen if lexical_coverage == 0.0 else thresholds.dense, thresholds.dense)
+    if incoherent and thresholds.null_dense is not None:
+        dense_needed = max(dense_needed, thresholds.null_dense)
     dense_vouches = (
         dense_best is not None
         and dense_margin is not None
-        and dense_best >= max(dense_needed, thresholds.dense)
+        and dense_best >= dense_needed
         and dense_margin >= thresholds.margin
     )
     lexical_vouches = (
-        lexical_coverage is not None
+        not incoherent
+        and lexical_coverage is not None
         and lexical_coverage >= thresholds.lexical
         and (
             lexical_agreement is None
@@ -126,6 +154,36 @@ def is_weak(
     return not (dense_vouches or lexical_vouches)
 
 
+def coherence_of(lexical: BM25Index, query_tokens: Sequence[str], chunk_id: int, *, level: float) -> float | None:
+    """The co-occurrence test's p-value for the query terms ``chunk_id`` (the covering passage) holds.
+
+    Null hypothesis: the terms fall into passages independently, so the number
+    of passages holding all of them is Poisson with mean N · Π df/N.  The
+    p-value is the chance of at least as many as the index has.  None where
+    the test cannot decide: fewer than two query terms in the index, or too
+    few passages for even a perfect co-occurrence (every passage of the
+    rarest term holding the others) to reach ``level`` — a small collection.
+    (Measured against testing every top BM25 hit and every prefix of the
+    rarest terms with a Bonferroni correction: that lost more real questions
+    than it caught nonsense — docs/retrieval.md.)
+    """
+    if level <= 0:
+        return None
+    found = lexical.cooccurrence(query_tokens, chunk_id)
+    if found.known < 2 or _poisson_at_least(found.possible, found.expected) > level:
+        return None
+    return _poisson_at_least(found.together, found.expected)
+
+
+def _poisson_at_least(k: int, mean: float) -> float:
+    """P(X ≥ k) for X ~ Poisson(mean)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    return float(pdtrc(k - 1, mean))
+
+
 def evidence_of(
     retrieval: Retrieval,
     lexical: BM25Index,
@@ -133,11 +191,14 @@ def evidence_of(
     *,
     thresholds: Thresholds,
     lexical_ran: bool = True,
+    null: Callable[[], float | None] | None = None,
 ) -> Evidence:
     """The evidence of one retrieval: the legs' best scores against the query's own candidates, and the verdict.
 
     ``lexical_ran``: whether the BM25 leg searched (hybrid or lexical mode, a query with terms); when it
-    did and found nothing, the coverage is 0 (no passage holds any query term), not None.
+    did and found nothing, the coverage is 0 (no passage holds any query term), not None.  ``null``: the
+    collection's null cosine (``null_threshold``), asked for only when the verdict turns on it — an
+    incoherent query the dense leg would vouch for — when ``thresholds.null_dense`` is not set.
     """
     dense_scores = retrieval.dense.scores
     dense_best = dense_margin = background = None
@@ -147,12 +208,13 @@ def evidence_of(
         middle = len(dense_scores) // 2
         background = float(dense_scores[middle] + dense_scores[(len(dense_scores) - 1) // 2]) / 2
         dense_margin = dense_best - background
-    coverage = agreement = None
+    coverage = agreement = coherence = None
     if len(retrieval.lexical.ids):
         hits = retrieval.lexical.ids[:COVERAGE_HITS]
         shares = lexical.term_coverage(query_tokens, hits)
         best = int(np.argmax(shares))
         coverage = float(shares[best])
+        coherence = coherence_of(lexical, query_tokens, int(hits[best]), level=thresholds.coherence)
         if background is not None:
             # The covering passage's cosine: from the dense candidates, or — not among them — at most the
             # last candidate's (an upper bound, so a passage just past the dense list is not held against it).
@@ -161,10 +223,67 @@ def evidence_of(
             agreement = cosine - background
     elif lexical_ran and query_tokens:
         coverage = 0.0
+    weak = is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds, coherence=coherence)
+    incoherent = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
+    if not weak and incoherent and null is not None and thresholds.null_dense is None:
+        # A match; does it stand once an incoherent query must beat the collection's null?
+        tighter = replace(thresholds, null_dense=null())
+        if tighter.null_dense is not None:
+            weak = is_weak(dense_best, dense_margin, coverage, agreement, thresholds=tighter, coherence=coherence)
     return Evidence(
         dense_best=dense_best,
         dense_margin=dense_margin,
         lexical_coverage=coverage,
         lexical_agreement=agreement,
-        no_good_match=is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds),
+        coherence=coherence,
+        no_good_match=weak,
     )
+
+
+def null_queries(texts: Sequence[str], *, count: int = NULL_QUERIES, seed: int = 0) -> list[str]:
+    """Random 2–4-word queries of a collection's own words: its null, what a bag of its words scores.
+
+    Words: 4+ letters, found in at least two of ``texts`` (a sample of the
+    collection's passages), lower-cased; words of unspaced scripts (Chinese,
+    Japanese, Korean) are left out — a run of Han characters is a phrase,
+    not a word.  Empty when the sample has fewer than ``NULL_MIN_WORDS``.
+    """
+    df: Counter[str] = Counter()
+    for text in texts:
+        df.update({w.lower() for w in _WORD.findall(text) if not _UNSPACED.search(w)})
+    words = sorted(w for w, n in df.items() if n >= 2)
+    if len(words) < NULL_MIN_WORDS:
+        return []
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(words, rng.randint(2, 4))) for _ in range(count)]
+
+
+def null_threshold(best_cosines: Sequence[float] | np.ndarray) -> float | None:
+    """The best cosine an incoherent query needs: the ``NULL_QUANTILE`` of the null queries' best cosines."""
+    values = np.asarray(best_cosines, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < NULL_QUERIES // 4:
+        return None
+    return float(np.quantile(values, NULL_QUANTILE))
+
+
+def null_sample(ids: np.ndarray, size: int) -> np.ndarray:
+    """The passages whose words make the null: ``size`` of ``ids`` at random (seeded: the same each time)."""
+    return np.random.default_rng(0).choice(ids, size=min(size, len(ids)), replace=False)
+
+
+def null_of(
+    texts: Sequence[str],
+    encode: Callable[[list[str]], np.ndarray],
+    best_cosine: Callable[[np.ndarray], float | None],
+) -> float | None:
+    """The collection's null (``null_threshold``) from a sample of its passages' ``texts``.
+
+    ``encode`` embeds the null queries as search embeds a query; ``best_cosine``
+    is the dense leg's best score for one vector over the whole index.
+    """
+    queries = null_queries(texts)
+    if not queries:
+        return None
+    best = [b for b in (best_cosine(v) for v in encode(queries)) if b is not None]
+    return null_threshold(best)

@@ -46,6 +46,7 @@ import threading
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any
 
@@ -60,6 +61,17 @@ _FORMAT = "cairn-bm25"
 _FORMAT_VERSION = 1
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 _EMPTY_SCORES = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Cooccurrence:
+    """How a query's terms occur together (``BM25Index.cooccurrence``)."""
+
+    known: int  # distinct query terms the index holds
+    held: int  # of those, how many the chunk holds (the rarest ``rarest`` at most)
+    together: int  # live chunks holding every one of the held terms (0 when fewer than two are held)
+    expected: float  # chunks that would hold them all by chance, were the terms independent
+    possible: int  # the most chunks that could (the smallest document frequency among them)
 
 
 class BM25Index:
@@ -394,6 +406,54 @@ class BM25Index:
                 at = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
                 coverage += idf * (postings[at] == rows)
         return coverage / total if total > 0 else coverage
+
+    def cooccurrence(self, query_tokens: Sequence[str], chunk_id: int, *, rarest: int = 4) -> Cooccurrence:
+        """How the query's terms that ``chunk_id`` holds occur together in the index, against chance.
+
+        Of the query's distinct terms the index knows, the ``rarest`` ones the
+        chunk holds (the rarest carry the evidence, and bound the cost): the
+        number of live chunks holding all of them (``together``), the number
+        that would if the terms fell into chunks independently (``expected``
+        = N · Π df/N), and the most there could be (``possible``: the smallest
+        df).  When the chunk holds fewer than two of them, ``together`` is 0
+        and ``expected``/``possible`` describe the query's two rarest known
+        terms.  One intersection of postings, narrowed term by term from the
+        rarest.
+        """
+        self._ensure_fresh()
+        n_docs = len(self)
+        known: list[tuple[int, int]] = []  # (df, term id)
+        for term in dict.fromkeys(query_tokens):
+            term_id = self._vocab.get(term)
+            if term_id is not None and term_id < len(self._df) and self._df[term_id] > 0:
+                known.append((int(self._df[term_id]), term_id))
+        known.sort()
+        row = -1
+        pos = int(np.searchsorted(self._sorted_ids, chunk_id)) if n_docs else 0
+        if pos < n_docs and int(self._sorted_ids[pos]) == int(chunk_id):
+            row = int(self._sorted_rows[pos])
+        held = [(df, t) for df, t in known if row >= 0 and self._holds(t, row)][:rarest]
+        chosen = held if len(held) >= 2 else known[:2]
+        expected = float(n_docs * np.prod([df / n_docs for df, _ in chosen])) if chosen and n_docs else 0.0
+        together = 0
+        if len(held) >= 2:
+            rows = self._postings(held[0][1])
+            for _, term_id in held[1:]:
+                postings = self._postings(term_id)
+                at = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
+                rows = rows[postings[at] == rows]
+            together = int(self._live[rows].sum())
+        return Cooccurrence(known=len(known), held=len(held), together=together, expected=expected,
+                            possible=min((df for df, _ in chosen), default=0))
+
+    def _postings(self, term_id: int) -> np.ndarray:
+        """The rows holding ``term_id``, ascending (dead rows included until compaction)."""
+        return self._rows[int(self._indptr[term_id]):int(self._indptr[term_id + 1])]
+
+    def _holds(self, term_id: int, row: int) -> bool:
+        postings = self._postings(term_id)
+        at = int(np.searchsorted(postings, row))
+        return at < len(postings) and int(postings[at]) == row
 
     def _allowed_by_row(self, allowed: np.ndarray) -> np.ndarray:
         """``allowed`` (a mask by chunk id) gathered onto rows; ids outside the mask are refused."""

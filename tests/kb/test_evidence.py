@@ -60,7 +60,7 @@ def test_evidence_reads_the_dense_margin_and_the_covering_passages_agreement():
     assert evidence.lexical_coverage == pytest.approx(1.0)              # chunk 1 holds both terms
     assert evidence.lexical_agreement == pytest.approx(0.5 - 0.5)       # chunk 1's cosine minus the median
     assert evidence.no_good_match is False                              # the dense leg vouches (0.7, +0.2)
-    assert set(evidence.as_dict()) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement",
+    assert set(evidence.as_dict()) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement", "coherence",
                                        "no_good_match"}
 
 
@@ -87,7 +87,7 @@ def test_search_says_no_good_match_for_nonsense_but_not_for_a_real_question(api,
                                       "collection": handbook}).json()
 
     assert nonsense["no_good_match"] is True and nonsense["results"]  # still the least bad passages, flagged
-    assert set(nonsense["evidence"]) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement",
+    assert set(nonsense["evidence"]) == {"dense_best", "dense_margin", "lexical_coverage", "lexical_agreement", "coherence",
                                          "no_good_match"}
     assert real["no_good_match"] is False and real["results"][0]["title"] == "leave.md"
     assert real["evidence"]["dense_best"] > nonsense["evidence"]["dense_best"]
@@ -196,3 +196,144 @@ def test_chinese_questions_match_chinese_documents_and_chinese_nonsense_does_not
     assert real["no_good_match"] is False and real["results"][0]["title"] == "nianjia.md", real["evidence"]
     assert visitor["no_good_match"] is False and visitor["results"][0]["title"] == "fangke.md", visitor["evidence"]
     assert nonsense["no_good_match"] is True, nonsense["evidence"]
+
+
+# --- the co-occurrence test and the collection's null ----------------------------------------------------
+
+def _topical(n_topics: int = 20, per_topic: int = 10) -> list[str]:
+    """``n_topics`` topics of ``per_topic`` passages: each topic's two words always together, never elsewhere."""
+    words = [(f"alpha{chr(97 + t)}x", f"beta{chr(97 + t)}y") for t in range(n_topics)]
+    return [f"{a} {b} filler{i % 3}" for a, b in words for i in range(per_topic)]
+
+
+def test_cooccurrence_counts_passages_holding_the_terms_together_against_chance():
+    texts = _topical()
+    index = bm25(texts)
+    found = index.cooccurrence(tokenize("alphaax betaay filler0"), 1)  # passage 1 holds filler0 (df 80)
+    assert (found.known, found.held, found.together, found.possible) == (3, 3, 4, 10)
+    assert found.expected == pytest.approx(200 * (10 / 200) ** 2 * 80 / 200)
+    # Two words of different topics: passage 1 holds one of them; nothing holds both.
+    apart = index.cooccurrence(tokenize("alphaax betaby"), 1)
+    assert (apart.held, apart.together, apart.possible) == (1, 0, 10)
+    # Deleted passages no longer count.
+    index.remove(np.arange(1, 6))
+    assert index.cooccurrence(tokenize("alphaax betaay"), 6).together == 5
+
+
+def test_coherence_separates_words_that_belong_together_from_a_bag_of_words():
+    from kb.retrieval.evidence import coherence_of
+
+    index = bm25(_topical())
+    together = coherence_of(index, tokenize("alphaax betaay"), 1, level=0.01)
+    apart = coherence_of(index, tokenize("alphaax betaby"), 1, level=0.01)
+    assert together is not None and together < 1e-6
+    assert apart == 1.0
+    # One known word: nothing to test. A collection too small for any co-occurrence to be significant: no say.
+    assert coherence_of(index, tokenize("alphaax zebra"), 1, level=0.01) is None
+    tiny = bm25(["turbine hall maintenance", "turbine blades", "visitors badge"])
+    assert coherence_of(tiny, tokenize("turbine maintenance"), 1, level=0.01) is None
+    assert coherence_of(index, tokenize("alphaax betaby"), 1, level=0.0) is None  # the test switched off
+
+
+def test_an_incoherent_query_needs_the_collections_null_and_gets_no_lexical_vouching():
+    limits = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.01, null_dense=0.45)
+    assert not is_weak(0.4, 0.2, 0.9, 0.2, thresholds=limits, coherence=1e-5)   # coherent: as before
+    assert not is_weak(0.4, 0.2, 0.9, 0.2, thresholds=limits, coherence=None)   # untestable: as before
+    assert is_weak(0.4, 0.2, 0.9, 0.2, thresholds=limits, coherence=0.5)        # incoherent, below the null
+    assert not is_weak(0.5, 0.2, 0.9, 0.2, thresholds=limits, coherence=0.5)    # incoherent, above the null
+    off = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.0, null_dense=0.45)
+    assert not is_weak(0.4, 0.2, 0.9, 0.2, thresholds=off, coherence=0.5)
+
+
+def test_evidence_asks_for_the_null_only_when_the_verdict_turns_on_it():
+    index = bm25(_topical())
+    asked: list[int] = []
+
+    def null() -> float:
+        asked.append(1)
+        return 0.6
+
+    def run(query: str, best: float) -> bool:
+        dense = Leg(np.arange(1, 101), np.linspace(best, 0.0, 100).astype(np.float32))
+        lexical = Leg(np.array([1, 11]), np.array([3.0, 1.0], dtype=np.float32))
+        limits = Thresholds(dense=0.35, lexical=0.5, agreement=0.1)
+        return evidence_of(Retrieval([], dense, lexical), index, tokenize(query), thresholds=limits,
+                           null=null).no_good_match
+
+    assert run("alphaax betaay", 0.5) is False and asked == []           # coherent: no null needed
+    assert run("alphaax betaby", 0.2) is True and asked == []            # weak anyway
+    assert run("alphaax betaby", 0.5) is True and asked == [1]           # a bag of words below its null
+    assert run("alphaax betaby", 0.7) is False and asked == [1, 1]       # ... or above it
+
+
+def test_null_queries_are_random_words_of_the_collection_and_the_null_is_their_95th_percentile():
+    from kb.retrieval.evidence import null_queries, null_threshold
+
+    names = [f"harbour{a}{b}" for a in "abcdef" for b in "ghijk"]  # 30 words, letters only
+    texts = [f"passage about {names[i % 30]} {names[(i * 7) % 30]} 港口起重机 and 12345" for i in range(100)]
+    queries = null_queries(texts)
+    assert len(queries) == 200 and queries == null_queries(texts)                  # seeded
+    words = {w for q in queries for w in q.split()}
+    assert all(2 <= len(q.split()) <= 4 for q in queries)
+    assert "港口起重机" not in words and "12345" not in words and "and" not in words  # CJK runs, digits, short words
+    assert null_queries(texts[:1]) == []                                            # too few words in 2+ passages
+    assert null_threshold(np.linspace(0, 1, 101)) == pytest.approx(0.95)
+    assert null_threshold([0.5] * 10) is None                                       # too few to say
+
+
+TOPICS = {
+    "turbine": "turbine blades bearings lubrication inspection vibration",
+    "leave": "holiday allowance vacation carryover approval calendar",
+    "visitors": "visitors badge reception escort lanyard register",
+    "payroll": "salary payslip taxes pension deductions overtime",
+    "fire": "evacuation alarm extinguisher assembly sprinkler drill",
+    "laptop": "laptop encryption password updates antivirus backup",
+    "canteen": "canteen menu vegetarian lunch allergens kitchen",
+    "parking": "parking permit bicycle charging spaces garage",
+    "travel": "travel booking flights hotel receipts reimbursement",
+    "chemicals": "chemicals goggles gloves ventilation spillage storage",
+    "printing": "printer toner paper scanning copier jams",
+    "recruiting": "candidates interview shortlist referees contract onboarding",
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_flags_a_bag_of_the_collections_own_words_and_keeps_its_null_beside_the_index(
+    api, collection_id, monkeypatch
+):
+    from kb import index
+
+    for topic, words in TOPICS.items():
+        w = words.split()
+        for i in range(5):
+            text = (f"# {topic.title()} note {i}\n\nThe {w[i % 6]} and the {w[(i + 1) % 6]} are checked with the "
+                    f"{w[(i + 2) % 6]} every week; {w[(i + 3) % 6]} and {w[(i + 4) % 6]} follow {w[(i + 5) % 6]}.\n")
+            assert upload(api, collection_id, f"{topic}-{i}.md", text.encode()).status_code == 201
+    computed: list[int] = []
+    compute = index._compute_null
+    monkeypatch.setattr(index, "_compute_null", lambda snapshot: computed.append(snapshot.size) or compute(snapshot))
+    monkeypatch.setattr(index, "_null_memo", {})
+
+    def search(q: str) -> dict:
+        return api.get("/api/v1/search", {"q": q, "collection": collection_id}).json()
+
+    real = search("turbine blades vibration inspection")
+    assert real["no_good_match"] is False and real["evidence"]["coherence"] < 0.01
+    assert computed == []                                  # a coherent query never needs the null
+    bag = search("payslip goggles")                        # two words of the collection, never together
+    assert bag["evidence"]["coherence"] == 1.0
+    snapshot = index.index_reader().snapshot()
+    null = index.no_match_null(snapshot)
+    assert computed == [60] and null is not None and -1.0 <= null <= 1.0
+    assert bag["no_good_match"] is (bag["evidence"]["dense_best"] < null)   # the lexical leg cannot vouch
+    stored = json.loads((index.index_store().dir / index.NULL_FILE).read_text())
+    assert stored["size"] == 60 and stored["threshold"] == pytest.approx(null)
+    # Another process (no memo) reads the file instead of computing it again.
+    monkeypatch.setattr(index, "_null_memo", {})
+    assert index.no_match_null(snapshot) == pytest.approx(null) and computed == [60]
+    # Once the index grew by more than a tenth, the next time it is needed it is computed afresh.
+    for i in range(7):
+        assert upload(api, collection_id, f"extra-{i}.md", f"# Extra {i}\n\nKettle descaling rota {i}.\n".encode()
+                      ).status_code == 201
+    index.no_match_null(index.index_reader().snapshot())
+    assert computed == [60, 67]
