@@ -41,11 +41,15 @@ $(VENV)/.installed: pyproject.toml $(LOCK) tests/oidc/package-lock.json tests/a1
 run: install
 	$(PY) manage.py cairn_serve --host $(HOST) --port $(PORT)
 
-# Import contracts ([tool.importlinter]), types, then the tests.
+# Import contracts ([tool.importlinter]), types, then the tests in two steps: the suite, and the fault
+# tests (-m faults: workers killed, PostgreSQL and Redis restarted, a disk filled) as a bounded step of
+# their own (FAULTS_TIMEOUT seconds; they start their own services and can take minutes each).
+FAULTS_TIMEOUT ?= 900
 test: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy $(MYPY_PATHS)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not faults"
+	timeout --kill-after=30 $(FAULTS_TIMEOUT) $(PY) -m pytest -m faults
 
 # The static checks alone.
 check: install

@@ -220,6 +220,17 @@ def test_cooccurrence_counts_passages_holding_the_terms_together_against_chance(
     assert index.cooccurrence(tokenize("alphaax betaay"), 6).together == 5
 
 
+def test_cooccurrence_of_common_words_is_counted_on_a_sample_of_postings(monkeypatch):
+    texts = [("common " if i % 2 else "") + ("usual" if i % 3 == 0 else "other") for i in range(6000)]
+    index = bm25(texts)
+    first = next(i for i in range(6000) if i % 2 and i % 3 == 0) + 1
+    exact = index.cooccurrence(tokenize("common usual"), first)
+    assert exact.together == 1000                              # i odd and a multiple of 3: 1 in 6
+    monkeypatch.setattr(BM25Index, "COOCCURRENCE_SAMPLE", 100)
+    sampled = index.cooccurrence(tokenize("common usual"), first)  # 100 of usual's 2000 rows (every third)
+    assert sampled.expected == exact.expected and abs(sampled.together - 1000) <= 250  # not 0: no aliasing
+
+
 def test_coherence_separates_words_that_belong_together_from_a_bag_of_words():
     from kb.retrieval.evidence import coherence_of
 
