@@ -205,7 +205,10 @@ def _compute_null(snapshot: IndexSnapshot) -> float | None:
     model = active_model()
     if model.model_id != snapshot.model_id:  # mid-switch: the next search computes it
         return None
-    return null_of(texts, embedder_for(model).encode, lambda v: _best(snapshot, v))
+    embedder = embedder_for(model)
+    # Query by query, as searches embed them (``encode`` is the passage path, which web processes never run).
+    return null_of(texts, lambda queries: np.stack([embedder.encode_query(q) for q in queries]),
+                   lambda v: _best(snapshot, v))
 
 
 def _best(snapshot: IndexSnapshot, vector: np.ndarray) -> float | None:

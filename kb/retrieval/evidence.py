@@ -158,21 +158,23 @@ def coherence_of(lexical: BM25Index, query_tokens: Sequence[str], chunk_id: int,
     """The co-occurrence test's p-value for the query terms ``chunk_id`` (the covering passage) holds.
 
     Null hypothesis: the terms fall into passages independently, so the number
-    of passages holding all of them is Poisson with mean N · Π df/N.  The
-    p-value is the chance of at least as many as the index has.  None where
-    the test cannot decide: fewer than two query terms in the index, or too
-    few passages for even a perfect co-occurrence (every passage of the
-    rarest term holding the others) to reach ``level`` — a small collection.
-    (Measured against testing every top BM25 hit and every prefix of the
-    rarest terms with a Bonferroni correction: that lost more real questions
-    than it caught nonsense — docs/retrieval.md.)
+    of passages holding a set of them is Poisson with mean N · Π df/N.  Tested:
+    all the held terms together, and each pair of them (a question naming a
+    rare entity next to words that always go together is still a question);
+    the p-value is the smallest chance of at least as many as the index has,
+    times the number of sets tested (Bonferroni).  None where the test cannot
+    decide: fewer than two query terms in the index, or too few passages for
+    even a perfect co-occurrence (every passage of the rarest term holding the
+    others) to reach ``level`` — a small collection.
     """
     if level <= 0:
         return None
     found = lexical.cooccurrence(query_tokens, chunk_id)
-    if found.known < 2 or _poisson_at_least(found.possible, found.expected) > level:
+    tests = list(dict.fromkeys(found.tests))
+    m = len(tests)
+    if found.known < 2 or min(_poisson_at_least(possible, expected) for _, expected, possible in tests) * m > level:
         return None
-    return _poisson_at_least(found.together, found.expected)
+    return min(1.0, m * min(_poisson_at_least(together, expected) for together, expected, _ in tests))
 
 
 def _poisson_at_least(k: int, mean: float) -> float:

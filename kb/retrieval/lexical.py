@@ -69,9 +69,9 @@ class Cooccurrence:
 
     known: int  # distinct query terms the index holds
     held: int  # of those, how many the chunk holds (the rarest ``rarest`` at most)
-    together: int  # live chunks holding every one of the held terms (0 when fewer than two are held)
-    expected: float  # chunks that would hold them all by chance, were the terms independent
-    possible: int  # the most chunks that could (the smallest document frequency among them)
+    # Per set of terms tested (all held terms, then each pair of them): (live chunks holding the set,
+    # chunks that would by chance were the terms independent, the most that could: the smallest df).
+    tests: tuple[tuple[int, float, int], ...]
 
 
 class BM25Index:
@@ -412,14 +412,14 @@ class BM25Index:
         """How the query's terms that ``chunk_id`` holds occur together in the index, against chance.
 
         Of the query's distinct terms the index knows, the ``rarest`` ones the
-        chunk holds (the rarest carry the evidence, and bound the cost): the
-        number of live chunks holding all of them (``together``), the number
-        that would if the terms fell into chunks independently (``expected``
-        = N · Π df/N), and the most there could be (``possible``: the smallest
-        df).  When the chunk holds fewer than two of them, ``together`` is 0
-        and ``expected``/``possible`` describe the query's two rarest known
-        terms.  One intersection of postings, narrowed term by term from the
-        rarest.
+        chunk holds (the rarest carry the evidence, and bound the cost).  One
+        test for all of them together, then one per pair of them (when there
+        are three or more): the number of live chunks holding the set
+        (``together``), the number that would if the terms fell into chunks
+        independently (``expected`` = N · Π df/N), and the most there could be
+        (``possible``: the smallest df).  When the chunk holds fewer than two
+        of them, one test: ``together`` 0, the rest for the query's two rarest
+        known terms.
         """
         self._ensure_fresh()
         n_docs = len(self)
@@ -434,27 +434,34 @@ class BM25Index:
         if pos < n_docs and int(self._sorted_ids[pos]) == int(chunk_id):
             row = int(self._sorted_rows[pos])
         held = [(df, t) for df, t in known if row >= 0 and self._holds(t, row)][:rarest]
-        chosen = held if len(held) >= 2 else known[:2]
-        expected = float(n_docs * np.prod([df / n_docs for df, _ in chosen])) if chosen and n_docs else 0.0
-        together = 0
-        if len(held) >= 2:
-            rows = self._postings(held[0][1])
-            # Common words (a rarest df in the hundreds of thousands at 1M chunks): count on a sample of the
-            # rarest term's postings and scale up — the test compares counts far from the edge then. One
-            # posting at random from each stretch of ``step`` (seeded): spread evenly, yet never in step
-            # with a regular pattern in the rows.
-            step = -(-len(rows) // self.COOCCURRENCE_SAMPLE)
-            if step > 1:
-                starts = np.arange(0, len(rows), step)
-                picks = starts + np.random.default_rng(len(rows)).integers(0, step, len(starts))
-                rows = rows[np.minimum(picks, len(rows) - 1)]
-            for _, term_id in held[1:]:
-                postings = self._postings(term_id)
-                at = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
-                rows = rows[postings[at] == rows]
-            together = int(self._live[rows].sum()) * step
-        return Cooccurrence(known=len(known), held=len(held), together=together, expected=expected,
-                            possible=min((df for df, _ in chosen), default=0))
+        if len(held) < 2:
+            pair = known[:2]
+            expected = float(n_docs * np.prod([df / n_docs for df, _ in pair])) if pair and n_docs else 0.0
+            return Cooccurrence(known=len(known), held=len(held),
+                                tests=((0, expected, min((df for df, _ in pair), default=0)),))
+        sets = [held] + ([[a, b] for i, a in enumerate(held) for b in held[i + 1:]] if len(held) > 2 else [])
+        tests = tuple((self._together([t for _, t in terms]), float(n_docs * np.prod([df / n_docs for df, _ in terms])),
+                       terms[0][0]) for terms in sets)
+        return Cooccurrence(known=len(known), held=len(held), tests=tests)
+
+    def _together(self, term_ids: list[int]) -> int:
+        """Live chunks holding every one of ``term_ids`` (rarest first), counted on at most
+        ``COOCCURRENCE_SAMPLE`` of the first term's postings and scaled up."""
+        rows = self._postings(term_ids[0])
+        # Common words (a rarest df in the hundreds of thousands at 1M chunks): count on a sample of the
+        # rarest term's postings and scale up — the test compares counts far from the edge then. One
+        # posting at random from each stretch of ``step`` (seeded): spread evenly, yet never in step
+        # with a regular pattern in the rows.
+        step = -(-len(rows) // self.COOCCURRENCE_SAMPLE)
+        if step > 1:
+            starts = np.arange(0, len(rows), step)
+            picks = starts + np.random.default_rng(len(rows)).integers(0, step, len(starts))
+            rows = rows[np.minimum(picks, len(rows) - 1)]
+        for term_id in term_ids[1:]:
+            postings = self._postings(term_id)
+            at = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
+            rows = rows[postings[at] == rows]
+        return int(self._live[rows].sum()) * step
 
     def _postings(self, term_id: int) -> np.ndarray:
         """The rows holding ``term_id``, ascending (dead rows included until compaction)."""

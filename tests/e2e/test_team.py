@@ -134,7 +134,7 @@ def test_twenty_concurrent_uploads_all_end_indexed_without_duplicate_chunks(team
     assert rows == (expected, expected)
 
     status, found = http.get(f"/api/v1/search?q=kestrel-7%20code%20word&collection={collection['id']}&k=5")
-    assert status == 200 and found["results"]
+    assert status == 200 and found["results"], "\n".join(p.log()[-5000:] for p in processes)
     assert found["results"][0]["document_id"] == uploaded[7]["id"]
 
     status, answer = http.post_json("/api/v1/ask", {"question": "Which code word did the keeper of orchard 2 write?",

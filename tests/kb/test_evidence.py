@@ -210,25 +210,28 @@ def test_cooccurrence_counts_passages_holding_the_terms_together_against_chance(
     texts = _topical()
     index = bm25(texts)
     found = index.cooccurrence(tokenize("alphaax betaay filler0"), 1)  # passage 1 holds filler0 (df 80)
-    assert (found.known, found.held, found.together, found.possible) == (3, 3, 4, 10)
-    assert found.expected == pytest.approx(200 * (10 / 200) ** 2 * 80 / 200)
+    assert (found.known, found.held) == (3, 3)
+    # All three together, then each pair (rarest first): alphaax+betaay, alphaax+filler0, betaay+filler0.
+    assert [t[0] for t in found.tests] == [4, 10, 4, 4] and [t[2] for t in found.tests] == [10, 10, 10, 10]
+    assert [t[1] for t in found.tests] == pytest.approx([200 * (10 / 200) ** 2 * 80 / 200, 200 * (10 / 200) ** 2,
+                                                        200 * (10 / 200) * (80 / 200), 200 * (10 / 200) * (80 / 200)])
     # Two words of different topics: passage 1 holds one of them; nothing holds both.
     apart = index.cooccurrence(tokenize("alphaax betaby"), 1)
-    assert (apart.held, apart.together, apart.possible) == (1, 0, 10)
+    assert apart.held == 1 and apart.tests == ((0, pytest.approx(0.5), 10),)
     # Deleted passages no longer count.
     index.remove(np.arange(1, 6))
-    assert index.cooccurrence(tokenize("alphaax betaay"), 6).together == 5
+    assert index.cooccurrence(tokenize("alphaax betaay"), 6).tests[0][0] == 5
 
 
 def test_cooccurrence_of_common_words_is_counted_on_a_sample_of_postings(monkeypatch):
     texts = [("common " if i % 2 else "") + ("usual" if i % 3 == 0 else "other") for i in range(6000)]
     index = bm25(texts)
     first = next(i for i in range(6000) if i % 2 and i % 3 == 0) + 1
-    exact = index.cooccurrence(tokenize("common usual"), first)
-    assert exact.together == 1000                              # i odd and a multiple of 3: 1 in 6
+    exact = index.cooccurrence(tokenize("common usual"), first).tests[0]
+    assert exact[0] == 1000                                    # i odd and a multiple of 3: 1 in 6
     monkeypatch.setattr(BM25Index, "COOCCURRENCE_SAMPLE", 100)
-    sampled = index.cooccurrence(tokenize("common usual"), first)  # 100 of usual's 2000 rows (every third)
-    assert sampled.expected == exact.expected and abs(sampled.together - 1000) <= 250  # not 0: no aliasing
+    sampled = index.cooccurrence(tokenize("common usual"), first).tests[0]  # 100 of usual's 2000 rows
+    assert sampled[1] == exact[1] and abs(sampled[0] - 1000) <= 250  # not 0: no aliasing with every third row
 
 
 def test_coherence_separates_words_that_belong_together_from_a_bag_of_words():
@@ -348,3 +351,19 @@ def test_search_flags_a_bag_of_the_collections_own_words_and_keeps_its_null_besi
                       ).status_code == 201
     index.no_match_null(index.index_reader().snapshot())
     assert computed == [60, 67]
+
+
+def test_a_question_naming_a_rare_thing_next_to_words_that_always_go_together_is_coherent():
+    from kb.retrieval.evidence import coherence_of
+
+    # Twenty reports of three passages; every report's first passage names its keeper and code word.
+    texts = []
+    for i in range(20):
+        texts += [f"site{chr(97 + i)}q report keeper wrote the code word", f"site{chr(97 + i)}q routine inspection",
+                  "routine repairs inventory"]
+    index = bm25(texts)
+    # All four together happen once (the rare site's first passage): no better than chance on its own.
+    found = index.cooccurrence(tokenize("which code word did the keeper of sitecq write"), 7)
+    assert found.tests[0][0] == 1 and found.tests[0][1] > 0.05
+    # But keeper, code and word go together in every report: a question, not a bag of words.
+    assert coherence_of(index, tokenize("which code word did the keeper of sitecq write"), 7, level=0.05) < 1e-3
