@@ -11,6 +11,8 @@ real server and worker processes of their own.
 import os
 import tempfile
 
+import pytest
+
 _data = tempfile.mkdtemp(prefix="cairn-test-")
 os.environ["CAIRN_DATA_DIR"] = _data
 os.environ.setdefault("CAIRN_TASKS", "inline")
@@ -29,3 +31,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # thread pools oversubscribed that way were ~20x slower per small batch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped where torch sees no CUDA device (torch is imported only if there are any)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none)")
+    for item in gpu_items:
+        item.add_marker(skip)

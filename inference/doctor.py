@@ -11,6 +11,13 @@ Estimates, stated as such: weights at 2 bytes per parameter (bf16/fp16), 1
 one sequence of ``KV_TOKENS`` tokens (Cairn's prompts — a few passages and
 the answer — stay well under it; a 128K window filled completely would need
 far more) and a fixed allowance for activations and the CUDA context.
+
+Besides the configured model, the report sizes three reference models from
+their published configurations (``REFERENCE_MODELS``: DeepSeek-R1's 7B and
+32B distills and DeepSeek-R1/V3 itself, 671B) and says, for each precision,
+whether it fits this host's GPUs; and which dtype the transformers backend
+would choose here (bf16 where the GPU computes it natively, compute
+capability 8.0 on).
 """
 
 from __future__ import annotations
@@ -34,13 +41,48 @@ LIBRARIES = (
 )
 
 
+# Published config.json values (their sizes only), for the fit table every report carries.
+REFERENCE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "DeepSeek-R1-Distill-Qwen-7B": ("qwen2", dict(
+        hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+        num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, tie_word_embeddings=False,
+    )),
+    "DeepSeek-R1-Distill-Qwen-32B": ("qwen2", dict(
+        hidden_size=5120, intermediate_size=27648, num_hidden_layers=64, num_attention_heads=40,
+        num_key_value_heads=8, vocab_size=152064, max_position_embeddings=131072, tie_word_embeddings=False,
+    )),
+    # DeepSeek-R1 and V3 share this architecture; transformers builds it without the multi-token-prediction
+    # layer (14B of the published 685B), so it counts the 671B that serve a request.
+    "DeepSeek-R1": ("deepseek_v3", dict(
+        hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61,
+        first_k_dense_replace=3, num_attention_heads=128, num_key_value_heads=128, n_routed_experts=256,
+        num_experts_per_tok=8, n_shared_experts=1, n_group=8, topk_group=4, kv_lora_rank=512,
+        q_lora_rank=1536, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, vocab_size=129280,
+        max_position_embeddings=163840, tie_word_embeddings=False,
+    )),
+}
+FIT_PRECISIONS = ("bf16", "8bit", "4bit")
+
+
 @dataclass
 class Gpu:
     index: int
     name: str
     total_bytes: int
     free_bytes: int
-    bf16: bool
+    bf16: bool  # computes bf16 natively (compute capability 8.0 on); emulated bf16 does not count
+    capability: str = ""  # "9.0" for an H100
+
+
+@dataclass
+class Fit:
+    """Whether one model at one precision fits this host's GPUs."""
+
+    model: str
+    parameters: int
+    precision: str  # "bf16", "8bit", "4bit"
+    needed_bytes: int
+    verdict: str  # "fits on one GPU", "fits across N GPUs", "does not fit", "no GPU"
 
 
 @dataclass
@@ -71,6 +113,9 @@ class Report:
     model: ModelEstimate | None
     problems: list[str]
     recommendation: str
+    dtype: str = ""  # what the transformers backend would compute in here
+    dtype_reason: str = ""
+    reference_fits: list[Fit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +175,7 @@ def gpus() -> tuple[bool, str | None, list[Gpu]]:
         free, total = torch.cuda.mem_get_info(index)
         props = torch.cuda.get_device_properties(index)
         found.append(Gpu(index=index, name=props.name, total_bytes=int(total), free_bytes=int(free),
-                         bf16=props.major >= 8))
+                         bf16=props.major >= 8, capability=f"{props.major}.{props.minor}"))
     return True, torch.version.cuda, found
 
 
@@ -139,8 +184,7 @@ def estimate_model(model_path: str, gguf_file: str | None = None) -> ModelEstima
     path = Path(model_path).expanduser()
     estimate = ModelEstimate(path=str(path))
     try:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         from inference.backends.transformers_backend import locate_model
         from inference.manifest import manifest_path
@@ -151,30 +195,89 @@ def estimate_model(model_path: str, gguf_file: str | None = None) -> ModelEstima
         if gguf:
             kwargs["gguf_file"] = gguf
         config = AutoConfig.from_pretrained(directory, **kwargs)
-        estimate.model_type = str(config.model_type)
         estimate.saved_with_transformers = str(getattr(config, "transformers_version", "") or "")
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        estimate.parameters = int(sum(p.numel() for p in model.parameters()))
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        window = int(getattr(text, "max_position_embeddings", 0) or 0)
-        estimate.context_window = window
-        layers = int(getattr(text, "num_hidden_layers", 0) or 0)
-        heads = int(getattr(text, "num_attention_heads", 1) or 1)
-        kv_heads = int(getattr(text, "num_key_value_heads", heads) or heads)
-        head_dim = int(getattr(text, "head_dim", 0) or (getattr(text, "hidden_size", 0) // heads))
-        if getattr(text, "kv_lora_rank", None):  # DeepSeek-V2/V3 MLA caches a compressed latent
-            per_token = layers * (int(text.kv_lora_rank) + int(getattr(text, "qk_rope_head_dim", 0))) * 2
-        else:
-            per_token = 2 * layers * kv_heads * head_dim * 2
-        estimate.kv_cache_bytes = per_token * min(window or KV_TOKENS, KV_TOKENS)
-        for precision, width in BYTES_PER_PARAM.items():
-            estimate.needed_bytes[precision] = int(
-                estimate.parameters * width + estimate.kv_cache_bytes + _OVERHEAD_BYTES
-            )
+        _size(estimate, config)
     except Exception as exc:  # a report, not a crash: say what went wrong
         estimate.error = f"{type(exc).__name__}: {exc}"
     return estimate
+
+
+def _size(estimate: ModelEstimate, config: Any) -> None:
+    """Fill ``estimate`` from a transformers config: parameters counted on the meta device, KV cache, needs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    estimate.model_type = str(config.model_type)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    estimate.parameters = int(sum(p.numel() for p in model.parameters()))
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = int(getattr(text, "max_position_embeddings", 0) or 0)
+    estimate.context_window = window
+    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(text, "num_key_value_heads", heads) or heads)
+    head_dim = int(getattr(text, "head_dim", 0) or (getattr(text, "hidden_size", 0) // heads))
+    if getattr(text, "kv_lora_rank", None):  # DeepSeek-V2/V3 MLA caches a compressed latent
+        per_token = layers * (int(text.kv_lora_rank) + int(getattr(text, "qk_rope_head_dim", 0))) * 2
+    else:
+        per_token = 2 * layers * kv_heads * head_dim * 2
+    estimate.kv_cache_bytes = per_token * min(window or KV_TOKENS, KV_TOKENS)
+    for precision, width in BYTES_PER_PARAM.items():
+        estimate.needed_bytes[precision] = int(
+            estimate.parameters * width + estimate.kv_cache_bytes + _OVERHEAD_BYTES
+        )
+
+
+def reference_estimates() -> list[ModelEstimate]:
+    """``REFERENCE_MODELS`` sized like a configured model (on the meta device: a second, no memory)."""
+    from transformers import AutoConfig
+
+    estimates = []
+    for name, (model_type, dims) in REFERENCE_MODELS.items():
+        estimate = ModelEstimate(path=name)
+        try:
+            _size(estimate, AutoConfig.for_model(model_type, **dims))
+        except Exception as exc:  # an older transformers without the architecture: say so, go on
+            estimate.error = f"{type(exc).__name__}: {exc}"
+        estimates.append(estimate)
+    return estimates
+
+
+def fit_verdict(needed: int, found: list[Gpu]) -> str:
+    """Where ``needed`` bytes fit: one GPU's free memory, all of them together (split by layers), or nowhere."""
+    if not found:
+        return "no GPU"
+    if needed <= max(g.free_bytes for g in found):
+        return "fits on one GPU"
+    if len(found) > 1 and needed <= sum(g.free_bytes for g in found):
+        return f"fits across {len(found)} GPUs"
+    return "does not fit"
+
+
+def reference_fits(estimates: list[ModelEstimate], found: list[Gpu]) -> list[Fit]:
+    return [
+        Fit(model=e.path, parameters=e.parameters, precision=precision, needed_bytes=e.needed_bytes[precision],
+            verdict=fit_verdict(e.needed_bytes[precision], found))
+        for e in estimates if not e.error
+        for precision in FIT_PRECISIONS
+    ]
+
+
+def dtype_decision(configured: str | None, device: str | None, found: list[Gpu]) -> tuple[str, str]:
+    """``(dtype, why)``: what ``transformers_backend.choose_dtype`` picks on this host for these options."""
+    if configured and configured != "auto":
+        return configured, "set by CAIRN_LLM_DTYPE"
+    if device and not device.startswith("cuda"):
+        return "float32", f"CAIRN_LLM_DEVICE={device}: half precision is slow or missing on CPUs"
+    if not found:
+        return "float32", "no GPU: half precision is slow or missing on CPUs"
+    index = int(device.split(":", 1)[1]) if device and ":" in device else 0
+    gpu = next((g for g in found if g.index == index), found[0])
+    if gpu.bf16:
+        return "bfloat16", f"GPU {gpu.index} has compute capability {gpu.capability or '≥ 8.0'}: bf16 natively"
+    return "float16", (f"GPU {gpu.index} has compute capability {gpu.capability or '< 8.0'}, below 8.0: "
+                       "bf16 only emulated, fp16 instead")
 
 
 def recommend(model: ModelEstimate | None, found: list[Gpu], ram_available: int) -> str:
@@ -288,6 +391,7 @@ def diagnose(backend: str, model_path: str | None, options: dict[str, Any]) -> R
     model = None
     if backend in ("transformers", "vllm") and model_path:
         model = estimate_model(model_path, options.get("gguf_file"))
+    dtype, dtype_reason = dtype_decision(options.get("dtype"), options.get("device"), found)
     return Report(
         python=platform.python_version(),
         platform=platform.platform(),
@@ -303,6 +407,9 @@ def diagnose(backend: str, model_path: str | None, options: dict[str, Any]) -> R
         problems=problems_for(backend, options, versions, cuda, model)
         + (remote_problems(options) if backend == "openai" else []),
         recommendation=recommend(model, found, available),
+        dtype=dtype,
+        dtype_reason=dtype_reason,
+        reference_fits=reference_fits(reference_estimates(), found),
     )
 
 
@@ -319,8 +426,9 @@ def format_report(report: Report) -> str:
         lines.append(f"CUDA: yes (runtime {report.cuda_runtime}, driver {report.driver or 'unknown'})")
         for gpu in report.gpus:
             lines.append(
-                f"  GPU {gpu.index}: {gpu.name}, {_gib(gpu.free_bytes)} free of {_gib(gpu.total_bytes)}"
-                f"{', bf16' if gpu.bf16 else ', no bf16 (fp16 will be used)'}"
+                f"  GPU {gpu.index}: {gpu.name}, {_gib(gpu.free_bytes)} free of {_gib(gpu.total_bytes)}, "
+                f"compute capability {gpu.capability or '?'}"
+                f"{', bf16' if gpu.bf16 else ', no native bf16 (fp16 will be used)'}"
             )
     else:
         lines.append("CUDA: no GPU visible (torch built for CUDA: "
@@ -332,6 +440,8 @@ def format_report(report: Report) -> str:
     if missing:
         lines.append("Not installed: " + ", ".join(missing))
     lines.append(f"Backend: {report.backend}")
+    if report.dtype:
+        lines.append(f"dtype: {report.dtype} ({report.dtype_reason})")
     model = report.model
     if model is not None:
         lines.append(f"Model: {model.path}")
@@ -345,6 +455,15 @@ def format_report(report: Report) -> str:
             lines.append(f"  KV cache for one {tokens:,}-token sequence (bf16): {_gib(model.kv_cache_bytes)}")
             lines.append("  memory needed: " + ", ".join(
                 f"{precision} {_gib(value)}" for precision, value in model.needed_bytes.items()
+            ))
+    if report.gpus and report.reference_fits:
+        lines.append("Reference models on these GPUs (weights + one 8K-token KV cache + 1.5 GiB):")
+        by_model: dict[str, list[Fit]] = {}
+        for fit in report.reference_fits:
+            by_model.setdefault(fit.model, []).append(fit)
+        for name, fits in by_model.items():
+            lines.append(f"  {name} ({fits[0].parameters / 1e9:.1f}B): " + "; ".join(
+                f"{f.precision} {_gib(f.needed_bytes)} {f.verdict}" for f in fits
             ))
     for problem in report.problems:
         lines.append(f"PROBLEM: {problem}")

@@ -355,7 +355,8 @@ class GenerationPool:
             while self._waiting and len(taken) < limit:
                 taken.append(self._waiting.popleft())
             self._running += len(taken)
-        self._publish_gauges()
+        if taken:  # polled between decode steps: nothing taken, nothing changed
+            self._publish_gauges()
         return taken
 
     def _purge_cancelled(self) -> None:
@@ -473,7 +474,6 @@ class _Row:
         self.request = request
         self.offered = offered
         self.streamer = streamer
-        self.length = 0  # real (unpadded) tokens in the cache for this row
         self.limit = max(1, request.max_new_tokens)
 
 
@@ -583,7 +583,6 @@ class _BatchRunner:
                 continue
             streamer = _RowStreamer(self.tokenizer, output)
             row = _Row(ticket, output, request, offered, streamer)
-            row.length = int(ids.shape[0])
             new_rows.append(row)
             prompts.append(ids)
         if not new_rows:
@@ -663,13 +662,13 @@ class _BatchRunner:
 
         assert self.cache is not None and self.mask is not None and self.next_tokens is not None  # a batch is running
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        positions = torch.tensor([[row.length] for row in self.rows], dtype=torch.long, device=self.device)
+        # Each row's next position is the count of its real tokens so far, worked out on the device:
+        # a tensor built from Python ints would be a host-to-device copy that waits, every step.
+        positions = self.mask.sum(dim=-1, keepdim=True) - 1
         self.pool._record_forward(len(self.rows))
         out = self.model(input_ids=self.next_tokens.unsqueeze(-1), attention_mask=self.mask, position_ids=positions,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
-        for row in self.rows:
-            row.length += 1
         self.next_tokens = self._choose(out.logits[:, -1, :])
         self._accept(first_rows=None)
 

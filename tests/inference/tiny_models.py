@@ -160,6 +160,17 @@ def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: 
     return _save_model(path, DeepseekV3ForCausalLM, config, seed=seed, eos_id=eos_id, pad_id=pad_id)
 
 
+def save_tiny_tokenizer(dirpath: str | Path, *, reasoning: bool = False, vocab_size: int = 800) -> tuple[int, int, int]:
+    """Only the tokenizer of ``build_tiny_qwen2`` into ``dirpath``: (vocabulary size, eos id, pad id).
+
+    For a model built elsewhere around it (``benchmarks/gpu/generation.py`` builds
+    a random-weight 7B on the GPU and needs a tokenizer that nothing downloads).
+    """
+    path = Path(dirpath)
+    path.mkdir(parents=True, exist_ok=True)
+    return _save_tokenizer(path, vocab_size, R1_CHAT_TEMPLATE if reasoning else QWEN_CHAT_TEMPLATE)
+
+
 def _save_tokenizer(path: Path, vocab_size: int, chat_template: str) -> tuple[int, int, int]:
     """Train and save the ChatML-style tokenizer; returns (vocabulary size, eos id, pad id)."""
     tokenizer = PreTrainedTokenizerFast(
