@@ -5,6 +5,19 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where torch sees a CUDA GPU; elsewhere they are skipped, with the reason."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.device_count() == 0:  # NVML: does not initialise CUDA before tests that fork
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none)")
+        for item in marked:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def isolated_storage(settings, tmp_path):
     """A fresh blob store and index directory for one test."""
