@@ -183,10 +183,12 @@ class TorchExactScan:
     def _row_mask(self, mask: np.ndarray) -> torch.Tensor:
         """The mask by chunk id → one bool per row, on the device."""
         th = self._torch
-        by_id = th.zeros(self._id_bound, dtype=th.bool, device=self.device)
         size = min(len(mask), self._id_bound)
-        if size:
-            by_id[:size] = th.from_numpy(np.ascontiguousarray(mask[:size], dtype=bool)).to(self.device)
+        upload = th.from_numpy(np.ascontiguousarray(mask[:size], dtype=bool)).to(self.device)
+        if size == self._id_bound:
+            return upload[self.ids]
+        by_id = th.zeros(self._id_bound, dtype=th.bool, device=self.device)  # ids past the mask: forbidden
+        by_id[:size] = upload
         return by_id[self.ids]
 
     def search(

@@ -115,3 +115,23 @@ def test_on_a_gpu_auto_picks_half_precision_and_a_batch_for_the_card():
     assert (vectors * reference).sum(axis=1).min() > 0.99
     query = embedder.encode_query(TEXTS[0])
     assert float(query @ vectors[0]) > 0.999
+
+
+@pytest.mark.slow
+def test_the_gpu_ingestion_benchmark_runs_here_on_the_cpu(tmp_path):
+    """``benchmarks/gpu/embed.py --device cpu``: the personal worker and bare encode over the same chunks."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "embed.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "DJANGO_", "PYTEST"))}
+    done = subprocess.run([sys.executable, "benchmarks/gpu/embed.py", "--docs", "2", "--pages", "2", "--device", "cpu",
+                           "--json", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["chunks"] > 0 and result["batch_size"] == 64 and result["device"] == "cpu"
+    assert result["ratio"] > 0

@@ -8,6 +8,7 @@ sees a CUDA device.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -364,3 +365,18 @@ def test_an_approximate_base_on_the_gpu_is_exact_over_its_stored_vectors():
     for query in unit(50, seed=16, dim=64):
         assert_exact_top_k(index.search(query, 10)[0], ids, stored, query, 10)
         assert_exact_top_k(index.search(query, 10, mask)[0], ids, stored, query, 10, mask)
+
+
+def test_the_gpu_benchmark_runs_here_on_cpu_tensors_and_both_legs_agree(tmp_path):
+    """``benchmarks/gpu/dense.py --device cpu``: the script a GPU host runs, on a small index, without Django."""
+    out = tmp_path / "dense.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "DJANGO_", "PYTEST"))}
+    done = subprocess.run([sys.executable, "benchmarks/gpu/dense.py", "--n", "3000", "--queries", "20", "--dim",
+                           "32", "--device", "cpu", "--concurrency", "4", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "same top-10 ids, GPU vs CPU" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["gpu_backend"] == "torch" and result["cpu_index"] == "flat"
+    for run in result["runs"].values():
+        assert run["gpu_vs_cpu"]["same_top_k"] == 1.0 and run["gpu_vs_exact"]["same_top_k"] == 1.0
