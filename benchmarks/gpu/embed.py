@@ -20,6 +20,14 @@ ingestion and counted as their mean.  Target: ingestion ≥ 0.8 × bare.
 
 ``--format txt`` (default) uploads plain-text documents; ``pdf`` uploads
 PDFs (needs fpdf2 to make them and pypdfium2 to read them).
+
+The model is the bundled all-MiniLM-L6-v2 (88 MB), or ``--model DIR``.
+Where its weights cannot travel, ``--export-shape DIR`` (run where the
+bundled package is installed) writes its configuration and tokenizer
+without the weights (~0.7 MB), and ``--random-weights-from DIR`` on the
+other host builds the same architecture with random weights: the same
+tokens, shapes and FLOPs, so the same throughput (the vectors mean nothing,
+and nothing here reads them).
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import argparse
 import os
 import platform
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -72,14 +82,41 @@ def chunk_texts(corpus: list[tuple[str, bytes]]) -> list[str]:
     return texts
 
 
-def bare_encode(texts: list[str], *, device: str, dtype: str, batch: int) -> float:
+SHAPE_FILES = ("config.json", "config_sentence_transformers.json", "modules.json", "sentence_bert_config.json",
+               "1_Pooling/config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "vocab.txt")
+
+
+def export_shape(target: Path) -> None:
+    """The bundled model's configuration and tokenizer, without its weights."""
+    from kb.retrieval.embedding import bundled_model_path
+
+    source = bundled_model_path()
+    for name in SHAPE_FILES:
+        if (source / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, target / name)
+    print(f"wrote {target} (configuration and tokenizer of {source})")
+
+
+def random_weights(shape: Path) -> Path:
+    """A copy of ``shape`` (a model directory without weights) with random weights of its architecture."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    target = Path(tempfile.mkdtemp(prefix="cairn-random-model-"))
+    shutil.copytree(shape, target, dirs_exist_ok=True)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(str(shape))).save_pretrained(str(target))
+    return target
+
+
+def bare_encode(texts: list[str], *, model_dir: Path, device: str, dtype: str, batch: int) -> float:
     """Seconds for one bare ``encode`` of ``texts``: the model loaded afresh, on ``device`` in ``dtype``."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from kb.retrieval.embedding import bundled_model_path
-
-    model = SentenceTransformer(str(bundled_model_path()), device=device, local_files_only=True)
+    model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
     if dtype != "float32":
         model.to(getattr(torch, dtype))
     model.encode(texts[:batch], batch_size=batch)  # warm up
@@ -133,19 +170,34 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="CAIRN_EMBED_DEVICE for both sides (cuda, cpu, cuda:1 …)")
     parser.add_argument("--dtype", default="auto", help="CAIRN_EMBED_DTYPE (auto: bf16/fp16 on a GPU)")
     parser.add_argument("--batch", type=int, default=0, help="CAIRN_EMBED_BATCH (0: chosen for the device)")
+    parser.add_argument("--model", default=None, help="a sentence-transformers directory (default: the bundled one)")
+    parser.add_argument("--random-weights-from", default=None, metavar="DIR",
+                        help="a model directory without weights (see --export-shape): random weights, same shape")
+    parser.add_argument("--export-shape", default=None, metavar="DIR",
+                        help="write the bundled model's configuration and tokenizer to DIR, and stop")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.export_shape:
+        export_shape(Path(args.export_shape))
+        return
+    model_env = {}
+    if args.random_weights_from:
+        model_env["CAIRN_EMBEDDING_MODEL"] = str(random_weights(Path(args.random_weights_from)))
+    elif args.model:
+        model_env["CAIRN_EMBEDDING_MODEL"] = str(Path(args.model).resolve())
 
     django_setup(CAIRN_TASKS="local", CAIRN_EMBED_DEVICE=args.device, CAIRN_EMBED_DTYPE=args.dtype,
-                 CAIRN_EMBED_BATCH=str(args.batch))
+                 CAIRN_EMBED_BATCH=str(args.batch), **model_env)
     from access.services import Actor, personal_user
     from ingestion.models import IngestionJob
     from kb import index
     from kb import services as kb_services
     from kb.models import Chunk
+    from kb.retrieval.embedding import model_path
 
-    embedder = index.embedder_for(index.configured_model())  # the instance the worker embeds with
+    model = index.configured_model()
+    embedder = index.embedder_for(model)  # the instance the worker embeds with
     dtype, batch = embedder.dtype, index.embed_batch_size(embedder)
     device = str(embedder._model.device)
     corpus = make_corpus(args.docs, args.pages, args.format)
@@ -153,7 +205,8 @@ def main() -> None:
 
     # Bare encode before and after the ingestion, counted as their mean (a change of load or of GPU
     # clocks during the run weighs on both sides alike).
-    bare_before = bare_encode(texts, device=device, dtype=dtype, batch=batch)
+    model_dir = model_path(model.path)
+    bare_before = bare_encode(texts, model_dir=model_dir, device=device, dtype=dtype, batch=batch)
     user = personal_user()
     actor = Actor(user=user)
     collection = kb_services.collection_create(actor=actor, owner=user, name="bench")
@@ -171,16 +224,19 @@ def main() -> None:
     assert chunks == len(texts), (chunks, len(texts))
     stages = {stage: sum(v or 0.0 for v in IngestionJob.objects.filter(pk__in=jobs)
                          .values_list(f"{stage}_seconds", flat=True)) for stage in IngestionJob.STAGES}
-    bare_after = bare_encode(texts, device=device, dtype=dtype, batch=batch)
+    bare_after = bare_encode(texts, model_dir=model_dir, device=device, dtype=dtype, batch=batch)
     bare_seconds = (bare_before + bare_after) / 2
     e2e_rate, bare_rate = chunks / e2e_seconds, chunks / bare_seconds
+    model_label = ("all-MiniLM-L6-v2's shape, random weights" if args.random_weights_from
+                   else model.model_id)
     name = device
     if device.startswith("cuda"):
         import torch
 
         name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     rows = [
-        {"measure": "both sides: device / dtype / batch", "value": f"{name} / {dtype} / {batch}"},
+        {"measure": "both sides: model / device / dtype / batch",
+         "value": f"{model_label} / {name} / {dtype} / {batch}"},
         {"measure": f"ingestion, personal in-process worker ({args.docs} {args.format} x {args.pages} pages)",
          "value": f"{e2e_rate:,.1f} chunks/s ({chunks} chunks in {e2e_seconds:.2f} s)"},
         {"measure": "bare SentenceTransformer.encode, same chunks (mean of before/after)",
@@ -191,7 +247,8 @@ def main() -> None:
     ]
     print_table(f"GPU ingestion ({platform.machine()}, {os.cpu_count()} cores)", rows)
     write_json(args.json, {
-        "docs": args.docs, "pages": args.pages, "format": args.format, "chunks": chunks, "device": name,
+        "docs": args.docs, "pages": args.pages, "format": args.format, "chunks": chunks, "model": model_label,
+        "device": name,
         "dtype": dtype, "batch_size": batch, "e2e_seconds": e2e_seconds, "e2e_chunks_per_s": e2e_rate,
         "bare_seconds": bare_seconds, "bare_seconds_before": bare_before, "bare_seconds_after": bare_after,
         "bare_chunks_per_s": bare_rate, "ratio": e2e_rate / bare_rate,
