@@ -101,20 +101,26 @@ def test_a_single_query_embeds_as_the_batch_path_does(dtype, tmp_path):
 
 
 @pytest.mark.gpu
-def test_on_a_gpu_auto_picks_half_precision_and_a_batch_for_the_card():
+def test_on_a_gpu_auto_picks_half_precision_and_a_batch_for_the_card(tmp_path):
+    import re
+
     import torch
 
-    embedder = get_embedder(None, "cuda", "auto")
+    from tests.kb.tiny_embedder import build_tiny_embedder
+
+    # A small model with its own vocabulary: the bundled model (88 MB) need not be on the GPU host.
+    model = str(build_tiny_embedder(tmp_path, dim=64, words=re.findall(r"[a-z]+", " ".join(TEXTS).lower())))
+    embedder = get_embedder(model, "cuda", "auto")
     expected = "bfloat16" if torch.cuda.get_device_capability()[0] >= 8 else "float16"
     assert embedder.dtype == expected
     assert str(next(embedder._model.parameters()).dtype) == f"torch.{expected}"
     assert 32 <= embedder.batch_size <= 512
-    reference = get_embedder(None, "cpu", "float32").encode(TEXTS)
+    reference = get_embedder(model, "cpu", "float32").encode(TEXTS)
     vectors = embedder.encode(TEXTS)
     assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    assert (vectors * reference).sum(axis=1).min() > 0.99
+    assert (vectors * reference).sum(axis=1).min() > 0.98
     query = embedder.encode_query(TEXTS[0])
-    assert float(query @ vectors[0]) > 0.999
+    assert float(query @ vectors[0]) > 0.995
 
 
 @pytest.mark.slow
