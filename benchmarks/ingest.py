@@ -10,7 +10,7 @@ INDEXED.  The baseline is ``SentenceTransformer.encode`` on exactly the same
 chunk texts in this process, after the workers are stopped (same machine,
 same run), configured as the pipeline embeds: the same dtype (``CAIRN_EMBED_DTYPE``
 resolved as the workers resolve it: bf16 on CPUs that compute it natively),
-device, batch size (``CAIRN_EMBED_BATCH``) and torch threads (``--threads``,
+device, batch size (``CAIRN_EMBED_BATCH``, else the embedder's choice) and torch threads (``--threads``,
 given to the workers too).  The table and the JSON say which.  Target:
 end-to-end ≥ 0.8 × bare encode.
 """
@@ -102,8 +102,8 @@ def bare_encode(texts: list[str], *, batch: int, dtype: str, device: str | None)
     from kb.retrieval.embedding import bundled_model_path
 
     model = SentenceTransformer(str(bundled_model_path()), device=device, local_files_only=True)
-    if dtype == "bfloat16":
-        model.to(torch.bfloat16)
+    if dtype in ("bfloat16", "float16"):
+        model.to(getattr(torch, dtype))
     model.encode(texts[:64], batch_size=batch)  # warm up
     started = time.perf_counter()
     model.encode(texts, batch_size=batch, normalize_embeddings=True, show_progress_bar=False)
@@ -114,10 +114,12 @@ def embed_configuration() -> tuple[str, str | None, int]:
     """(dtype, device, batch size) as the workers embed: from the same settings, on the same machine."""
     from django.conf import settings
 
+    from kb.index import embed_batch_size, get_embedder
     from kb.retrieval.embedding import resolve_dtype
 
     device = settings.CAIRN_EMBED_DEVICE or None
-    return resolve_dtype(settings.CAIRN_EMBED_DTYPE, device), device, settings.CAIRN_EMBED_BATCH
+    batch = embed_batch_size(get_embedder(None, device))  # CAIRN_EMBED_BATCH, else the embedder's choice
+    return resolve_dtype(settings.CAIRN_EMBED_DTYPE, device), device, batch
 
 
 def baseline(texts: list[str], threads: int) -> float:

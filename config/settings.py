@@ -264,12 +264,13 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # --- ingestion, retrieval, answering --------------------------------------------
 
 CAIRN_EMBEDDING_MODEL = env_str("CAIRN_EMBEDDING_MODEL")  # a local directory; default: bundled MiniLM
-CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 64, minimum=1, maximum=4096)
-CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: auto
+# Passages per forward pass; 0: the embedder's choice for its device (64 on a CPU, by memory on a GPU).
+CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 0, minimum=0, maximum=4096)
+CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: a GPU when torch sees one
 # Torch threads of a team web process (it embeds only queries; see config/asgi.py).
 CAIRN_QUERY_THREADS = env_int("CAIRN_QUERY_THREADS", 1, minimum=1, maximum=256)
-# bf16 inference on CPUs with avx512_bf16/AMX (auto), or forced either way.
-CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16"))
+# auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs that have it natively, fp16 on older GPUs, else fp32.
+CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16"))
 # Dense index (kb.retrieval.dense.DenseConfig); defaults chosen by benchmarks/dense.py.
 CAIRN_DENSE_APPROX_ABOVE = env_int("CAIRN_DENSE_APPROX_ABOVE", 100_000, minimum=1, maximum=10**12)
 CAIRN_DENSE_SPEC = env_str("CAIRN_DENSE_SPEC") or "PQ192x4fs,Refine(SQfp16)"
@@ -277,6 +278,10 @@ CAIRN_DENSE_RERANK_DEPTH = env_int("CAIRN_DENSE_RERANK_DEPTH", 500, minimum=10, 
 CAIRN_DENSE_EF_SEARCH = env_int("CAIRN_DENSE_EF_SEARCH", 128, minimum=1, maximum=65_536)
 CAIRN_DENSE_EXACT_MAX = env_int("CAIRN_DENSE_EXACT_MAX", 20_000, minimum=0, maximum=10**12)
 CAIRN_DENSE_DELTA_MAX = env_int("CAIRN_DENSE_DELTA_MAX", 50_000, minimum=1, maximum=10**12)
+# Where the dense leg searches (kb/retrieval/dense_gpu.py): cpu (FAISS on the CPU), cuda (exact on the GPU:
+# FAISS's GPU build if installed, else torch), auto (cuda when FAISS is a GPU build that sees a GPU).
+# cuda with no GPU visible fails the start-up check (kb/checks.py).
+CAIRN_DENSE_DEVICE = env_choice("CAIRN_DENSE_DEVICE", "cpu", ("auto", "cpu", "cuda"))
 # One document may make at most this many passages (a 50 MB one-line file made 116,898); more ends FAILED.
 CAIRN_MAX_PASSAGES_PER_DOCUMENT = env_int("CAIRN_MAX_PASSAGES_PER_DOCUMENT", 20_000, minimum=1, maximum=10_000_000)
 CAIRN_CHUNK_TOKENS = env_int("CAIRN_CHUNK_TOKENS", 200, minimum=16, maximum=8192)

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -81,7 +80,7 @@ def embed_version(version: DocumentVersion, embedder: Embedder) -> tuple[np.ndar
 
     ids, rows, title = _chunk_rows(version)
     texts = [index_text(text, heading, title) for text, heading in rows]
-    parts = [embedder.encode(texts[i:i + EMBED_SLICE], batch_size=settings.CAIRN_EMBED_BATCH)
+    parts = [embedder.encode(texts[i:i + EMBED_SLICE], batch_size=index.embed_batch_size(embedder))
              for i in range(0, len(texts), EMBED_SLICE)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
     return ids, vectors, chunk_tokens(rows, title)

@@ -177,7 +177,7 @@ def _embed(job_id: int, attempt: int, drafts: list[ChunkDraft], version: Documen
            progress: ProgressCallback | None) -> np.ndarray:
     title = version.document.title if not version.parsed_title else version.parsed_title
     texts = [index_text(d.text, d.heading, title) for d in drafts]
-    batch = settings.CAIRN_EMBED_BATCH
+    batch = index.embed_batch_size(embedder)
     # Larger slices than the model batch keep the per-slice DB heartbeat cheap.
     step = max(batch * 4, 256)
     parts = []

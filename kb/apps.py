@@ -10,7 +10,9 @@ class KbConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Installs RestrictedQuerySet.restrict: every query of documents, versions and chunks needs it.
+        # kb.checks registers the start-up checks (CAIRN_DENSE_DEVICE=cuda needs a GPU);
+        # kb.selectors installs RestrictedQuerySet.restrict: every query of documents, versions and chunks needs it.
+        import kb.checks  # noqa: F401
         import kb.selectors  # noqa: F401
 
         post_migrate.connect(_install_range_cache, sender=self, dispatch_uid="kb.range_cache.install")

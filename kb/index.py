@@ -43,6 +43,11 @@ def get_embedder(configured: str | None, device: str | None = None,
     return _load_embedder(configured, device, dtype or settings.CAIRN_EMBED_DTYPE)
 
 
+def embed_batch_size(embedder: Embedder) -> int:
+    """Passages per forward pass: ``CAIRN_EMBED_BATCH``, else the embedder's choice for its device."""
+    return settings.CAIRN_EMBED_BATCH or embedder.batch_size
+
+
 def model_for(path: str | None) -> ActiveModel:
     return ActiveModel(model_id(path), path or None)
 
@@ -91,6 +96,7 @@ def dense_config() -> DenseConfig:
         ef_search=settings.CAIRN_DENSE_EF_SEARCH,
         exact_max=settings.CAIRN_DENSE_EXACT_MAX,
         delta_max=settings.CAIRN_DENSE_DELTA_MAX,
+        device=settings.CAIRN_DENSE_DEVICE,
     )
 
 

@@ -36,8 +36,14 @@ otherwise the compressed scan asks for ``rerank_depth / share`` candidates
 so that about ``rerank_depth`` *allowed* ones reach the exact re-ranking
 (recall at a 10% and a 1% allowed set is measured by the benchmark).
 
+On a GPU (``config.device``, ``CAIRN_DENSE_DEVICE``; ``dense_gpu.py``) the
+base's stored vectors and the delta are copied to the device once and every
+search is an exact scan there, the mask applied before the top-k; searches
+arriving together are run as one batch.  ``cpu`` (the default) is the path
+above, unchanged.
+
 Threading: readers only search, and several snapshots may share one base
-object; the single writer mutates only its own loaded copy.
+object (and its device copy); the single writer mutates only its own loaded copy.
 """
 
 from __future__ import annotations
@@ -46,13 +52,16 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    from kb.retrieval.dense_gpu import ExactScan, SearchBatcher
 
 _EMPTY_IDS = np.zeros(0, np.int64)
 _EMPTY_SCORES = np.zeros(0, np.float32)
@@ -76,6 +85,8 @@ class DenseConfig:
     exact_max: int = 20_000           # allowed sets up to this many ids are scored exactly
     delta_max: int = 50_000           # merge the delta into the base past this many chunks
     tombstone_fraction: float = 0.1   # rebuild the base when this share of it is tombstoned
+    device: str = "cpu"               # cpu | auto | cuda | torch-cpu (dense_gpu.py)
+    gpu_backend: str = "auto"         # faiss (a FAISS GPU build) | torch | auto: faiss when it sees a GPU
 
 
 def _unit(query: np.ndarray, dim: int) -> np.ndarray:
@@ -84,6 +95,14 @@ def _unit(query: np.ndarray, dim: int) -> np.ndarray:
 
 def _flat(dim: int) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+class _DeviceSlot:
+    """The device copy of one base, shared by every snapshot that shares the base object."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scan: ExactScan | None = None
 
 
 def _sorted_unique(ids: np.ndarray) -> np.ndarray:
@@ -124,6 +143,9 @@ class DenseIndex:
         self._live_cache: np.ndarray | None = None
         self._order_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._rows_cache: np.ndarray | None = None
+        self._device_base = _DeviceSlot()
+        self._device_delta: ExactScan | None = None
+        self._batcher: SearchBatcher[tuple[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -168,6 +190,7 @@ class DenseIndex:
 
     def _invalidate(self) -> None:
         self._live_cache = None
+        self._device_delta = None
 
     # --------------------------------------------------------------- writing
 
@@ -241,6 +264,7 @@ class DenseIndex:
         self.deleted = _EMPTY_IDS
         self._order_cache = None
         self._rows_cache = None
+        self._device_base = _DeviceSlot()
         self._invalidate()
 
     def _build(self, ids: np.ndarray, vectors: np.ndarray, *, approximate: bool) -> faiss.IndexIDMap2:
@@ -361,11 +385,109 @@ class DenseIndex:
         if allowed is not None and not allowed.any():
             return _EMPTY_IDS, _EMPTY_SCORES
         q = _unit(query, self.dim)
+        if self.config.device != "cpu" and self._device() != "cpu":
+            return self._device_batcher().submit((q[0], k, allowed))
         results = [self._search_delta(q, k, allowed), self._search_base(q, k, allowed)]
         ids = np.concatenate([r[0] for r in results])
         scores = np.concatenate([r[1] for r in results])
         order = np.argsort(-scores, kind="stable")[:k]
         return ids[order], scores[order]
+
+    def search_batch(
+        self, queries: np.ndarray, k: int, allowed: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``search`` for each row of ``queries`` (``allowed[i]`` is row i's mask); one batch on a GPU."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        masks = list(allowed) if allowed is not None else [None] * len(queries)
+        if len(masks) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(masks)} allowed masks")
+        if self.config.device == "cpu" or self._device() == "cpu" or len(self) == 0 or k <= 0:
+            return [self.search(q, k, mask) for q, mask in zip(queries, masks, strict=True)]
+        return self._device_search(queries, k, masks)
+
+    # ------------------------------------------------------------ on a GPU
+
+    def _device(self) -> str:
+        from kb.retrieval.dense_gpu import resolve_device
+
+        return resolve_device(self.config.device)
+
+    def warm_device(self) -> None:
+        """Copy the base and the delta to the search device now (else the first search does)."""
+        if self.config.device != "cpu" and self._device() != "cpu" and len(self):
+            self._device_scans()
+
+    def _device_batcher(
+        self,
+    ) -> SearchBatcher[tuple[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]:
+        from kb.retrieval.dense_gpu import SearchBatcher
+
+        if self._batcher is None:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = SearchBatcher(self._device_requests)
+        return self._batcher
+
+    def _device_requests(
+        self, requests: list[tuple[np.ndarray, int, np.ndarray | None]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Concurrent searches as one batch (at the largest k asked; each keeps its own k)."""
+        queries = np.stack([q for q, _, _ in requests])
+        results = self._device_search(queries, max(k for _, k, _ in requests), [a for _, _, a in requests])
+        return [(ids[:k], scores[:k]) for (ids, scores), (_, k, _) in zip(results, requests, strict=True)]
+
+    def _device_search(
+        self, queries: np.ndarray, k: int, allowed: Sequence[np.ndarray | None]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Exact top-k of base and delta on the device, tombstones and ``allowed`` masked before the top-k."""
+        base, delta = self._device_scans()
+        parts = []
+        if base is not None:
+            parts.append(base.search(queries, k, [self._live_mask(a) for a in allowed]))
+        if delta is not None:
+            parts.append(delta.search(queries, k, list(allowed)))
+        if not parts:
+            return [(_EMPTY_IDS, _EMPTY_SCORES) for _ in range(len(queries))]
+        ids = np.concatenate([p[0] for p in parts], axis=1)
+        scores = np.concatenate([p[1] for p in parts], axis=1)
+        results = []
+        for row_ids, row_scores in zip(ids, scores, strict=True):
+            order = np.argsort(-row_scores, kind="stable")[:k]
+            order = order[np.isfinite(row_scores[order])]
+            results.append((row_ids[order], row_scores[order]))
+        return results
+
+    def _device_scans(self) -> tuple[ExactScan | None, ExactScan | None]:
+        """The base's device copy (shared with snapshots of the same base) and this version's delta."""
+        from kb.retrieval.dense_gpu import exact_scan
+
+        device, backend = self._device(), self.config.gpu_backend
+        slot = self._device_base
+        if slot.scan is None and len(self._base_ids):
+            with slot.lock:
+                if slot.scan is None:
+                    slot.scan = exact_scan(self._base_blocks(), self._row_ids(), self.dim, device=device,
+                                           backend=backend, rows_vectors=self._rows_vectors)
+        delta = self._device_delta
+        if delta is None and self.delta.ntotal:
+            with self._lock:
+                if self._device_delta is None:
+                    matrix = _flat_matrix(cast(faiss.IndexFlat, faiss.downcast_index(self.delta.index)))
+                    delta_ids = faiss.vector_to_array(self.delta.id_map).astype(np.int64)
+                    self._device_delta = exact_scan([matrix], delta_ids, self.dim, device=device, backend=backend,
+                                                    rows_vectors=lambda rows: matrix[rows])
+                delta = self._device_delta
+        return slot.scan, delta
+
+    def _base_blocks(self, step: int = 65_536) -> Iterator[np.ndarray]:
+        """The base's stored vectors, a block of rows at a time (float32, or float16 for ``SQfp16``)."""
+        matrix = self._exact_matrix()
+        total = int(self._loaded_base().ntotal)
+        for at in range(0, total, step):
+            if matrix is not None:
+                yield matrix[at:at + step]
+            else:
+                yield self._exact_storage().reconstruct_n(at, min(step, total - at))
 
     def _search_delta(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self.delta.ntotal == 0:
@@ -564,6 +686,7 @@ class DenseIndex:
             self._order_cache = None
             self._rows_cache = None
             self._live_cache = None
+            self._device_base = _DeviceSlot()
 
     _stored_kind = "flat"
     _base_shared = False
@@ -585,6 +708,8 @@ class DenseIndex:
         self._lock = threading.RLock()
         self._live_cache = None
         self._rows_cache = None
+        self._device_delta = None
+        self._batcher = None
         self.base_id = str(meta["base_id"])
         self._base_path = directory / f"dense-base-{self.base_id}.faiss"
         self._stored_kind = str(meta.get("base_kind", "flat"))
@@ -595,12 +720,16 @@ class DenseIndex:
             self._base_ids = reuse._base_ids
             self._order_cache = reuse._order_cache
             self._rows_cache = reuse._rows_cache
+            self._device_base = reuse._device_base
         else:
             self._base = None if lazy else _read_idmap(self._base_path)
             self._base_ids = np.load(directory / f"dense-base-ids-{self.base_id}.npy", allow_pickle=False)
             self._order_cache = None
+            self._device_base = _DeviceSlot()
         self.delta = _read_idmap(directory / _DELTA)
         self.deleted = np.load(directory / _DELETED, allow_pickle=False).astype(np.int64)
+        if not lazy and self.config.device != "cpu":
+            self.warm_device()  # a reader: copy to the GPU now, not in the first search after a new version
         return self
 
     # Single-file form, kept for tools and tests that move one index around.
@@ -613,6 +742,11 @@ class DenseIndex:
     def load(cls, path: str | os.PathLike[str], *, config: DenseConfig | None = None) -> DenseIndex:
         index = _read_idmap(Path(path))
         return cls(index.d, index, config=config)
+
+
+def _flat_matrix(index: faiss.IndexFlat) -> np.ndarray:
+    """A flat index's vectors as a zero-copy (rows × dim) float32 view."""
+    return np.asarray(faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d)).reshape(index.ntotal, index.d)
 
 
 def _training_picks(n: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import threading
@@ -47,7 +48,9 @@ class Embedder(Protocol):
     dim: int
     tokenizer: PreTrainedTokenizerBase  # chunking measures passages in this model's tokens
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+    batch_size: int  # passages per forward pass that suit the model's device (``encode``'s default)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray: ...
 
     def encode_query(self, text: str) -> np.ndarray: ...
 
@@ -100,26 +103,67 @@ def cpu_has_bf16() -> bool:
     return False
 
 
-def resolve_dtype(setting: str, device: str | None) -> str:
-    """``float32`` or ``bfloat16`` for ``CAIRN_EMBED_DTYPE`` (``auto``: bf16 on CPUs that have it)."""
-    if setting in ("float32", "bfloat16"):
-        return setting
-    if setting != "auto":
-        raise ValueError(f"CAIRN_EMBED_DTYPE must be auto, float32 or bfloat16, not {setting!r}")
-    on_cpu = device in (None, "", "cpu")
-    if on_cpu and device is None:
+@functools.cache
+def cuda_has_bf16(device: str) -> bool:
+    """Whether this GPU computes bf16 natively (compute capability 8.0, Ampere, or later)."""
+    import torch
+
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
+def device_kind(device: str | None) -> str:
+    """``cuda``, ``cpu`` or another torch device type, for a ``CAIRN_EMBED_DEVICE`` (None: what
+    sentence-transformers picks, a GPU when torch sees one)."""
+    if not device:
         import torch
 
-        on_cpu = not torch.cuda.is_available()
-    return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":", 1)[0]
+
+
+def resolve_dtype(setting: str, device: str | None) -> str:
+    """``float32``, ``bfloat16`` or ``float16`` for ``CAIRN_EMBED_DTYPE``.
+
+    ``auto``: on a GPU bf16 where it is native, else fp16 (a GPU's half
+    precision is several times float32's speed); on a CPU bf16 where it is
+    native (avx512_bf16/AMX), else float32; float32 on other devices.
+    """
+    if setting in ("float32", "bfloat16", "float16"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"CAIRN_EMBED_DTYPE must be auto, float32, bfloat16 or float16, not {setting!r}")
+    kind = device_kind(device)
+    if kind == "cuda":
+        return "bfloat16" if cuda_has_bf16(device or "cuda") else "float16"
+    return "bfloat16" if kind == "cpu" and cpu_has_bf16() else "float32"
+
+
+CPU_BATCH = 64
+
+
+def gpu_batch_size(memory_bytes: int, *, max_tokens: int, hidden: int, heads: int, element_bytes: int) -> int:
+    """Passages per forward pass on a GPU of ``memory_bytes``.
+
+    The largest power of two whose activations at full length — attention
+    scores (heads × tokens²) and a few hidden-wide tensors per token — take
+    at most an eighth of the card (the rest is left to the model, a language
+    model sharing the card, and the allocator), between 32 and 512: past
+    that a small encoder keeps the GPU busy already, and larger slices only
+    make progress coarser.
+    """
+    per_sequence = max_tokens * (heads * max_tokens + 8 * hidden) * element_bytes
+    fit = memory_bytes // 8 // max(per_sequence, 1)
+    return int(min(512, max(32, 2 ** int(math.log2(max(fit, 1))))))
 
 
 @dataclass
 class SentenceTransformerEmbedder:
     """Normalised float32 embeddings (inner product == cosine similarity).
 
-    ``dtype`` is the precision of inference (``float32`` or ``bfloat16``);
-    the vectors returned are always float32.
+    ``dtype`` is the precision of inference (``float32``, ``bfloat16`` or
+    ``float16``); the vectors returned are always float32.  ``batch_size``
+    is chosen for the device the model landed on: 64 on a CPU, from the
+    card's memory on a GPU (``gpu_batch_size``).
     """
 
     model_id: str
@@ -133,8 +177,8 @@ class SentenceTransformerEmbedder:
 
         try:
             self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
-            if self.dtype == "bfloat16":
-                self._model.to(torch.bfloat16)
+            if self.dtype in ("bfloat16", "float16"):
+                self._model.to(getattr(torch, self.dtype))
         except Exception as exc:  # the library raises many types for a bad directory
             raise EmbedderUnavailable(f"Cannot load the embedding model at {self.path}: {exc}") from exc
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -142,9 +186,25 @@ class SentenceTransformerEmbedder:
         self.tokenizer = self._model.tokenizer
         self.max_tokens = int(self._model.max_seq_length or 256)
         self._model.eval()
+        self.batch_size = self._batch_size()
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    def _batch_size(self) -> int:
+        device = self._model.device
+        if device.type != "cuda":
+            return CPU_BATCH
+        import torch
+
+        config = getattr(getattr(self._model[0], "auto_model", None), "config", None)
+        return gpu_batch_size(
+            torch.cuda.get_device_properties(device).total_memory,
+            max_tokens=self.max_tokens,
+            hidden=int(getattr(config, "hidden_size", 0) or 1024),
+            heads=int(getattr(config, "num_attention_heads", 0) or 16),
+            element_bytes=4 if self.dtype == "float32" else 2,
+        )
+
+    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         # One model instance per process; torch already uses every core, so
@@ -152,13 +212,13 @@ class SentenceTransformerEmbedder:
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
-                batch_size=batch_size,
+                batch_size=batch_size or self.batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        # Re-normalise in float32: under bf16 the library's normalisation is itself rounded.
+        # Re-normalise in float32: in bf16/fp16 the library's normalisation is itself rounded.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
