@@ -65,6 +65,10 @@ mkdir -p "$DEST"
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     -d "$DEST" $pins
 
+# The bundled embedding model's shape (configuration and tokenizer, ~0.7 MB, no weights) for embed.py's
+# --random-weights-from on the GPU machine, where the 88 MB of weights cannot travel.
+"$PYTHON" benchmarks/gpu/embed.py --export-shape "$DEST/minilm-shape" >/dev/null
+
 size=$(du -sm "$DEST" | cut -f1)
 ls -1 "$DEST"
 echo "$(ls -1 "$DEST" | wc -l) wheels, ${size} MiB in $DEST (for CPython $PYTHON_VERSION, x86_64)"

@@ -47,7 +47,8 @@ def test_the_tiny_run_writes_every_file_generation_first(tmp_path: Path) -> None
     order = [m.group(1) for m in re.finditer(r"^== ([\w-]+) \(limit", log, flags=re.MULTILINE)]
     assert order[:4] == ["generation-7b", "generation-deepseek-v3", "doctor", "cairn_doctor"]
     assert "gpu-tests" in order
-    for name in ("generation-7b", "generation-deepseek-v3", "doctor", "gpu-tests"):
+    assert order[-2:] == ["dense", "embed"]
+    for name in ("generation-7b", "generation-deepseek-v3", "doctor", "gpu-tests", "dense", "embed"):
         assert f"== {name}: rc=0" in log
     gen = json.loads((tmp_path / "gen.json").read_text())
     assert gen["arch"] == "qwen2-7b" and [r["concurrency"] for r in gen["rows"]] == [1, 4]
@@ -56,6 +57,7 @@ def test_the_tiny_run_writes_every_file_generation_first(tmp_path: Path) -> None
     doctor = json.loads((tmp_path / "doctor.json").read_text())
     assert doctor["model"]["parameters"] == 7_615_616_512 and len(doctor["reference_fits"]) == 9
     assert "skipped" in (tmp_path / "gpu-tests.txt").read_text()  # no CUDA here
-    # At most 8 files come back from the accelerator machine; this run writes 5 (dense/embed: 2 more).
+    assert json.loads((tmp_path / "dense.json").read_text()) and json.loads((tmp_path / "embed.json").read_text())
+    # At most 8 files come back from the accelerator machine; this run writes 7.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "deepseekv3.json", "doctor.json", "gen.json", "gpu-tests.txt", "run.log"]
+        "deepseekv3.json", "dense.json", "doctor.json", "embed.json", "gen.json", "gpu-tests.txt", "run.log"]
