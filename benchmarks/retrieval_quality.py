@@ -79,7 +79,7 @@ def main() -> None:
     from kb import index
     from kb.evaluation import evaluate, load_beir
     from kb.index import embedding_model_id
-    from kb.search import fusion_config
+    from kb.search import default_fusion
 
     if args.threads:
         import torch
@@ -98,7 +98,7 @@ def main() -> None:
     fused = [m for m in modes if m in ("hybrid", "reranked")]
     for mode in [m for m in modes if m not in fused]:
         rows += _rows(evaluate(dataset, user=user, collection=collection, modes=[mode]), None)
-    default = fusion_config()
+    default = default_fusion()  # what search uses: the settings', leg-checked (kb/retrieval/legcheck.py)
     for rrf_k in args.rrf_k or [settings.CAIRN_RRF_K]:
         config = dataclasses.replace(default, rrf_k=rrf_k)
         rows += _rows(evaluate(dataset, user=user, collection=collection, modes=fused, fusion=config), config,

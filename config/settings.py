@@ -316,6 +316,9 @@ CAIRN_NO_MATCH_DENSE_UNSEEN = env_float("CAIRN_NO_MATCH_DENSE_UNSEEN", 0.6, mini
 CAIRN_NO_MATCH_COHERENCE = min(env_float("CAIRN_NO_MATCH_COHERENCE", 0.05, minimum=0.0), 1.0)
 # Such a query's best cosine must beat 95 % of the collection's own random-word queries (kb/index.py).
 CAIRN_NO_MATCH_NULL = env_bool("CAIRN_NO_MATCH_NULL", True)
+# The default fusion scales down a leg that cannot find the passages its own text spans came from
+# (the bundled English embedder on Chinese documents; kb/retrieval/legcheck.py). 0: the default as set.
+CAIRN_LEG_CHECK = env_bool("CAIRN_LEG_CHECK", True)
 CAIRN_SEARCH_MAX_K = env_int("CAIRN_SEARCH_MAX_K", 100, minimum=1, maximum=1000)
 # Readable chunk ranges kept between searches while the documents table is unchanged (SQLite; kb/range_cache.py).
 CAIRN_RANGE_CACHE_MB = env_int("CAIRN_RANGE_CACHE_MB", 64, minimum=0, maximum=65_536)

@@ -29,7 +29,7 @@ from kb import index
 from kb.evaluation import mrr_at, ndcg_at, recall_at
 from kb.exceptions import InvalidInput, NotFound
 from kb.models import Collection, Document, EvaluationRun, GoldenQuestion
-from kb.search import chunk_search, collection_fusion, fusion_config
+from kb.search import chunk_search, collection_fusion, default_fusion
 from kb.selectors import readable_documents
 
 # Chunks fetched per question; several chunks of one document fold into one rank.
@@ -145,7 +145,7 @@ def golden_evaluate(
         embedding_model=index.embedding_model_id(),
         reranker=reranker.model_id if reranker is not None else "",
         index_version=snapshot.version if snapshot is not None else None,
-        fusion=(collection_fusion([collection.pk]) or fusion_config()).describe(),
+        fusion=(collection_fusion([collection.pk]) or default_fusion()).describe(),
         questions=n, ndcg10=totals["ndcg10"] / n, recall10=totals["recall10"] / n, mrr10=totals["mrr10"] / n,
         seconds=time.perf_counter() - started, details=details,
     )

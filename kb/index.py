@@ -11,6 +11,7 @@ passages it should find are embedded by the same model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -29,7 +30,9 @@ from kb.retrieval.embedding import Embedder, SentenceTransformerEmbedder, model_
 from kb.retrieval.embedding import get_embedder as _load_embedder
 from kb.retrieval.evidence import null_of, null_sample
 from kb.retrieval.index_store import IndexReader, IndexSnapshot, IndexStore
+from kb.retrieval.legcheck import CHECK_PASSAGES, LegCheck, pseudo_queries
 from kb.retrieval.rerank import Reranker, load_reranker
+from kb.retrieval.tokenize import tokenize
 from kb.retrieval.writer import IndexWriter
 
 
@@ -192,9 +195,13 @@ def _read_null(path: Path) -> tuple[int, float | None] | None:
 
 
 def _write_null(path: Path, memo: tuple[int, float | None]) -> None:
+    _write_json(path, {"size": memo[0], "threshold": memo[1], "queries": "evidence.null_queries"})
+
+
+def _write_json(path: Path, content: dict[str, object]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     try:
-        tmp.write_text(json.dumps({"size": memo[0], "threshold": memo[1], "queries": "evidence.null_queries"}))
+        tmp.write_text(json.dumps(content))
         os.replace(tmp, path)
     except OSError:  # a read-only index directory: this process keeps it in memory
         tmp.unlink(missing_ok=True)
@@ -220,3 +227,68 @@ def _compute_null(snapshot: IndexSnapshot) -> float | None:
 def _best(snapshot: IndexSnapshot, vector: np.ndarray) -> float | None:
     scores = snapshot.dense.search(vector, 1)[1]
     return float(scores[0]) if len(scores) else None
+
+
+# --- the leg check: does each leg read this index? (kb.retrieval.legcheck) ---------------------
+
+LEG_CHECK_FILE = "leg-check.json"
+_legs_lock = threading.Lock()
+_legs_memo: dict[str, tuple[int, LegCheck | None]] = {}
+
+
+def leg_check(snapshot: IndexSnapshot) -> LegCheck | None:
+    """Each leg's success at finding the passage a span of its text came from (``kb.retrieval.legcheck``).
+
+    Kept like the no-good-match null: computed the first time a default-fusion search needs it (about a
+    second on a CPU: 100 passages read, 100 spans embedded, 200 searches), shared through
+    ``leg-check.json`` beside the index versions, recomputed once the index has changed size by a tenth;
+    None below ``NULL_MIN_PASSAGES`` passages or with ``CAIRN_LEG_CHECK=0``.
+    """
+    if not settings.CAIRN_LEG_CHECK or snapshot.size < NULL_MIN_PASSAGES:
+        return None
+    key, size = snapshot.model_id, snapshot.size
+    memo = _legs_memo.get(key)
+    if memo is not None and _near(memo[0], size):
+        return memo[1]
+    with _legs_lock:
+        memo = _legs_memo.get(key)
+        if memo is not None and _near(memo[0], size):
+            return memo[1]
+        path = store_for(key).dir / LEG_CHECK_FILE
+        memo = _read_leg_check(path)
+        if memo is None or not _near(memo[0], size):
+            started = time.monotonic()
+            memo = (size, _compute_leg_check(snapshot))
+            _write_json(path, {"size": size, "check": None if memo[1] is None else dataclasses.asdict(memo[1])})
+            logger.info("Leg check of %d passages: %s (%.1f s)", size, memo[1], time.monotonic() - started)
+        _legs_memo[key] = memo
+        return memo[1]
+
+
+def _read_leg_check(path: Path) -> tuple[int, LegCheck | None] | None:
+    try:
+        stored = json.loads(path.read_text())
+        check = stored["check"]
+        return int(stored["size"]), None if check is None else LegCheck(**check)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _compute_leg_check(snapshot: IndexSnapshot) -> LegCheck | None:
+    from kb.models import Chunk
+
+    sample = [int(i) for i in null_sample(snapshot.lexical.ids(), CHECK_PASSAGES)]
+    rows = dict(
+        Chunk.objects.unrestricted("the leg check: spans of passages searched for their source, never shown")
+        .filter(pk__in=sample).values_list("pk", "text")
+    )
+    model = active_model()
+    if not rows or model.model_id != snapshot.model_id:
+        return None
+    ids = [i for i in sample if i in rows]
+    embedder = embedder_for(model)
+    dense = lexical = 0
+    for chunk_id, query in zip(ids, pseudo_queries([rows[i] for i in ids]), strict=True):
+        dense += chunk_id in snapshot.dense.search(embedder.encode_query(query), 10)[0].tolist()
+        lexical += chunk_id in snapshot.lexical.search(tokenize(query), 10)[0].tolist()
+    return LegCheck(dense=dense / len(ids), lexical=lexical / len(ids), queries=len(ids))

@@ -25,6 +25,8 @@ from kb.models import Chunk, Collection
 from kb.retrieval.evidence import Evidence, Thresholds, evidence_of
 from kb.retrieval.fusion import FusionConfig, Leg
 from kb.retrieval.hybrid import Hit, Retrieval, allowed_mask, hybrid_retrieve
+from kb.retrieval.index_store import IndexSnapshot
+from kb.retrieval.legcheck import checked_fusion
 from kb.retrieval.rerank import Reranker, rerank_order
 from kb.retrieval.tokenize import tokenize
 from kb.selectors import DocumentFilters, ReadScope, read_scope, searchable_ranges
@@ -59,6 +61,17 @@ def fusion_config() -> FusionConfig:
         rrf_k=settings.CAIRN_RRF_K, dense_depth=settings.CAIRN_DENSE_CANDIDATES or depth,
         lexical_depth=settings.CAIRN_LEXICAL_CANDIDATES or depth,
     )
+
+
+def default_fusion(snapshot: IndexSnapshot | None = None) -> FusionConfig:
+    """The fusion a search uses where no collection's tuned choice applies: the settings', leg-checked.
+
+    ``kb.retrieval.legcheck``: a leg that cannot find the passages its own text spans came from (the bundled
+    English embedder on Chinese documents) has its weight scaled down; otherwise ``fusion_config()``.
+    """
+    if snapshot is None:
+        snapshot = index.index_reader().snapshot()
+    return checked_fusion(fusion_config(), index.leg_check(snapshot) if snapshot is not None else None)
 
 
 def collection_fusion(collection_ids: Sequence[int] | None) -> FusionConfig | None:
@@ -183,7 +196,7 @@ def _chunk_search(user: AnyUser, query: str, *, collection_ids: Sequence[int] | 
             query_tokens=query_tokens,
             allowed=mask,
             k=max(k, settings.CAIRN_RERANK_TOP_N) if reranker is not None else k,
-            fusion=fusion or collection_fusion(collection_ids) or fusion_config(),
+            fusion=fusion or collection_fusion(collection_ids) or default_fusion(snapshot),
             mode=mode,
         )
     with timed(SEARCH_LATENCY, leg="evidence"):

@@ -34,7 +34,7 @@ from kb.exceptions import InvalidInput
 from kb.golden import expected_of, golden_questions
 from kb.models import Collection
 from kb.retrieval.fusion import FusionConfig, Leg, fuse
-from kb.search import chunk_legs, fusion_config, fusion_from_dict
+from kb.search import chunk_legs, default_fusion, fusion_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,14 @@ def candidates(default: FusionConfig) -> list[FusionConfig]:
     ``DEPTHS`` candidates per leg (capped at ``DEPTH``, the depth the legs are fetched at).
     """
     grid = [default]
+    plain = dataclasses.replace(default, checked=False)  # the others are settings of their own, not leg-checked
     for weight in (0.3, 0.5, 0.7):
-        grid.append(dataclasses.replace(default, method="rrf", weight=weight))
+        grid.append(dataclasses.replace(plain, method="rrf", weight=weight))
     for norm in ("minmax", "zscore"):
         for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-            grid.append(dataclasses.replace(default, method="convex", norm=norm, weight=weight))
-    for base in (default, dataclasses.replace(default, method="rrf", weight=0.5),
-                 dataclasses.replace(default, method="convex", norm="zscore", weight=0.5)):
+            grid.append(dataclasses.replace(plain, method="convex", norm=norm, weight=weight))
+    for base in (default, dataclasses.replace(plain, method="rrf", weight=0.5),
+                 dataclasses.replace(plain, method="convex", norm="zscore", weight=0.5)):
         for depth in DEPTHS:
             grid.append(dataclasses.replace(base, dense_depth=min(depth, DEPTH), lexical_depth=min(depth, DEPTH)))
     unique: list[FusionConfig] = []
@@ -150,7 +151,7 @@ def fusion_tune(*, collection: Collection, folds: int = 5) -> TuneResult:
     """Score every candidate fusion on the collection's golden set; raises ``TooFewQuestions``."""
     questions = list(golden_questions(collection))
     _require_enough(collection, len(questions))
-    default = fusion_config()
+    default = default_fusion()
     grid = candidates(default)
     scores: list[list[float]] = [[] for _ in grid]  # scores[setting][question]
     for golden in questions:
@@ -299,10 +300,10 @@ def fusion_state(collection: Collection) -> dict[str, Any]:
     reason = stale_reason(collection)
     active = fusion_from_dict(stored) if stored and reason is None else None
     return {
-        "default": fusion_config().describe(),
+        "default": default_fusion().describe(),
         "stored": stored or None,
         "stale": reason is not None, "stale_reason": reason,
-        "in_use": (active or fusion_config()).describe(),
+        "in_use": (active or default_fusion()).describe(),
         "min_questions": MIN_GOLDEN_QUESTIONS,
         "golden_questions": golden_questions(collection).count(),
         "tuning": collection.fusion_tuning or None,

@@ -40,6 +40,7 @@ class FusionConfig:
     rrf_k: int = 60
     dense_depth: int = DEFAULT_DEPTH      # candidates asked of the dense leg
     lexical_depth: int = DEFAULT_DEPTH    # candidates asked of the lexical leg
+    checked: bool = False                 # the weight was adjusted by the leg check (kb.retrieval.legcheck)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -56,6 +57,8 @@ class FusionConfig:
         if (self.dense_depth, self.lexical_depth) != (DEFAULT_DEPTH, DEFAULT_DEPTH):  # named only when not the default
             depth = self.dense_depth if self.dense_depth == self.lexical_depth else f"{self.dense_depth}/{self.lexical_depth}"
             text += f" depth={depth}"
+        if self.checked:
+            text += " (leg check)"
         return text
 
 
