@@ -89,7 +89,7 @@ class BM25Index:
     """
 
     COMPACT_FRACTION = 0.2
-    COOCCURRENCE_SAMPLE = 16_384  # postings of the rarest term scanned at most (``cooccurrence``)
+    COOCCURRENCE_SAMPLE = 4_096  # postings of the rarest term scanned at most (``cooccurrence``)
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         if not (np.isfinite(k1) and k1 >= 0):
