@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 from _setup import ROOT, django_setup, print_table, write_json
@@ -51,35 +51,19 @@ def main() -> None:
     args = parser.parse_args()
     django_setup()
     import numpy as np
-    from no_match import random_corpus_queries
+    from no_match import direct_indexes, random_corpus_queries
 
     from kb import index
     from kb.evaluation import load_beir
     from kb.retrieval import evidence
-    from kb.retrieval.dense import DenseIndex
     from kb.retrieval.fusion import FusionConfig
     from kb.retrieval.hybrid import hybrid_retrieve
-    from kb.retrieval.lexical import BM25Index
-    from kb.retrieval.passages import index_text
     from kb.retrieval.tokenize import tokenize
 
     dataset = load_beir(Path(args.data))
-    texts = [index_text(text, "", title) for title, text in dataset.corpus.values()]
     embedder = index.active_embedder()
-    if args.vectors_cache is not None and args.vectors_cache.exists():
-        vectors = np.load(args.vectors_cache)
-    else:
-        vectors = np.concatenate([embedder.encode(texts[i:i + 256], batch_size=32) for i in range(0, len(texts), 256)])
-        if args.vectors_cache is not None:
-            np.save(args.vectors_cache, vectors.astype(np.float32))
-    ids = np.arange(1, len(texts) + 1, dtype=np.int64)
-    dense = DenseIndex(vectors.shape[1])
-    dense.add(ids, vectors.astype(np.float32))
-    lexical = BM25Index()
-    lexical.add(ids, [tokenize(t) for t in texts])
-    snapshot = SimpleNamespace(dense=dense, lexical=lexical)
-    allowed = np.ones(len(texts) + 1, dtype=bool)
-    allowed[0] = False
+    snapshot, allowed, texts, _ = direct_indexes(dataset, args.vectors_cache)
+    lexical = snapshot.lexical
     queries = list(dataset.queries.values())[:300] + random_corpus_queries(texts, 200)
     retrievals = []
     for query in queries:

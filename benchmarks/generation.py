@@ -30,7 +30,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,80 +119,19 @@ def requests(count: int, new_tokens: int) -> list[Any]:
 
 
 def run_bare(generator: Any, batch: list[Any]) -> dict[str, float]:
-    """One left-padded ``model.generate`` over the whole batch."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    """One left-padded ``model.generate`` over the whole batch (the GPU benchmark's, ``benchmarks/gpu``)."""
+    from benchmarks.gpu.generation import run_bare as bare
 
-    encoded = [generator.encode(r)["input_ids"][0] for r in batch]
-    width = max(len(ids) for ids in encoded)
-    pad = generator.tokenizer.pad_token_id
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long, device=generator.device)
-    mask = torch.zeros((len(batch), width), dtype=torch.long, device=generator.device)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids):] = ids
-        mask[row, width - len(ids):] = 1
-    first: list[float] = []
-
-    class FirstStep(StoppingCriteria):
-        def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
-            if not first:
-                _sync(generator.device)
-                first.append(time.perf_counter())
-            return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-
-    eos = set(generator.model.generation_config.eos_token_id or [])
-    _sync(generator.device)
-    start = time.perf_counter()
-    with torch.no_grad():
-        output = generator.model.generate(
-            input_ids=input_ids, attention_mask=mask, max_new_tokens=batch[0].max_new_tokens,
-            do_sample=False, pad_token_id=pad, stopping_criteria=StoppingCriteriaList([FirstStep()]),
-        )
-    _sync(generator.device)
-    elapsed = time.perf_counter() - start
-    tokens = 0
-    for row in output[:, width:].tolist():
-        for token in row:
-            tokens += 1
-            if token in eos:
-                break
-    return {"tokens": tokens, "seconds": elapsed, "ttft": (first[0] - start) if first else elapsed}
+    result = bare(generator, batch)
+    return {"tokens": result["tokens"], "seconds": result["seconds"], "ttft": result["ttfts"][0]}
 
 
 def run_pool(pool: Any, batch: list[Any]) -> dict[str, float]:
     """Submit the batch at once to Cairn's pool and read every request's events, as the web process does."""
-    results: list[dict[str, Any]] = []
-    lock = threading.Lock()
-    start = time.perf_counter()
-    tickets = [pool.submit(r) for r in batch]
+    from benchmarks.gpu.generation import run_pool as pooled
 
-    def consume(ticket: Any) -> None:
-        first = None
-        final: dict[str, Any] = {}
-        for event in ticket.events(timeout=600):
-            if first is None and event["event"] in ("token", "reasoning"):
-                first = time.perf_counter()
-            if event["event"] in ("done", "error"):
-                final = event
-        with lock:
-            results.append({"first": first, "final": final})
-
-    threads = [threading.Thread(target=consume, args=(t,)) for t in tickets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    errors = [r["final"] for r in results if r["final"].get("event") != "done"]
-    if errors:
-        raise RuntimeError(f"pool requests failed: {errors[:2]}")
-    tokens = sum(int(r["final"]["metrics"]["tokens"]) for r in results)
-    ttfts = [r["first"] - start for r in results if r["first"] is not None]
-    return {"tokens": tokens, "seconds": elapsed, "ttft": statistics.median(ttfts) if ttfts else elapsed}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    result = pooled(pool, batch)
+    return {"tokens": result["tokens"], "seconds": result["seconds"], "ttft": statistics.median(result["ttfts"])}
 
 
 def measure(label: str, run: Any, batch: list[Any], repeats: int) -> dict[str, float]:

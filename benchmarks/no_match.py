@@ -247,21 +247,19 @@ def combine(paths: list[str], fp_cap: float, json_out: str | None) -> None:
 # --- searching -------------------------------------------------------------------------------
 
 
-def direct_searcher(dataset: Any, cache: Path | None) -> Any:
-    """Search functions over in-process indexes built from the corpus (``--direct``)."""
+def direct_indexes(dataset: Any, cache: Path | None) -> Any:
+    """The two indexes built in-process from a BEIR corpus (one passage per document, the bundled embedder,
+    vectors cached in ``cache``): ``(snapshot, allowed mask, passage texts, ids)``. Shared with
+    ``evidence_cost.py``."""
     from types import SimpleNamespace
 
     import numpy as np
 
     from kb import index
     from kb.retrieval.dense import DenseIndex
-    from kb.retrieval.evidence import evidence_of, null_of, null_sample
-    from kb.retrieval.fusion import FusionConfig
-    from kb.retrieval.hybrid import hybrid_retrieve
     from kb.retrieval.lexical import BM25Index
     from kb.retrieval.passages import index_text
     from kb.retrieval.tokenize import tokenize
-    from kb.search import no_match_thresholds
 
     embedder = index.active_embedder()
     texts = [index_text(text, "", title) for title, text in dataset.corpus.values()]
@@ -283,6 +281,21 @@ def direct_searcher(dataset: Any, cache: Path | None) -> Any:
     snapshot = SimpleNamespace(dense=dense, lexical=lexical)
     allowed = np.ones(len(texts) + 1, dtype=bool)
     allowed[0] = False
+    return snapshot, allowed, texts, ids
+
+
+def direct_searcher(dataset: Any, cache: Path | None) -> Any:
+    """Search functions over in-process indexes built from the corpus (``--direct``)."""
+    from kb import index
+    from kb.retrieval.evidence import evidence_of, null_of, null_sample
+    from kb.retrieval.fusion import FusionConfig
+    from kb.retrieval.hybrid import hybrid_retrieve
+    from kb.retrieval.tokenize import tokenize
+    from kb.search import no_match_thresholds
+
+    embedder = index.active_embedder()
+    snapshot, allowed, texts, ids = direct_indexes(dataset, cache)
+    dense, lexical = snapshot.dense, snapshot.lexical
     # The collection's null as Cairn computes it (kb.index.no_match_null): the same sample, queries and quantile.
     sample = null_sample(ids, index.NULL_SAMPLE)
     null = null_of([texts[int(i) - 1] for i in sample], embedder.encode,

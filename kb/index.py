@@ -18,7 +18,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -164,38 +166,48 @@ def no_match_null(snapshot: IndexSnapshot) -> float | None:
     and searches them: about a second on a CPU.  None below
     ``NULL_MIN_PASSAGES`` passages or with ``CAIRN_NO_MATCH_NULL=0``.
     """
-    if not settings.CAIRN_NO_MATCH_NULL or snapshot.size < NULL_MIN_PASSAGES:
+    if not settings.CAIRN_NO_MATCH_NULL:
+        return None
+    value: float | None = _kept_per_index(
+        snapshot, NULL_FILE, _null_memo, _null_lock, "No-good-match null",
+        compute=lambda s: _compute_null(s),  # looked up at call time (tests replace it)
+        encode=lambda value: {"threshold": value, "queries": "evidence.null_queries"},
+        decode=lambda stored: None if stored["threshold"] is None else float(stored["threshold"]),
+    )
+    return value
+
+
+def _kept_per_index(
+    snapshot: IndexSnapshot, file: str, memo: dict[str, tuple[int, Any]], lock: threading.Lock, what: str, *,
+    compute: Callable[[IndexSnapshot], Any], encode: Callable[[Any], dict[str, Any]],
+    decode: Callable[[dict[str, Any]], Any],
+) -> Any:
+    """A value computed over the whole index: kept in ``memo`` and in ``file`` beside the index versions
+    (for the other processes) while the index stays within ``NULL_DRIFT`` of the size it was computed at."""
+    if snapshot.size < NULL_MIN_PASSAGES:
         return None
     key, size = snapshot.model_id, snapshot.size
-    memo = _null_memo.get(key)
-    if memo is not None and _near(memo[0], size):
-        return memo[1]
-    with _null_lock:
-        memo = _null_memo.get(key)
-        if memo is not None and _near(memo[0], size):
-            return memo[1]
-        path = store_for(key).dir / NULL_FILE
-        memo = _read_null(path)
-        if memo is None or not _near(memo[0], size):
+    kept = memo.get(key)
+    if kept is not None and _near(kept[0], size):
+        return kept[1]
+    with lock:
+        kept = memo.get(key)
+        if kept is not None and _near(kept[0], size):
+            return kept[1]
+        path = store_for(key).dir / file
+        kept = None
+        try:
+            stored = json.loads(path.read_text())
+            kept = (int(stored["size"]), decode(stored))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if kept is None or not _near(kept[0], size):
             started = time.monotonic()
-            memo = (size, _compute_null(snapshot))
-            _write_null(path, memo)
-            logger.info("No-good-match null of %d passages: %s (%.1f s)", size, memo[1], time.monotonic() - started)
-        _null_memo[key] = memo
-        return memo[1]
-
-
-def _read_null(path: Path) -> tuple[int, float | None] | None:
-    try:
-        stored = json.loads(path.read_text())
-        value = stored["threshold"]
-        return int(stored["size"]), None if value is None else float(value)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_null(path: Path, memo: tuple[int, float | None]) -> None:
-    _write_json(path, {"size": memo[0], "threshold": memo[1], "queries": "evidence.null_queries"})
+            kept = (size, compute(snapshot))
+            _write_json(path, {"size": size, **encode(kept[1])})
+            logger.info("%s of %d passages: %s (%.1f s)", what, size, kept[1], time.monotonic() - started)
+        memo[key] = kept
+        return kept[1]
 
 
 def _write_json(path: Path, content: dict[str, object]) -> None:
@@ -244,34 +256,15 @@ def leg_check(snapshot: IndexSnapshot) -> LegCheck | None:
     ``leg-check.json`` beside the index versions, recomputed once the index has changed size by a tenth;
     None below ``NULL_MIN_PASSAGES`` passages or with ``CAIRN_LEG_CHECK=0``.
     """
-    if not settings.CAIRN_LEG_CHECK or snapshot.size < NULL_MIN_PASSAGES:
+    if not settings.CAIRN_LEG_CHECK:
         return None
-    key, size = snapshot.model_id, snapshot.size
-    memo = _legs_memo.get(key)
-    if memo is not None and _near(memo[0], size):
-        return memo[1]
-    with _legs_lock:
-        memo = _legs_memo.get(key)
-        if memo is not None and _near(memo[0], size):
-            return memo[1]
-        path = store_for(key).dir / LEG_CHECK_FILE
-        memo = _read_leg_check(path)
-        if memo is None or not _near(memo[0], size):
-            started = time.monotonic()
-            memo = (size, _compute_leg_check(snapshot))
-            _write_json(path, {"size": size, "check": None if memo[1] is None else dataclasses.asdict(memo[1])})
-            logger.info("Leg check of %d passages: %s (%.1f s)", size, memo[1], time.monotonic() - started)
-        _legs_memo[key] = memo
-        return memo[1]
-
-
-def _read_leg_check(path: Path) -> tuple[int, LegCheck | None] | None:
-    try:
-        stored = json.loads(path.read_text())
-        check = stored["check"]
-        return int(stored["size"]), None if check is None else LegCheck(**check)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    check: LegCheck | None = _kept_per_index(
+        snapshot, LEG_CHECK_FILE, _legs_memo, _legs_lock, "Leg check",
+        compute=lambda s: _compute_leg_check(s),  # looked up at call time (tests replace it)
+        encode=lambda value: {"check": None if value is None else dataclasses.asdict(value)},
+        decode=lambda stored: None if stored["check"] is None else LegCheck(**stored["check"]),
+    )
+    return check
 
 
 def _compute_leg_check(snapshot: IndexSnapshot) -> LegCheck | None:
