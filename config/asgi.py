@@ -12,6 +12,10 @@ first and, for every request that carries a body:
   (uploads: ``CAIRN_MAX_UPLOAD_MB`` plus the multipart envelope; everything
   else: ``DATA_UPLOAD_MAX_MEMORY_SIZE``), and while streaming, as soon as a
   body without a length goes past it;
+* sends a refusal before reading a byte of the body, then reads and throws
+  away the rest for at most ``DRAIN_SECONDS`` / ``DRAIN_BYTES`` (a lingering
+  close, as nginx does), so a client still sending reads the refusal instead
+  of a broken pipe;
 * and Django spools what it reads to ``FILE_UPLOAD_TEMP_DIR``, under the data
   directory, not to the system's temporary directory.
 
@@ -20,6 +24,7 @@ Whether the credentials are *valid* is still Django's and DRF's decision.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -111,8 +116,15 @@ def has_credentials(scope: Scope) -> bool:
     return settings.CAIRN_MODE == "personal" and loopback_client(meta)
 
 
+# A refused request's body is read and thrown away — never kept — for at most this long and this much before
+# the connection closes ("lingering close", as nginx does): a client still sending when the server closes
+# gets a broken pipe, or a reset that discards the answer, instead of the refusal's clear message.
+DRAIN_SECONDS = 5.0
+DRAIN_BYTES = 64 * 2**20
+
+
 async def _refuse(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]],
-                  path: str = "") -> None:
+                  path: str = "", drain: Receive | None = None) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
     if path.startswith("/v1/"):  # the OpenAI-compatible endpoint: OpenAI's error shape
         kind = "authentication_error" if status == 401 else "invalid_request_error"
@@ -120,7 +132,29 @@ async def _refuse(send: Send, status: int, code: str, message: str, headers: lis
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), *headers]})
-    await send({"type": "http.response.body", "body": body})
+    if drain is None:
+        await send({"type": "http.response.body", "body": body})
+        return
+    # The answer goes out first (a client that reads while it sends sees it at once and stops); the
+    # response stays open while the rest of the body is discarded, within the bounds above.
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await _discard(drain)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _discard(receive: Receive) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, discarded = loop.time() + DRAIN_SECONDS, 0
+    while discarded <= DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        discarded += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class RequestBodyGuard:
@@ -134,7 +168,7 @@ class RequestBodyGuard:
         if not _SIGN_IN.match(path) and not has_credentials(scope):
             return await _refuse(send, 401, "not_authenticated", "Authentication credentials were not provided: "
                                  "sign in, or send an API key as 'Authorization: Bearer …'.",
-                                 [(b"www-authenticate", b'Bearer realm="cairn"')], path)
+                                 [(b"www-authenticate", b'Bearer realm="cairn"')], path, drain=receive)
         limit = body_limit(path)
         size = f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit // 1024} KB"
         too_large = f"The request body is larger than this endpoint's limit of {size}."
@@ -143,7 +177,7 @@ class RequestBodyGuard:
             if not declared.isdigit():
                 return await _refuse(send, 400, "bad_request", "Content-Length is not a number.", [], path)
             if int(declared) > limit:
-                return await _refuse(send, 413, "too_large", too_large, [], path)
+                return await _refuse(send, 413, "too_large", too_large, [], path, drain=receive)
         received = 0
         refused = False
 
@@ -156,7 +190,8 @@ class RequestBodyGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
-                    await _refuse(send, 413, "too_large", too_large, [], path)
+                    await _refuse(send, 413, "too_large", too_large, [], path,
+                                  drain=receive if message.get("more_body", False) else None)
                     return {"type": "http.disconnect"}  # Django stops reading and sends nothing
             return message
 

@@ -34,6 +34,7 @@ class Client:
         self.chunks = list(chunks)
         self.pulled = 0
         self.sent: list[dict] = []
+        self.pulled_before_answer: int | None = None  # chunks read when the answer's body went out
 
     async def _receive(self) -> dict:
         if self.pulled < len(self.chunks):
@@ -44,6 +45,8 @@ class Client:
         return {"type": "http.disconnect"}
 
     async def _send(self, message: dict) -> None:
+        if message["type"] == "http.response.body" and self.pulled_before_answer is None:
+            self.pulled_before_answer = self.pulled
         self.sent.append(message)
 
     def run(self) -> Client:
@@ -66,30 +69,46 @@ UPLOAD = "/api/v1/collections/1/documents"
 
 def test_a_huge_unauthenticated_body_is_refused_before_a_byte_is_read():
     client = Client("POST", UPLOAD, chunks=[b"x" * MIB] * 3, headers={"content-length": str(GIB + GIB // 2)}).run()
-    assert client.status == 401 and client.pulled == 0
+    assert client.status == 401 and client.pulled_before_answer == 0
     assert "credentials" in client.body["error"]["message"]
+    # Then the rest is read and thrown away (kept nowhere), so the client can finish sending and read the
+    # answer instead of a broken pipe; the response ends once the body has.
+    assert client.pulled == 3 and client.sent[-1] == {"type": "http.response.body", "body": b""}
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading():
     headers = {"authorization": "Bearer cairn_deadbeef_x", "content-length": str(settings.CAIRN_MAX_UPLOAD_BYTES + 2 * MIB)}
     client = Client("POST", UPLOAD, chunks=[b"x" * MIB], headers=headers).run()
-    assert client.status == 413 and client.pulled == 0
+    assert client.status == 413 and client.pulled_before_answer == 0
     small = Client("POST", "/api/v1/ask", chunks=[b"{}"], headers={"authorization": "Bearer x",
                                                                   "content-length": str(6 * MIB)}).run()
-    assert small.status == 413 and small.pulled == 0  # not an upload: the small limit
+    assert small.status == 413 and small.pulled_before_answer == 0  # not an upload: the small limit
+
+
+def test_what_is_discarded_after_a_refusal_is_bounded(monkeypatch):
+    import config.asgi
+
+    headers = {"authorization": "Bearer x", "content-length": str(GIB)}
+    client = Client("POST", UPLOAD, chunks=[b"x" * MIB] * 200, headers=headers).run()
+    assert client.status == 413 and client.pulled == 65  # DRAIN_BYTES (64 MB), then the connection closes
+    monkeypatch.setattr(config.asgi, "DRAIN_SECONDS", 0.2)
+    slow = Client("POST", UPLOAD, chunks=[b"x" * MIB], headers=headers)
+    slow.chunks = []  # a client that stops sending: the wait ends after DRAIN_SECONDS
+    assert slow.run().status == 413 and slow.sent[-1]["body"] == b""
 
 
 def test_a_body_without_a_length_is_cut_off_as_soon_as_it_passes_the_limit():
     chunks = [b"x" * MIB] * 200  # 200 MB, announced nowhere
     client = Client("POST", "/api/v1/ask", chunks=chunks, headers={"authorization": "Bearer x"}).run()
-    assert client.status == 413 and client.pulled <= 7 and "limit" in client.body["error"]["message"]
+    assert client.status == 413 and client.pulled_before_answer <= 7 and "limit" in client.body["error"]["message"]
+    assert client.pulled <= 7 + 65  # then at most DRAIN_BYTES more, discarded
 
 
 def test_forwarding_headers_from_an_untrusted_loopback_peer_are_no_credentials(settings):
     settings.CAIRN_MODE = "personal"
     relayed = Client("POST", UPLOAD, chunks=[b"x"], headers={"x-forwarded-for": "198.51.100.7",
                                                               "content-length": "1"}, peer="127.0.0.1").run()
-    assert relayed.status == 401 and relayed.pulled == 0
+    assert relayed.status == 401 and relayed.pulled_before_answer == 0
 
 
 @pytest.mark.django_db(transaction=True)
