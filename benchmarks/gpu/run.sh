@@ -132,8 +132,8 @@ fi
 #        ingestion through the personal worker vs bare encode (the bundled model's shape, random weights:
 #        its 88 MB of weights cannot travel; wheels.sh exports the shape into .gpu-wheels/) ---
 if [ "$TINY" = 1 ]; then
-    DENSE=(--n 20000 --queries 100 --device cpu --data clustered)
-    EMBED=(--docs 4 --pages 4 --device cpu)
+    DENSE=(--n 5000 --queries 50 --device cpu --data clustered)
+    EMBED=(--docs 2 --pages 2 --device cpu)
 else
     DENSE=(--n 1000000 --queries 1000 --data clustered)
     EMBED=(--docs 200 --pages 12)
