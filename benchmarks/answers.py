@@ -1,7 +1,7 @@
 """Answer quality through the ask path versus a plain top-3 prompt with the same model, in one command.
 
     nice python benchmarks/answers.py --data /work/data/squad --data-dir DIR --model MODEL.gguf \\
-        [--limit 60] [--max-new-tokens 64] [--json out.json]
+        [--limit 60] [--max-new-tokens 64] [--ask-prompts auto,cited] [--json out.json]
     nice python benchmarks/answers.py --data /work/data/squad --data-dir DIR   # extractive only
 
 ``--data`` is a QA set as ``benchmarks/squad_to_beir.py`` writes it (BEIR
@@ -11,7 +11,9 @@ files plus ``answers.jsonl``). Two rows, same questions (the first
 * **cairn** — ``manage.py cairn_eval --answers``: every question through
   ``answer_question`` (what ``/api/v1/ask`` runs: scoped retrieval, the
   evidence check, the pool, packing, the prompt of ``inference.prompting``
-  and the bare-marker fallback);
+  and the bare-marker fallback: the re-ask, then extracts), once per
+  ``--ask-prompts`` value (CAIRN_LLM_PROMPT: "auto", "cited", "plain"; each
+  row loads the model afresh);
 * **plain top-3** (only with ``--model``) — the baseline from issue 15: the
   three best fused passages of the same search (``chunk_search``, hybrid)
   pasted into one user message, "Context: … Question: … Answer:", no
@@ -34,8 +36,6 @@ from typing import Any
 
 from _setup import django_setup, print_table, write_json
 
-PLAIN_PROMPT = "Use the context to answer the question.\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:"
-
 
 def plain_top3(data: Path, *, limit: int, max_new_tokens: int) -> dict[str, Any]:
     """The baseline: top-3 fused passages in a plain prompt, greedy, the model the ask path loaded."""
@@ -43,6 +43,7 @@ def plain_top3(data: Path, *, limit: int, max_new_tokens: int) -> dict[str, Any]
     from django.conf import settings
 
     from inference.api import load_generator
+    from inference.prompting import PLAIN_PROMPT
     from kb.answer_evaluation import AnswerScores, document_ids_by_key, load_answers, score_answer
     from kb.cli import resolve_user
     from kb.evaluation import load_beir
@@ -111,6 +112,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--ask-prompts",
+        default="auto",
+        help="comma-separated CAIRN_LLM_PROMPT values, one ask-path row each (with --model)",
+    )
     args = parser.parse_args()
     env = {"CAIRN_MAX_NEW_TOKENS": str(args.max_new_tokens)}
     if args.model:
@@ -121,7 +127,6 @@ def main() -> None:
         }
     os.environ.setdefault("CAIRN_LLM_MANIFEST", "off")
     django_setup(args.data_dir, **env)
-    from django.core.management import call_command
 
     rows: list[dict[str, Any]] = []
     payload: dict[str, Any] = {
@@ -130,23 +135,13 @@ def main() -> None:
         "limit": args.limit,
         "max_new_tokens": args.max_new_tokens,
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "cairn.json"
-        started = time.perf_counter()
-        call_command(
-            "cairn_eval",
-            str(args.data),
-            "--answers",
-            "--limit",
-            str(args.limit),
-            "--json",
-            str(out),
-            stdout=io.StringIO(),
-        )
-        cairn = json.loads(out.read_text())
-        cairn["seconds"] = time.perf_counter() - started
-    payload["cairn"] = cairn
-    rows.append({"path": "cairn (ask)", **_row(cairn["scores"]), "seconds": cairn["seconds"]})
+    prompts = [p.strip() for p in args.ask_prompts.split(",") if p.strip()] if args.model else ["auto"]
+    for prompt in prompts:
+        cairn = _ask_path(args, prompt if args.model else None)
+        key = "cairn" if prompt == prompts[0] else f"cairn_{prompt}"
+        payload[key] = cairn
+        label = f"cairn (ask, prompt {prompt})" if args.model else "cairn (ask)"
+        rows.append({"path": label, **_row(cairn["scores"]), "seconds": cairn["seconds"]})
     if args.model:
         started = time.perf_counter()
         baseline = plain_top3(args.data, limit=args.limit, max_new_tokens=args.max_new_tokens)
@@ -160,6 +155,39 @@ def main() -> None:
         rows,
     )
     write_json(args.json, payload)
+
+
+def _ask_path(args: argparse.Namespace, prompt: str | None) -> dict[str, Any]:
+    """``cairn_eval --answers`` on the first ``--limit`` questions, the model asked in style ``prompt``."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from inference.api import clear_generators
+    from inference.pool import close_pools
+
+    if prompt is not None:
+        settings.CAIRN_LLM_OPTIONS = {
+            **settings.CAIRN_LLM_OPTIONS,
+            "prompt": None if prompt == "auto" else prompt,
+        }
+        close_pools()
+        clear_generators()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "cairn.json"
+        started = time.perf_counter()
+        call_command(
+            "cairn_eval",
+            str(args.data),
+            "--answers",
+            "--limit",
+            str(args.limit),
+            "--json",
+            str(out),
+            stdout=io.StringIO(),
+        )
+        cairn: dict[str, Any] = json.loads(out.read_text())
+        cairn["seconds"] = time.perf_counter() - started
+    return cairn
 
 
 def _row(scores: dict[str, Any]) -> dict[str, Any]:

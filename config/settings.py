@@ -347,6 +347,9 @@ CAIRN_LLM_GGUF_FILE = env_str("CAIRN_LLM_GGUF_FILE")  # a .gguf file inside CAIR
 CAIRN_LLM_CONTEXT_WINDOW = env_int("CAIRN_LLM_CONTEXT_WINDOW", 0, minimum=0, maximum=10_000_000)
 # Passages a local model is shown at most; 0: automatic (3 for models under 1.5B parameters or a short window).
 CAIRN_LLM_MAX_PASSAGES = env_int("CAIRN_LLM_MAX_PASSAGES", 0, minimum=0, maximum=50)
+# How a local model is asked: "cited" (instructions, numbered passages, [n] markers), "plain" (context and
+# question, citations attributed afterwards); "auto": plain for models under 1.5B parameters.
+CAIRN_LLM_PROMPT = env_choice("CAIRN_LLM_PROMPT", "auto", ("auto", "cited", "plain"))
 # Model files vs cairn-manifest.json: verify when present, require one, or off.
 CAIRN_LLM_MANIFEST = env_choice("CAIRN_LLM_MANIFEST", "verify", ("verify", "require", "off"))
 CAIRN_VLLM_TENSOR_PARALLEL = env_int("CAIRN_VLLM_TENSOR_PARALLEL", 1, minimum=1, maximum=64)
@@ -369,6 +372,7 @@ def _llm_options() -> dict[str, object]:
             "device_map": CAIRN_LLM_DEVICE_MAP, "gguf_file": CAIRN_LLM_GGUF_FILE,
             "context_window": window, "manifest": CAIRN_LLM_MANIFEST,
             "max_passages": CAIRN_LLM_MAX_PASSAGES or None,
+            "prompt": None if CAIRN_LLM_PROMPT == "auto" else CAIRN_LLM_PROMPT,
         }
     if CAIRN_LLM_BACKEND == "vllm":
         return {

@@ -23,7 +23,7 @@ from inference.backends import (
     create_generator,
 )
 from inference.citations import cited_numbers, normalize_markers
-from inference.fallback import answer_or_fallback
+from inference.fallback import answer_or_fallback, answer_text
 from inference.types import Answer, Finished, GenerationRequest, Passage, StreamEvent
 
 __all__ = [
@@ -130,7 +130,8 @@ def generate(generator: Generator, request: GenerationRequest) -> Answer:
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
     text, fallback = answer_or_fallback(
-        request, normalize_markers("".join(answer).strip(), highest), generated=generator.generated
+        request, normalize_markers("".join(answer).strip(), highest), generated=generator.generated,
+        reask=lambda plain: answer_text(generator.stream(plain)),
     )
     return Answer(
         answer=text,

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
 
 from inference.backends import Generator
 from inference.citations import cited_numbers, normalize_markers
-from inference.fallback import answer_or_fallback
+from inference.fallback import Reask, answer_or_fallback, answer_text
 from inference.metrics import Registry
 from inference.metrics import registry as default_registry
 from inference.reasoning import ReasoningSplitter
@@ -93,7 +93,7 @@ class AnswerDict(TypedDict):
     passages_offered: int
     model: str
     finish_reason: FinishReason
-    fallback: str  # "extractive" when a bare-marker reply was replaced (``inference.fallback``)
+    fallback: str  # "plain" / "extractive" when a bare-marker reply was replaced (``inference.fallback``)
 
 
 class TextEvent(TypedDict):
@@ -241,12 +241,14 @@ class _Output:
 
 def answer_dict(
     *, name: str, generated: bool, request: GenerationRequest, offered: int, reasoning: str, answer: str,
-    model: str = "", finish_reason: FinishReason = "stop",
+    model: str = "", finish_reason: FinishReason = "stop", reask: Reask | None = None,
 ) -> AnswerDict:
     """The finished answer as ``inference.wire`` dicts it, by the rules of ``inference.api.generate``."""
     numbers = {p.number for p in request.passages}
     highest = max(numbers, default=0)
-    text, fallback = answer_or_fallback(request, normalize_markers(answer.strip(), highest), generated=generated)
+    text, fallback = answer_or_fallback(
+        request, normalize_markers(answer.strip(), highest), generated=generated, reask=reask
+    )
     return {
         "answer": text,
         "reasoning": reasoning.strip(),
@@ -407,8 +409,18 @@ class GenerationPool:
             name=name, generated=bool(getattr(self.generator, "generated", True)),
             request=request, offered=offered, reasoning="".join(output.reasoning), answer="".join(output.answer),
             model=str(getattr(self.generator, "model_name", "") or name), finish_reason=finish_reason,
+            reask=self._reask,
         )
         return {"event": "done", "answer": answer}
+
+    def _reask(self, request: GenerationRequest) -> str:
+        """The re-ask of ``inference.fallback``, run to completion in the calling runner's thread.
+
+        Rare (only after a bare-marker reply) and short, so it is not queued: in a
+        batching pool the other rows wait for it, as they would for a long prefill.
+        Its pieces are not streamed; the ``done`` event carries the answer.
+        """
+        return answer_text(self.generator.stream(_pack(self.generator, request)))
 
     @staticmethod
     def _stop_reason(ticket: Ticket) -> ErrorEvent | None:

@@ -1,10 +1,22 @@
 """Chat messages for answering a question from numbered passages.
 
-Invariant: every prompt starts with the same bytes — ``INSTRUCTIONS`` as the
-system message, or as the head of the user message when ``system_in_user`` —
-and everything that varies (passages, question) comes after it. Prefix
-caching (vLLM's automatic prefix cache, later) only pays off if that holds,
-so nothing request-specific (dates, ids, counts) may go into the instructions.
+Two prompt styles (``GenerationRequest.prompt``):
+
+* "cited" — ``INSTRUCTIONS`` (answer from the passages, cite ``[n]``, say you
+  don't know, a worked example), then the numbered passages and the question;
+* "plain" — one user message, ``PLAIN_PROMPT``: the passages as unnumbered
+  context and the question, nothing about citing. Small models answer it
+  better (through the ask path on 30 SQuAD questions, F1 0.231 against 0.172
+  for the 0.5B Qwen, 0.081 against 0.018 for SmolLM2-135M; docs/benchmarks.md),
+  and their citations are attributed afterwards (``inference.attribution``).
+  It is also the re-ask of ``inference.fallback``.
+
+Invariant: every prompt of a style starts with the same bytes — ``INSTRUCTIONS``
+as the system message, or as the head of the user message when
+``system_in_user``; the head of ``PLAIN_PROMPT`` — and everything that varies
+(passages, question) comes after it. Prefix caching (vLLM's automatic prefix
+cache, later) only pays off if that holds, so nothing request-specific (dates,
+ids, counts) may go into the instructions.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from inference.types import GenerationRequest, Passage
+from inference.types import GenerationRequest, Passage, PromptStyle
 
 INSTRUCTIONS = (
     "You answer questions using only the numbered passages from the organisation's documents "
@@ -36,6 +48,9 @@ INSTRUCTIONS = (
 
 NO_PASSAGES = "(No passages from the documents match this question.)"
 
+# The plain prompt, word for word the baseline of issue 15 (benchmarks/answers.py).
+PLAIN_PROMPT = "Use the context to answer the question.\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:"
+
 
 def passage_header(passage: Passage) -> str:
     """``[n] (title, p. 3 › heading)``; the page and heading parts are left out when unknown."""
@@ -57,14 +72,24 @@ def build_user_content(request: GenerationRequest) -> str:
     return f"Passages:\n\n{format_passages(request.passages)}\n\nQuestion: {request.question.strip()}"
 
 
+def build_plain_content(request: GenerationRequest) -> str:
+    """``PLAIN_PROMPT`` for ``request``: its passages' texts, unnumbered, best first, then the question."""
+    context = "\n\n".join(p.text.strip() for p in request.passages) or NO_PASSAGES
+    return PLAIN_PROMPT.format(context=context, question=request.question.strip())
+
+
 def build_messages(request: GenerationRequest, system_in_user: bool = False) -> list[dict[str, str]]:
     """The chat for ``request``: instructions, then the numbered passages and the question.
+
+    A "plain" request is one user message, ``build_plain_content`` (it has no system part).
 
     DeepSeek recommends no system prompt for DeepSeek-R1 (its distilled models
     follow instructions better in the user turn), so ``system_in_user=True``
     folds the instructions into the head of the single user message; the
     prompt prefix stays fixed either way.
     """
+    if request.prompt == "plain":
+        return [{"role": "user", "content": build_plain_content(request)}]
     user = build_user_content(request)
     if system_in_user:
         return [{"role": "user", "content": f"{INSTRUCTIONS}\n\n{user}"}]
@@ -78,6 +103,8 @@ def build_plain_prompt(request: GenerationRequest) -> str:
     "System/User/Assistant" transcript is the form it is most likely to
     continue sensibly; ending with "Assistant:" invites the answer.
     """
+    if request.prompt == "plain":
+        return build_plain_content(request)  # it already ends with "Answer:"
     return f"System: {INSTRUCTIONS}\n\nUser: {build_user_content(request)}\n\nAssistant:"
 
 
@@ -151,6 +178,19 @@ def passages_for_model(*, parameters: int | None, window: int, configured: int |
     if (parameters is not None and parameters < SMALL_MODEL_PARAMETERS) or window < SMALL_CONTEXT_WINDOW:
         return SMALL_MODEL_PASSAGES
     return None
+
+
+def prompt_for_model(*, parameters: int | None, configured: str | None = None) -> PromptStyle:
+    """The prompt style a model answers with by default ("cited" or "plain").
+
+    ``configured`` (CAIRN_LLM_PROMPT: "cited", "plain"; "auto" or None = automatic) wins.
+    Automatically, a model under 1.5B parameters gets the plain prompt: the
+    0.5B Qwen and SmolLM2-135M both answered SQuAD questions better with it
+    than with the cited prompt, whose instructions they copy or answer tersely.
+    """
+    if configured in ("cited", "plain"):
+        return "plain" if configured == "plain" else "cited"
+    return "plain" if parameters is not None and parameters < SMALL_MODEL_PARAMETERS else "cited"
 
 
 def estimate_tokens(text: str) -> int:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast
 
 Channel = Literal["reasoning", "answer"]
+# How a request is put to the model (``inference.prompting``): "cited" — the instructions, numbered passages,
+# markers asked for; "plain" — the passages as unnumbered context and the question, citations attributed
+# afterwards (``inference.attribution``); "" — the backend's default for its model.
+PromptStyle = Literal["", "cited", "plain"]
 # Why generation ended: the model stopped by itself, or it reached ``max_new_tokens`` (the answer is cut).
 FinishReason = Literal["stop", "length"]
 
@@ -39,6 +43,7 @@ class GenerationRequest:
     passages: tuple[Passage, ...]
     max_new_tokens: int = 512
     request_id: str = ""
+    prompt: PromptStyle = ""
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,9 @@ class Answer:
     # for backends without one, e.g. "extractive"), and why it stopped ("length": cut at the limit).
     model: str = ""
     finish_reason: FinishReason = "stop"
-    # "extractive" when the model's reply said nothing but a citation marker and extracts
-    # were returned instead (``inference.fallback``); "" for the model's own answer.
+    # When the model's reply said nothing but a citation marker (``inference.fallback``): "plain" when
+    # the model, asked again with the plain prompt, answered (citations attributed afterwards),
+    # "extractive" when extracts were returned instead; "" for the model's own first answer.
     fallback: str = ""
 
 

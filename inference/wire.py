@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from inference.types import Answer, GenerationRequest, Passage, finish_reason_of
+from inference.types import Answer, GenerationRequest, Passage, PromptStyle, finish_reason_of
 
 
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
@@ -20,7 +20,13 @@ def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
         passages=passages,
         max_new_tokens=int(data.get("max_new_tokens", 512)),
         request_id=str(data.get("request_id", "")),
+        prompt=prompt_style_of(data.get("prompt")),
     )
+
+
+def prompt_style_of(value: object) -> PromptStyle:
+    """A wire dict's prompt style; anything unknown (an older web process sends none) means the default."""
+    return "cited" if value == "cited" else "plain" if value == "plain" else ""
 
 
 def answer_to_dict(answer: Answer) -> dict[str, Any]:

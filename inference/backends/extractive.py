@@ -115,6 +115,11 @@ def _terms(text: str) -> set[str]:
     return set(_term_list(text))
 
 
+def content_terms(text: str) -> set[str]:
+    """The content words of ``text`` as this backend matches them (folded, no stopwords, CJK by character)."""
+    return _terms(text)
+
+
 def _bigrams(text: str) -> set[tuple[str, str]]:
     terms = _term_list(text)
     return set(zip(terms, terms[1:], strict=False))

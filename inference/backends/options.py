@@ -27,6 +27,7 @@ class ChatOptions(TypedDict, total=False):
     temperature: float             # when sampling; default 0.6 (DeepSeek's advice for R1)
     top_p: float                   # when sampling; default 0.95
     max_passages: int | None       # passages shown at most; default: 3 for small models (prompting.passages_for_model)
+    prompt: str | None             # "cited", "plain"; default ("auto"): plain for small models (prompting.prompt_for_model)
 
 
 @dataclass(frozen=True)

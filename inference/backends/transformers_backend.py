@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Unpack, cast
 
@@ -47,6 +48,7 @@ from inference.prompting import (
     build_plain_prompt,
     pack_passages,
     passages_for_model,
+    prompt_for_model,
 )
 from inference.reasoning import ReasoningSplitter
 from inference.types import FinishReason, GenerationRequest, StreamEvents
@@ -253,6 +255,7 @@ class TransformersGenerator:
         self.max_passages = passages_for_model(
             parameters=self._parameters(), window=self.context_window, configured=options.get("max_passages")
         )
+        self.answer_prompt = prompt_for_model(parameters=self._parameters(), configured=options.get("prompt"))
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.system_in_user, self.expect_reasoning = prompt_style(self.model_dir, options, self._template_opens_think)
         self.sampling = Sampling.of(options)
@@ -316,7 +319,13 @@ class TransformersGenerator:
         return int(self.encode(request, pack=False)["input_ids"].shape[-1])
 
     def pack(self, request: GenerationRequest) -> GenerationRequest:
-        """``request`` with the passages that fit the window; see ``prompting.pack_passages``."""
+        """``request`` with the passages that fit the window (``prompting.pack_passages``), in its prompt style.
+
+        A request without a style gets this model's (``answer_prompt``): packing is where a
+        request becomes what the model sees, and the answer's assembly reads the style there.
+        """
+        if not request.prompt:
+            request = replace(request, prompt=self.answer_prompt)
         return pack_passages(
             request, prompt_tokens=self.prompt_tokens, window=self.context_window, max_passages=self.max_passages
         )
@@ -340,6 +349,8 @@ class TransformersGenerator:
         """
         if pack:
             request = self.pack(request)
+        elif not request.prompt:
+            request = replace(request, prompt=self.answer_prompt)  # counted as the model will be asked
         last = self._last_prompt  # one read: other threads may replace it meanwhile
         if last is not None and (last[0] is request or last[0] == request):
             return dict(last[1])

@@ -70,8 +70,9 @@ def answer_out(answer: Answer, passages: Sequence[Passage], *, no_good_match: bo
         "passages_offered": answer.passages_offered or len(passages),
         # The evidence check found nothing relevant, so nothing was generated or cited.
         "no_good_match": no_good_match,
-        # "extractive": the model replied with only a citation marker, so extracts replace it;
-        # the answer's first line says so too. None for the model's own answer.
+        # The model replied with only a citation marker: "plain" when, asked again with the plain
+        # prompt, it answered (its citation attributed afterwards); "extractive" when extracts
+        # replace it (the answer's first line says so too). None for the model's own first answer.
         "fallback": answer.fallback or None,
     }
 

@@ -78,9 +78,11 @@ def test_real_tokenizer_and_small_window(tiny_qwen2: str) -> None:
 
 
 def test_the_default_window_is_the_models_own(tiny_qwen2: str) -> None:
-    generator = load_generator("transformers", tiny_qwen2)
+    generator = load_generator("transformers", tiny_qwen2, prompt="cited")
     assert generator.context_window == 2048  # type: ignore[attr-defined]  # max_position_embeddings
-    request = GenerationRequest(question="q", passages=passages(["short text"] * 3), max_new_tokens=8)
+    request = GenerationRequest(
+        question="q", passages=passages(["short text"] * 3), max_new_tokens=8, prompt="cited"
+    )
     assert pack(generator, request) is request
 
 

@@ -98,3 +98,27 @@ def test_small_models_get_their_three_best_passages_and_large_ones_all_that_fit(
     packed = pack_passages(request, prompt_tokens=lambda r: 10, window=10_000, max_passages=3)
     assert [p.number for p in packed.passages] == [1, 2, 3]
     assert pack_passages(request, prompt_tokens=lambda r: 10, window=10_000).passages == passages
+
+
+def test_the_plain_prompt_is_the_context_and_the_question_in_one_user_turn(
+    request_two_passages: GenerationRequest,
+) -> None:
+    from inference.prompting import PLAIN_PROMPT
+
+    plain = replace(request_two_passages, prompt="plain")
+    context = "\n\n".join(p.text for p in plain.passages)
+    expected = PLAIN_PROMPT.format(context=context, question=plain.question)
+
+    assert build_messages(plain, system_in_user=False) == [{"role": "user", "content": expected}]
+    assert build_plain_prompt(plain) == expected
+    assert "[1]" not in expected and INSTRUCTIONS not in expected
+
+
+def test_small_models_answer_the_plain_prompt_unless_configured() -> None:
+    from inference.prompting import prompt_for_model
+
+    assert prompt_for_model(parameters=494_000_000) == "plain"
+    assert prompt_for_model(parameters=7_000_000_000) == "cited"
+    assert prompt_for_model(parameters=None) == "cited"
+    assert prompt_for_model(parameters=494_000_000, configured="cited") == "cited"
+    assert prompt_for_model(parameters=7_000_000_000, configured="plain") == "plain"

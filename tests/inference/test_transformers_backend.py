@@ -45,7 +45,7 @@ def test_stream_is_incremental_and_matches_generate(
 def test_max_new_tokens_bounds_the_output(
     tiny_qwen2: str, request_two_passages: GenerationRequest
 ) -> None:
-    generator = load_generator("transformers", tiny_qwen2)
+    generator = load_generator("transformers", tiny_qwen2, prompt="cited")
     assert isinstance(generator, TransformersGenerator)
     short = GenerationRequest(
         question=request_two_passages.question,
@@ -93,7 +93,7 @@ def test_loader_is_cached_per_arguments(tiny_qwen2: str) -> None:
 def test_uses_chat_template_with_instructions_as_fixed_system_prefix(
     tiny_qwen2: str, request_two_passages: GenerationRequest
 ) -> None:
-    generator = load_generator("transformers", tiny_qwen2)
+    generator = load_generator("transformers", tiny_qwen2, prompt="cited")
     assert isinstance(generator, TransformersGenerator)
     assert (
         generator.has_chat_template
@@ -118,7 +118,7 @@ def test_uses_chat_template_with_instructions_as_fixed_system_prefix(
 
 
 def test_control_tokens_in_documents_stay_text(tiny_qwen2: str) -> None:
-    generator = load_generator("transformers", tiny_qwen2)
+    generator = load_generator("transformers", tiny_qwen2, prompt="cited")
     assert isinstance(generator, TransformersGenerator)
     evil = Passage(
         number=1,
@@ -141,7 +141,7 @@ def test_control_tokens_in_documents_stay_text(tiny_qwen2: str) -> None:
 def test_deepseek_r1_name_and_template_are_detected(
     tiny_r1: str, request_two_passages: GenerationRequest
 ) -> None:
-    generator = load_generator("transformers", tiny_r1)
+    generator = load_generator("transformers", tiny_r1, prompt="cited")
     assert isinstance(generator, TransformersGenerator)
     assert looks_like_deepseek_r1(Path(tiny_r1))
     assert generator.system_in_user and generator.expect_reasoning
@@ -184,7 +184,7 @@ def test_without_chat_template_a_plain_transcript_is_used(
 ) -> None:
     plain = shutil.copytree(tiny_qwen2, tmp_path / "plain")
     (plain / "chat_template.jinja").unlink()
-    generator = load_generator("transformers", str(plain))
+    generator = load_generator("transformers", str(plain), prompt="cited")
     assert isinstance(generator, TransformersGenerator)
     assert not generator.has_chat_template
     prompt = generator.tokenizer.decode(generator.encode(request_two_passages)["input_ids"][0])
@@ -262,3 +262,23 @@ def test_a_small_model_is_shown_its_three_best_passages_unless_configured(tiny_q
     assert [p.number for p in automatic.pack(request).passages] == [1, 2, 3]
     configured = TransformersGenerator(tiny_qwen2, device="cpu", manifest="off", max_passages=5)
     assert len(configured.pack(request).passages) == 5
+
+
+def test_a_small_model_is_asked_the_plain_prompt_and_its_answer_cited_afterwards(
+    tiny_qwen2: str, request_two_passages: GenerationRequest
+) -> None:
+    generator = load_generator("transformers", tiny_qwen2)
+    assert isinstance(generator, TransformersGenerator) and generator.answer_prompt == "plain"
+
+    prompt = generator.tokenizer.decode(generator.encode(request_two_passages)["input_ids"][0])
+    answer = generate(generator, request_two_passages)
+
+    assert prompt.startswith("<|im_start|>user\nUse the context to answer the question.\n\nContext:\n")
+    assert INSTRUCTIONS not in prompt and "[1]" not in prompt
+    assert answer.generated and answer.fallback == ""
+    # Random weights write random words; a cited passage, if any, shares a word with the answer.
+    assert set(answer.cited_numbers) <= {1, 2}
+    cited = load_generator("transformers", tiny_qwen2, prompt="cited")
+    assert cited.tokenizer.decode(cited.encode(request_two_passages)["input_ids"][0]).startswith(  # type: ignore[attr-defined]
+        f"<|im_start|>system\n{INSTRUCTIONS}"
+    )
