@@ -9,7 +9,7 @@ import random
 import pytest
 
 from kb.retrieval.fusion import FusionConfig
-from kb.retrieval.legcheck import LegCheck, checked_fusion, pseudo_query, pseudo_queries
+from kb.retrieval.legcheck import LegCheck, checked_fusion, pseudo_queries, pseudo_query
 from tests.kb.conftest import upload
 
 
