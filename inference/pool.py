@@ -409,18 +409,32 @@ class GenerationPool:
             name=name, generated=bool(getattr(self.generator, "generated", True)),
             request=request, offered=offered, reasoning="".join(output.reasoning), answer="".join(output.answer),
             model=str(getattr(self.generator, "model_name", "") or name), finish_reason=finish_reason,
-            reask=self._reask,
+            reask=lambda plain: self._reask(plain, output.ticket),
         )
         return {"event": "done", "answer": answer}
 
-    def _reask(self, request: GenerationRequest) -> str:
-        """The re-ask of ``inference.fallback``, run to completion in the calling runner's thread.
+    def _reask(self, request: GenerationRequest, ticket: Ticket) -> str:
+        """The re-ask of ``inference.fallback``, run in the calling runner's thread until it ends or ``ticket``
+        is cancelled or past its deadline (then what it said so far — a bare marker or nothing means extracts).
 
-        Rare (only after a bare-marker reply) and short, so it is not queued: in a
-        batching pool the other rows wait for it, as they would for a long prefill.
-        Its pieces are not streamed; the ``done`` event carries the answer.
+        Rare (only after a bare-marker reply to the cited prompt; small models get the plain prompt in the
+        first place) and short, so it is not queued: in a batching pool the other rows wait for it, as they
+        would for a long prefill. Its pieces are not streamed; the ``done`` event carries the answer.
         """
-        return answer_text(self.generator.stream(_pack(self.generator, request)))
+        events = self.generator.stream(_pack(self.generator, request))
+
+        def until_stopped() -> Iterator[StreamEvent]:
+            try:
+                for event in events:
+                    if self._stop_reason(ticket) is not None:
+                        return
+                    yield event
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+
+        return answer_text(until_stopped())
 
     @staticmethod
     def _stop_reason(ticket: Ticket) -> ErrorEvent | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -238,3 +239,29 @@ def test_a_re_ask_that_fails_ends_in_extracts_not_an_error() -> None:
     text, fallback = answer_or_fallback(REQUEST, "[1]", generated=True, reask=broken)
 
     assert fallback == "extractive" and text.startswith(FALLBACK_LABEL)
+
+
+def test_the_pools_re_ask_stops_when_its_request_is_past_its_deadline() -> None:
+    from inference.pool import Ticket
+
+    class Endless:
+        name = "scripted"
+        generated = True
+        pieces = 0
+        closed = False
+
+        def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
+            try:
+                while True:
+                    Endless.pieces += 1
+                    yield StreamEvent(channel="answer", text=" more")
+            finally:
+                Endless.closed = True
+
+    pool = GenerationPool(Endless(), max_batch=1, batching=False)
+    try:
+        expired = Ticket(REQUEST, deadline=time.monotonic() - 1)
+        assert pool._reask(replace(REQUEST, prompt="plain"), expired) == ""
+    finally:
+        pool.close()
+    assert Endless.pieces == 1 and Endless.closed  # stopped at once, and the model's stream was closed
