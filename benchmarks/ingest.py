@@ -120,10 +120,9 @@ def chunk_texts(corpus: list[tuple[str, bytes]]) -> list[list[str]]:
 
 
 def bare_encode(texts: list[str], *, batch: int, dtype: str, device: str | None,
-                per_document: list[list[str]] | None = None) -> float:
-    """Seconds for one bare ``encode`` of ``texts``, the model in ``dtype`` on ``device``.
-
-    With ``per_document``: seconds for one ``encode`` call per document of it instead.
+                per_document: list[list[str]] | None = None) -> tuple[float, float]:
+    """(Seconds, CPU seconds of this process) for one bare ``encode`` of ``texts``, the model in ``dtype`` on
+    ``device``.  With ``per_document``: for one ``encode`` call per document of it instead.
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -134,13 +133,13 @@ def bare_encode(texts: list[str], *, batch: int, dtype: str, device: str | None,
     if dtype == "bfloat16":
         model.to(torch.bfloat16)
     model.encode(texts[:64], batch_size=batch)  # warm up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if per_document is not None:
         for document in per_document:
             model.encode(document, batch_size=batch, normalize_embeddings=True, show_progress_bar=False)
     else:
         model.encode(texts, batch_size=batch, normalize_embeddings=True, show_progress_bar=False)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def embed_configuration() -> tuple[str, str | None, int]:
@@ -153,7 +152,7 @@ def embed_configuration() -> tuple[str, str | None, int]:
     return resolve_dtype(settings.CAIRN_EMBED_DTYPE, device), device, settings.CAIRN_EMBED_BATCH
 
 
-def baseline(texts: list[str], threads: int, per_document: list[list[str]] | None = None) -> float:
+def baseline(texts: list[str], threads: int, per_document: list[list[str]] | None = None) -> tuple[float, float]:
     import torch
 
     torch.set_num_threads(threads)
@@ -264,7 +263,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
-    from _setup import print_table, write_json
+    from _setup import print_table, tree_stat, write_json
 
     os.environ.setdefault("CAIRN_DATA_DIR", tempfile.mkdtemp(prefix="cairn-bench-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -278,16 +277,17 @@ def main() -> None:
     texts = [text for document in per_document for text in document]
     # Bare encode one call per document (the shape of the work when each small document is embedded alone).
     sample = per_document[:200]
-    one_by_one = baseline(texts, args.threads, per_document=sample) if many_small else None
+    one_by_one = baseline(texts, args.threads, per_document=sample)[0] if many_small else None
 
     # The baseline runs before and after the end-to-end run and counts as their mean, so that
     # a change of load on a shared host during the run weighs on both sides alike.
-    bare_before = baseline(texts, args.threads)
+    bare_before, bare_cpu_before = baseline(texts, args.threads)
     root = Path(tempfile.mkdtemp(prefix="cairn-bench-stack-"))
     http, processes, cleanup, job_counts = start_stack(args.shape, root, args.threads, args.redis_url)
     uploads_seconds = 0.0
     try:
         collection = warm_up(http)
+        cpu_before = {process.name: tree_stat(process.popen.pid)[1] for process in processes}
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=4) as pool:
             uploaded = list(pool.map(
@@ -301,6 +301,8 @@ def main() -> None:
         else:
             finals = [http.wait_for_document(d["id"], timeout=3600) for d in uploaded]
             e2e_seconds = time.perf_counter() - started
+        # CPU seconds each process (with its children: Celery's pool, the parse server) spent on the run.
+        cpu = {process.name: tree_stat(process.popen.pid)[1] - cpu_before[process.name] for process in processes}
     finally:
         for process in processes:
             process.stop()
@@ -312,8 +314,11 @@ def main() -> None:
     chunks = sum(d["chunks"] for d in finals)
     assert chunks == len(texts), (chunks, len(texts))
     pipeline_dtype, device, batch = embed_configuration()
-    bare_after = baseline(texts, args.threads)
+    bare_after, bare_cpu_after = baseline(texts, args.threads)
     bare_seconds = (bare_before + bare_after) / 2
+    bare_cpu = (bare_cpu_before + bare_cpu_after) / 2
+    # What ingesting costs besides the uploads: the workers (team), the whole server (personal, uploads included).
+    pipeline_cpu = sum(seconds for name, seconds in cpu.items() if name != "web")
     e2e_rate, bare_rate = chunks / e2e_seconds, chunks / bare_seconds
     config = {"bare_dtype": pipeline_dtype, "pipeline_dtype": pipeline_dtype, "device": device or "auto (cpu here)",
               "batch_size": batch, "threads": args.threads}
@@ -338,6 +343,14 @@ def main() -> None:
          "value": f"{bare_rate:.1f} chunks/s ({bare_before:.1f} s before, {bare_after:.1f} s after)"},
         {"measure": "ratio end-to-end / bare (target >= 0.8)", "value": f"{e2e_rate / bare_rate:.2f}"},
     ]
+    cpu_parts = ", ".join(f"{name} {seconds / documents * 1000:.0f} ms" for name, seconds in cpu.items())
+    rows += [
+        {"measure": "CPU per document, by process", "value": cpu_parts},
+        {"measure": "CPU per document: bare encode (mean) / ingesting (" + (
+            "ingest + index workers" if args.shape == "team" else "the whole server") + ")",
+         "value": f"{bare_cpu / documents * 1000:.0f} ms / {pipeline_cpu / documents * 1000:.0f} ms "
+                  f"(ratio {bare_cpu / pipeline_cpu:.2f})"},
+    ]
     one_by_one_rate = None
     if one_by_one is not None:
         one_by_one_rate = sum(len(d) for d in sample) / one_by_one
@@ -351,7 +364,9 @@ def main() -> None:
                            "e2e_seconds_per_document": e2e_seconds / documents, "bare_seconds": bare_seconds,
                            "bare_chunks_per_s": bare_rate, "bare_seconds_before": bare_before,
                            "bare_seconds_after": bare_after, "ratio": e2e_rate / bare_rate,
-                           "bare_one_call_per_document_chunks_per_s": one_by_one_rate, **config, **parse})
+                           "bare_one_call_per_document_chunks_per_s": one_by_one_rate,
+                           "cpu_seconds": cpu, "bare_cpu_seconds": bare_cpu, "pipeline_cpu_seconds": pipeline_cpu,
+                           "cpu_ratio": bare_cpu / pipeline_cpu, **config, **parse})
 
 
 if __name__ == "__main__":
