@@ -51,3 +51,22 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=2, default=str))
         print(f"\nwrote {path}")
+
+
+def tree_stat(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds) of a process and its descendants (Uvicorn's workers, Celery's children)."""
+    rss, cpu, todo = 0.0, 0.0, [pid]
+    ticks = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return rss, cpu

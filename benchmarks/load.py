@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _setup import print_table, write_json  # noqa: E402
+from _setup import print_table, tree_stat, write_json  # noqa: E402
 
 SERVER = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/12"
@@ -110,25 +110,6 @@ def prepare(dataset_dir: Path, users: int, *, reused: bool) -> dict[str, Any]:
         keys.append(api_key_create(user=user, name="load", actor=Actor(user=user))[1])
     queries = [text for text in dataset.queries.values() if text.strip()]
     return {"keys": keys, "queries": queries, "documents": len(dataset.corpus), "ingest_s": ingest_s}
-
-
-def tree_stat(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds) of a process and its descendants (Uvicorn's workers, Celery's children)."""
-    rss, cpu, todo = 0.0, 0.0, [pid]
-    ticks = os.sysconf("SC_CLK_TCK")
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) / 1024
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return rss, cpu
 
 
 def named_cpu(name: str) -> float:

@@ -266,6 +266,10 @@ Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 CAIRN_EMBEDDING_MODEL = env_str("CAIRN_EMBEDDING_MODEL")  # a local directory; default: bundled MiniLM
 # Passages per forward pass; 0: the embedder's choice for its device (64 on a CPU, by memory on a GPU).
 CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 0, minimum=0, maximum=4096)
+# Small documents waiting together are embedded in one call (ingestion/pipeline.py, run_ingest_batch): at most
+# this many documents a batch (1: each alone), each of at most CAIRN_INGEST_BATCH_MAX_KB of upload.
+CAIRN_INGEST_BATCH = env_int("CAIRN_INGEST_BATCH", 32, minimum=1, maximum=1024)
+CAIRN_INGEST_BATCH_MAX_BYTES = env_int("CAIRN_INGEST_BATCH_MAX_KB", 32, minimum=0, maximum=1024 * 1024) * 1024
 CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: a GPU when torch sees one
 # Torch threads of a team web process (it embeds only queries; see config/asgi.py).
 CAIRN_QUERY_THREADS = env_int("CAIRN_QUERY_THREADS", 1, minimum=1, maximum=256)

@@ -11,13 +11,14 @@ the database is repaired by the next pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, FloatField, Q, Value, When
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
@@ -184,31 +185,89 @@ def _no_work() -> bool:
 
 
 def _mark_indexed(jobs: list[IngestionJob]) -> list[int]:
-    done: list[int] = []
+    """The jobs INDEXED, each version made its document's current one (or superseded at once if a newer one is).
+
+    One transaction for the whole pass when its jobs are of different
+    documents and none changed since the pass read them; otherwise one per job.
+    """
+    if len(jobs) > 1 and len({job.version.document_id for job in jobs}) == len(jobs):
+        try:
+            with transaction.atomic():
+                return _mark_indexed_together(jobs)
+        except _PassChanged:
+            pass
+    return [version for job in jobs for version in _mark_indexed_one(job)]
+
+
+class _PassChanged(Exception):
+    """A job of the pass changed since it was read (another attempt, a reaper): mark them one by one instead."""
+
+
+def _index_seconds(job: IngestionJob, now: dt.datetime) -> float:
+    # From "ready for the writer" (its last update) to indexed: the wait and the write.
+    return round(max(0.0, (now - job.updated_at).total_seconds()), 4)
+
+
+def _mark_indexed_together(jobs: list[IngestionJob]) -> list[int]:
+    """``_mark_indexed`` of jobs of distinct documents, inside one transaction; ``_PassChanged`` rolls it back."""
     now = timezone.now()
+    which = Q()
     for job in jobs:
-        with transaction.atomic():
-            changed = IngestionJob.objects.filter(
-                pk=job.pk, status=Status.EMBEDDING, ready_to_index=True, attempts=job.attempts
-            ).update(status=Status.INDEXED, progress=1.0, detail="", finished_at=now, updated_at=now,
-                     # From "ready for the writer" (its last update) to indexed: the wait and the write.
-                     index_seconds=round(max(0.0, (now - job.updated_at).total_seconds()), 4))
-            if not changed:
-                continue
-            version = job.version
-            DocumentVersion.objects.unrestricted(WRITER).filter(pk=version.pk).update(indexed_at=now)
-            # Lock the document row only: FOR UPDATE may not reach the nullable side of a join.
-            document = Document.objects.unrestricted(WRITER).select_for_update().get(pk=version.document_id)
-            current = document.current_version
-            if current is None or current.number < version.number:
-                document.make_current(version)
-                document.save(update_fields=Document.CURRENT_FIELDS)
-                if current is not None:
-                    DocumentVersion.objects.unrestricted(WRITER).filter(pk=current.pk).update(superseded_at=now)
-            else:  # an older version finished after a newer one: it is superseded at once
-                DocumentVersion.objects.unrestricted(WRITER).filter(pk=version.pk).update(superseded_at=now)
-            done.append(version.pk)
-    return done
+        which |= Q(pk=job.pk, attempts=job.attempts)
+    seconds = Case(*(When(pk=job.pk, then=Value(_index_seconds(job, now))) for job in jobs),
+                   output_field=FloatField())
+    changed = IngestionJob.objects.filter(which, status=Status.EMBEDDING, ready_to_index=True).update(
+        status=Status.INDEXED, progress=1.0, detail="", finished_at=now, updated_at=now, index_seconds=seconds)
+    if changed != len(jobs):
+        raise _PassChanged
+    versions = [job.version for job in jobs]
+    DocumentVersion.objects.unrestricted(WRITER).filter(pk__in=[v.pk for v in versions]).update(indexed_at=now)
+    # Lock the document rows only (in id order), as one job at a time does.
+    documents = {document.pk: document for document in Document.objects.unrestricted(WRITER).select_for_update(
+        of=("self",)).filter(pk__in=[v.document_id for v in versions]).order_by("pk")}
+    numbers = dict(DocumentVersion.objects.unrestricted(WRITER).filter(
+        pk__in=[d.current_version_id for d in documents.values() if d.current_version_id is not None],
+    ).values_list("pk", "number"))
+    made_current: list[Document] = []
+    superseded: list[int] = []
+    for version in versions:
+        document = documents[version.document_id]
+        current = document.current_version_id
+        if current is None or numbers[current] < version.number:
+            document.make_current(version)
+            made_current.append(document)
+            if current is not None:
+                superseded.append(current)
+        else:  # an older version finished after a newer one: it is superseded at once
+            superseded.append(version.pk)
+    Document.objects.unrestricted(WRITER).bulk_update(made_current, Document.CURRENT_FIELDS)
+    if superseded:
+        DocumentVersion.objects.unrestricted(WRITER).filter(pk__in=superseded).update(superseded_at=now)
+    return [version.pk for version in versions]
+
+
+def _mark_indexed_one(job: IngestionJob) -> list[int]:
+    now = timezone.now()
+    with transaction.atomic():
+        changed = IngestionJob.objects.filter(
+            pk=job.pk, status=Status.EMBEDDING, ready_to_index=True, attempts=job.attempts
+        ).update(status=Status.INDEXED, progress=1.0, detail="", finished_at=now, updated_at=now,
+                 index_seconds=_index_seconds(job, now))
+        if not changed:
+            return []
+        version = job.version
+        DocumentVersion.objects.unrestricted(WRITER).filter(pk=version.pk).update(indexed_at=now)
+        # Lock the document row only: FOR UPDATE may not reach the nullable side of a join.
+        document = Document.objects.unrestricted(WRITER).select_for_update().get(pk=version.document_id)
+        current = document.current_version
+        if current is None or current.number < version.number:
+            document.make_current(version)
+            document.save(update_fields=Document.CURRENT_FIELDS)
+            if current is not None:
+                DocumentVersion.objects.unrestricted(WRITER).filter(pk=current.pk).update(superseded_at=now)
+        else:  # an older version finished after a newer one: it is superseded at once
+            DocumentVersion.objects.unrestricted(WRITER).filter(pk=version.pk).update(superseded_at=now)
+    return [version.pk]
 
 
 def _mark_purged(versions: list[DocumentVersion]) -> list[int]:

@@ -52,16 +52,20 @@ TASK_TUNE = "cairn.ingest.tune_fusion"  # CPU work like ingestion (one query emb
 
 
 def ingest_process(job_id: int) -> str:
-    """Parse, chunk and embed one job; then hand it to the index writer, or retry it later."""
-    from ingestion.pipeline import run_ingest_job
+    """Parse, chunk and embed one job, with the small ones waiting meanwhile if it is small
+    (``run_ingest_batch``); then hand them to the index writer, or retry each later."""
+    from ingestion.pipeline import run_ingest_batch
 
-    outcome = run_ingest_job(int(job_id))
-    log.info("ingest job %s: %s", job_id, outcome.status)
-    if outcome.status == "EMBEDDING":
+    outcomes = run_ingest_batch(int(job_id))
+    for outcome in outcomes:
+        log.info("ingest job %s: %s", outcome.job_id, outcome.status)
+    if any(outcome.status == "EMBEDDING" for outcome in outcomes):
         dispatch(TASK_INDEX)
-    elif outcome.retry_in is not None:
-        dispatch(TASK_INGEST, int(job_id), countdown=outcome.retry_in if settings.CAIRN_TASKS != "inline" else 0)
-    return outcome.status
+    for outcome in outcomes:
+        if outcome.retry_in is not None:
+            dispatch(TASK_INGEST, outcome.job_id,
+                     countdown=outcome.retry_in if settings.CAIRN_TASKS != "inline" else 0)
+    return outcomes[0].status
 
 
 def index_apply() -> list[int]:
