@@ -96,26 +96,10 @@ def build_shape(shape: str, directory: Path, device: torch.device) -> str:
 
 
 def requests(count: int, new_tokens: int) -> list[Any]:
-    from inference.types import GenerationRequest, Passage
+    """``count`` handbook questions over four passages (the GPU benchmark's, ``benchmarks/gpu``)."""
+    from benchmarks.gpu.generation import requests as handbook_requests
 
-    texts = [
-        "Employees get twenty holiday days a year; managers approve leave requests in advance.",
-        "Remote work is allowed two days a week when the team agrees on the schedule.",
-        "Backups of every database run each night and are kept for thirty days.",
-        "Security updates are installed on every server within a week of release.",
-    ]
-    passages = tuple(
-        Passage(number=i + 1, chunk_id=i + 1, document_id=1, title=f"Handbook {i + 1}", page=i + 1,
-                heading="Policy", text=text)
-        for i, text in enumerate(texts)
-    )
-    questions = ["How many holiday days do employees get?", "When can people work remotely?",
-                 "How long are backups kept?", "When are security updates installed?"]
-    return [
-        GenerationRequest(question=f"{questions[i % 4]} (request {i})", passages=passages,
-                          max_new_tokens=new_tokens, request_id=f"bench-{i}")
-        for i in range(count)
-    ]
+    return handbook_requests(count, new_tokens)
 
 
 def run_bare(generator: Any, batch: list[Any]) -> dict[str, float]:
