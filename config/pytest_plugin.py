@@ -33,8 +33,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its own modifyitems hook)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` are skipped where torch sees no CUDA device (torch is imported only if there are any)."""
+    """Each module one pytest-xdist group unless it names one; ``gpu`` tests skipped without CUDA.
+
+    ``make test PYTEST_WORKERS=2`` runs the suite in two pytest-xdist workers
+    with ``--dist loadgroup``: a module stays on one worker, so its
+    module-scoped servers and browsers start once, and modules that use the
+    machine's Redis at fixed database numbers name the group ``redis-6379``
+    and run one after another.  (Without ``-n`` the groups change nothing.)
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return

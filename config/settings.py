@@ -273,6 +273,8 @@ CAIRN_INGEST_BATCH_MAX_BYTES = env_int("CAIRN_INGEST_BATCH_MAX_KB", 32, minimum=
 CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: a GPU when torch sees one
 # Torch threads of a team web process (it embeds only queries; see config/asgi.py).
 CAIRN_QUERY_THREADS = env_int("CAIRN_QUERY_THREADS", 1, minimum=1, maximum=256)
+# Search queries' vectors kept per process, most recently used first (kb.index.embed_query); 0: none.
+CAIRN_QUERY_CACHE = env_int("CAIRN_QUERY_CACHE", 4096, minimum=0, maximum=1_000_000)
 # auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs that have it natively, fp16 on older GPUs, else fp32.
 CAIRN_EMBED_DTYPE = env_choice("CAIRN_EMBED_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16"))
 # Dense index (kb.retrieval.dense.DenseConfig); defaults chosen by benchmarks/dense.py.

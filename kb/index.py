@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,44 @@ def active_embedder() -> Embedder:
 
 
 def embed_query(text: str) -> np.ndarray:
-    """A search query's vector, by the active model (the same that embedded the passages)."""
-    return active_embedder().encode_query(text)
+    """A search query's vector, by the active model (the same that embedded the passages).
+
+    Kept for the ``CAIRN_QUERY_CACHE`` most recently asked texts of this
+    process: a knowledge base is asked the same questions again (by
+    colleagues, by a search followed by an ask, by a page reloaded), and the
+    forward pass is a quarter of a search's CPU.  A vector depends only on
+    the model and the exact text, so a kept one is the one the model would
+    compute again (one text at a time, as here); the entry names the model,
+    so a switch never reuses the old model's vectors.  No permission is
+    involved: what a user may read is decided afterwards, per request.
+    """
+    embedder = active_embedder()
+    size = settings.CAIRN_QUERY_CACHE
+    if not size:
+        return embedder.encode_query(text)
+    key = (embedder.model_id, str(getattr(embedder, "path", "")), str(getattr(embedder, "dtype", "")),
+           str(getattr(embedder, "device", "")), text)
+    with _query_vectors_lock:
+        cached = _query_vectors.get(key)
+        if cached is not None:
+            _query_vectors.move_to_end(key)
+            return cached.copy()
+    vector = embedder.encode_query(text)
+    with _query_vectors_lock:
+        _query_vectors[key] = vector.copy()
+        while len(_query_vectors) > size:
+            _query_vectors.popitem(last=False)
+    return vector
+
+
+_query_vectors: OrderedDict[tuple[str, str, str, str, str], np.ndarray] = OrderedDict()
+_query_vectors_lock = threading.Lock()
+
+
+def query_vectors_clear() -> None:
+    """Forget every kept query vector (``embed_query``)."""
+    with _query_vectors_lock:
+        _query_vectors.clear()
 
 
 def dense_config() -> DenseConfig:

@@ -409,6 +409,8 @@ def searchable_ranges(
     connection = connections[ranges.db]
 
     def fetch() -> np.ndarray:
+        if connection.vendor == "postgresql":
+            return _ranges_packed(connection, sql, params)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -419,6 +421,26 @@ def searchable_ranges(
     if cache is None or used != {Document._meta.db_table}:  # off, or a query that reads other tables too
         return fetch()
     return cache.get(connection, sql, tuple(params), fetch)
+
+
+def _ranges_packed(connection: Any, sql: str, params: Sequence[Any]) -> np.ndarray:
+    """The ranges query's rows, packed by PostgreSQL into one ``bytea`` of big-endian int64 pairs.
+
+    PostgreSQL reads the ranges on every search (no cache there, see
+    ``kb.range_cache``): one row per readable document, 5,183 for SciFact,
+    each turned into Python ints by the driver and back into an array — about
+    a tenth of a search's CPU in the web process under load.  Packed by the
+    server (``int8send``, ``string_agg``) they arrive as one value that numpy
+    reads in place.  The same rows as the plain query.
+    """
+    packed_sql = ("SELECT string_agg(int8send(r.s) || int8send(r.c), ''::bytea) "
+                  f"FROM (SELECT * FROM ({sql}) AS q (s, c) WHERE q.c IS NOT NULL) AS r")
+    with connection.cursor() as cursor:
+        cursor.execute(packed_sql, params)
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.frombuffer(bytes(row[0]), dtype=">i8").astype(np.int64).reshape(-1, 2)
 
 
 @functools.cache

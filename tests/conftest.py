@@ -37,3 +37,13 @@ def _fresh_rate_limits():
     ratelimit.reset()
     yield
     ratelimit.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_query_vectors():
+    """Each test embeds its queries afresh: a vector kept by an earlier test (kb.index.embed_query) would
+    hide a test's own embedder (a patched one that fails, a switched model of the same id)."""
+    from kb import index
+
+    index.query_vectors_clear()
+    yield

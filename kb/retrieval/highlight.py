@@ -11,6 +11,7 @@ occurrence of them.  Plain Python, no Django (index layer).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -21,6 +22,13 @@ from kb.retrieval.tokenize import _CJK_RANGES, _MARKS, tokenize
 _PIECE = re.compile(rf"(?P<cjk>[{_CJK_RANGES}]+)|(?P<word>(?:[^\W_{_CJK_RANGES}][{_MARKS}]*)+)")
 
 MAX_HIGHLIGHTS = 50
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _terms(piece: str) -> tuple[str, ...]:
+    """``tokenize(piece)``, memoised: a search highlights ten passages, word by word, and words are Zipfian
+    (the same few thousand make up most of any text), so most pieces were tokenized by an earlier search."""
+    return tuple(tokenize(piece))
 
 
 def highlight_terms(query: str) -> list[str]:
@@ -38,19 +46,19 @@ def highlight_spans(terms: Iterable[str], text: str) -> list[str]:
     for match in _PIECE.finditer(text):
         if match.group("word") is not None:
             word = match.group("word")
-            if word not in found and any(term in wanted for term in tokenize(word)):
+            if word not in found and any(term in wanted for term in _terms(word)):
                 found[word] = None
             continue
         run = match.group("cjk")
         if len(run) == 1:
-            if tokenize(run) and tokenize(run)[0] in wanted:
+            if _terms(run) and _terms(run)[0] in wanted:
                 found[run] = None
             continue
         # Mark the characters covered by a matching bigram; adjacent covered characters form one piece,
         # so 带薪年假 in a passage is one highlight when the query holds 带薪, 薪年 and 年假.
         covered = [False] * len(run)
         for i in range(len(run) - 1):
-            bigram = tokenize(run[i : i + 2])
+            bigram = _terms(run[i : i + 2])
             if bigram and bigram[0] in wanted:
                 covered[i] = covered[i + 1] = True
         start = None

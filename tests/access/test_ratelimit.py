@@ -15,7 +15,8 @@ from access.models import User
 from access.services import SYSTEM, api_key_create
 from config.env import ConfigError, env_rate
 
-pytestmark = pytest.mark.django_db
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.django_db, pytest.mark.xdist_group("redis-6379")]
 
 
 @pytest.fixture

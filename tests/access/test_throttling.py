@@ -13,6 +13,9 @@ from django.test import Client
 
 from access.models import AuditEvent, User
 
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("redis-6379")
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 

@@ -98,7 +98,7 @@ def stack(tmp_path_factory) -> Iterator[tuple[Stack, Http, Postgres, Redis, Path
     if not _mount_tmpfs(data):
         pytest.fail("the fault tests need to mount a tmpfs for the data directory (run as root, as CI does)")
     postgres, redis_server = Postgres(), Redis(root)
-    model = build_tiny_qwen2(root / "tiny-qwen2")
+    model = build_tiny_qwen2(root / "tiny-qwen2", endless=True)  # a stream still running when its worker dies
     port = free_port()
     env = child_env(
         DATABASE_URL=postgres.url, CAIRN_REDIS_URL=redis_server.url, CAIRN_DATA_DIR=str(data),

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def personal_llm(tmp_path_factory):
     root = tmp_path_factory.mktemp("personal-gen")
-    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512)
+    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512, endless=True)
     port = free_port()
     env = child_env(CAIRN_DATA_DIR=str(root / "data"), CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model,
                     CAIRN_MAX_NEW_TOKENS=str(HANG_UP_BUDGET))

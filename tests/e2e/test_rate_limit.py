@@ -11,7 +11,8 @@ import redis
 
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 
-pytestmark = pytest.mark.slow
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("redis-6379")]
 
 REDIS_DB = 12
 RATE = 10  # per day: a window boundary will not fall inside the test

@@ -13,7 +13,8 @@ import pytest
 from tests.e2e.processes import ROOT, Http, Process, child_env, free_port, manage, run_manage
 from tests.ingestion.sample_files import make_docx, make_pdf
 
-pytestmark = [pytest.mark.team, pytest.mark.slow]
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.team, pytest.mark.slow, pytest.mark.xdist_group("redis-6379")]
 
 PG = "postgres://postgres@127.0.0.1:5432"
 WEB_GUARD = Path(__file__).resolve().parent / "web_guard"

@@ -6,10 +6,12 @@ The model is a tiny random Qwen2 written to disk and loaded by the worker exactl
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
 import secrets
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +20,8 @@ import pytest
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 from tests.inference.tiny_models import build_tiny_qwen2
 
-pytestmark = [pytest.mark.team, pytest.mark.slow]
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.team, pytest.mark.slow, pytest.mark.xdist_group("redis-6379")]
 
 PG = "postgres://postgres@127.0.0.1:5432"
 REDIS_DB = 12
@@ -47,7 +50,7 @@ def team_llm(tmp_path_factory):
         conn.execute(f'CREATE DATABASE "{name}"')
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team-gen")
-    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512)
+    model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512, endless=True)
     env = child_env(
         DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
         CAIRN_SECRET_KEY=secrets.token_urlsafe(40), CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost",
@@ -108,6 +111,13 @@ def sse_ask(port: int, token: str | None, payload: dict, *, hang_up_after_tokens
                     return events
                 name, data = None, []
     finally:
+        # Hang up for real: the response's file object keeps the socket open after ``conn.close()`` (until
+        # it is garbage-collected), so the server would go on writing into the buffers of a client that
+        # only looks gone. ``shutdown`` ends the connection now, as a client that quits does.
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        response.close()
         conn.close()
 
 

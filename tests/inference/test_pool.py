@@ -168,8 +168,10 @@ def test_a_request_cancelled_while_waiting_leaves_the_queue(tiny_qwen2: str) -> 
 
 def test_a_full_pool_refuses_and_a_slow_generation_times_out(tiny_qwen2: str) -> None:
     generator = load_generator("transformers", tiny_qwen2)
-    # 1500 tokens take the tiny model ~0.9 s on an idle 2-core host: a 0.25 s budget is always cut short.
-    pool = GenerationPool(generator, max_batch=1, max_queue=2, timeout=0.25, metrics=Registry())
+    # The tiny random model writes ~400 tokens before its end-of-text in ~0.24 s on a fast idle 2-core host
+    # (1,700 tokens/s), so 0.25 s could let it finish; 0.05 s is cut short on any host (a slower one even
+    # before the first token, which is a timeout too).
+    pool = GenerationPool(generator, max_batch=1, max_queue=2, timeout=0.05, metrics=Registry())
     try:
         tickets = [pool.submit(r) for r in _requests(2, max_new_tokens=1500)]
         with pytest.raises(PoolFull):

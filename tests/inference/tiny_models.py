@@ -87,7 +87,7 @@ def _train_tokenizer(vocab_size: int) -> Tokenizer:
 
 def build_tiny_qwen2(
     dirpath: str | Path, *, reasoning: bool = False, vocab_size: int = 800, seed: int = 0,
-    max_positions: int = 2048,
+    max_positions: int = 2048, endless: bool = False,
 ) -> str:
     """Write a tiny random Qwen2 model + tokenizer into ``dirpath`` and return it as a string.
 
@@ -96,6 +96,14 @@ def build_tiny_qwen2(
     if the name-based DeepSeek-R1 heuristic should apply. ``max_positions``
     bounds prompt + answer (default rotary embeddings: the weights and the
     text generated within the first 2048 positions do not depend on it).
+
+    ``endless=True``: the model never writes its end-of-text (or padding)
+    token, so a generation runs to its token budget — for tests that must
+    catch one still running (a hang-up, a killed worker, a time limit). This
+    random model otherwise ends after ~400 tokens, which a fast host writes in
+    a quarter of a second. The two tokens' rows of the (tied) embedding are
+    zero, so their logit is always 0, and greedy decoding picks one only if
+    all ~800 other logits were negative at once.
     """
     path = Path(dirpath)
     path.mkdir(parents=True, exist_ok=True)
@@ -117,7 +125,8 @@ def build_tiny_qwen2(
         eos_token_id=eos_id,
         pad_token_id=pad_id,
     )
-    return _save_model(path, Qwen2ForCausalLM, config, seed=seed, eos_id=eos_id, pad_id=pad_id)
+    return _save_model(path, Qwen2ForCausalLM, config, seed=seed, eos_id=eos_id, pad_id=pad_id,
+                       silenced=(eos_id, pad_id) if endless else ())
 
 
 def build_tiny_deepseek_v3(dirpath: str | Path, *, vocab_size: int = 800, seed: int = 0) -> str:
@@ -185,11 +194,15 @@ def _save_tokenizer(path: Path, vocab_size: int, chat_template: str) -> tuple[in
             tokenizer.convert_tokens_to_ids("<|endoftext|>"))
 
 
-def _save_model(path: Path, model_class: type, config: object, *, seed: int, eos_id: int, pad_id: int) -> str:
+def _save_model(path: Path, model_class: type, config: object, *, seed: int, eos_id: int, pad_id: int,
+                silenced: tuple[int, ...] = ()) -> str:
     # fork_rng: seeding must not disturb the global RNG of the test session.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(config)
+    with torch.no_grad():
+        for token_id in silenced:
+            model.get_output_embeddings().weight[token_id] = 0.0
     model.generation_config = GenerationConfig(eos_token_id=[eos_id, pad_id], pad_token_id=pad_id)
     model.save_pretrained(path)
     return str(path)

@@ -15,7 +15,8 @@ import pytest
 
 from tests.e2e.processes import child_env, manage, run_manage
 
-pytestmark = [pytest.mark.slow, pytest.mark.team]
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.team, pytest.mark.xdist_group("redis-6379")]
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 TOPICS = ["boiler descaling", "fire exits", "forklift licences", "chemical storage", "night shifts",

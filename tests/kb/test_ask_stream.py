@@ -17,7 +17,8 @@ from inference.pool import close_pools
 from kb import answering
 from tests.inference.tiny_models import build_tiny_qwen2
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("redis-6379")]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 
 from tests.e2e.processes import child_env, manage
 
-pytestmark = pytest.mark.slow
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("redis-6379")]
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 

@@ -6,7 +6,8 @@ import pytest
 
 from tests.e2e.processes import free_port
 
-pytestmark = pytest.mark.django_db
+# The machine's Redis at fixed database numbers: every such module runs in one pytest-xdist worker.
+pytestmark = [pytest.mark.django_db, pytest.mark.xdist_group("redis-6379")]
 
 
 def test_healthz_and_its_old_alias_answer_without_signing_in(client):
