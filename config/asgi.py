@@ -147,7 +147,8 @@ async def _discard(receive: Receive) -> None:
     deadline, discarded = loop.time() + DRAIN_SECONDS, 0
     while discarded <= DRAIN_BYTES:
         try:
-            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):  # not wait_for: see TicketSource.aread
+                message = await receive()
         except TimeoutError:
             return
         if message["type"] != "http.request":

@@ -203,8 +203,13 @@ class TicketSource:
         self._wake.clear()
         events = self.read(0)
         if not events:
+            # ``asyncio.timeout``, not ``wait_for``: before Python 3.12, a ``wait_for`` cancelled just as its
+            # wait completed returns the result and drops the cancellation (CPython gh-86296). With a model
+            # fast enough to set the event between any two steps of the loop, a client that hung up was
+            # then streamed to, unheard, until the generation's end.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 return []
             events = self.read(0)

@@ -73,3 +73,41 @@ def test_the_reply_passes_through():
         return "events"
 
     assert asyncio.run(_cancellable(reply())) == "events"
+
+
+def test_an_in_process_reader_cancelled_as_its_event_arrives_stops():
+    """Personal shape: ``TicketSource.aread`` never drops a cancellation that meets an arriving event.
+
+    Python 3.11's ``asyncio.wait_for`` returns the result when it is cancelled
+    just after its wait completed, losing the cancellation (CPython gh-86296);
+    with a fast model an event arrives between almost any two loop steps, and
+    a client who hung up was streamed to, unheard, until the end (seen in CI).
+    Every interleaving of "event arrives" and "cancel" within a few loop steps
+    is tried; a read still running when cancelled must end with ``CancelledError``.
+    """
+    from inference.pool import Ticket
+    from inference.transport import TicketSource
+    from inference.types import GenerationRequest
+
+    async def one(steps: int) -> str:
+        ticket = Ticket(GenerationRequest(question="q", passages=()), None)
+        source = TicketSource(ticket)
+        read = asyncio.create_task(source.aread(30))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the read is waiting for its wake-up now
+        ticket.push({"event": "token", "text": "a"})  # schedules the wake-up, as the pool's thread does
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if not read.cancel():
+            return "finished"  # the read had already returned its event: nothing to cancel
+        try:
+            await read
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "dropped"
+
+    async def main() -> list[str]:
+        return [await one(steps) for steps in range(8)]
+
+    outcomes = asyncio.run(main())
+    assert "dropped" not in outcomes and outcomes[0] == "cancelled", outcomes
