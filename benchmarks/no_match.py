@@ -126,14 +126,19 @@ def halves(count: int, seed: int = 15) -> list[str]:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float], null: float | None = None) -> float:
+def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float], null: Any = None) -> float:
+    """The share of ``signals`` flagged under ``thresholds``; ``null``: the collection's ``Null`` (or None).
+
+    ``thresholds["null"]`` 0 leaves the null out; ``thresholds["fisher"]`` 0 uses only its threshold (the
+    third version), 1 also its p-values together with the co-occurrence test (``evidence._incoherent``).
+    """
     from kb.retrieval.evidence import Thresholds, is_weak
 
     if not signals:
         return 0.0
-    limits = Thresholds(**{k: v for k, v in thresholds.items() if k != "null"})
-    if thresholds.get("null", 1):
-        limits = replace(limits, null_dense=null)
+    limits = Thresholds(**{k: v for k, v in thresholds.items() if k not in ("null", "fisher")})
+    if thresholds.get("null", 1) and null is not None:
+        limits = replace(limits, null_dense=null.threshold, null=null if thresholds.get("fisher", 1) else None)
 
     def weak(s: dict[str, Any]) -> bool:
         values = {k: s.get(k) for k in SIGNALS if k != "coherence"}
@@ -146,11 +151,19 @@ def flagged(signals: list[dict[str, Any]], thresholds: dict[str, float], null: f
     return sum(weak(s) for s in signals) / len(signals)
 
 
+def run_null(run: dict[str, Any]) -> Any:
+    """The ``Null`` a run recorded (None for none, or for a run of a version that kept only its threshold)."""
+    from kb.retrieval.evidence import Null
+
+    cosines = run.get("null_cosines")
+    return Null(tuple(cosines)) if cosines else None
+
+
 def rates(run: dict[str, Any], thresholds: dict[str, float], half: str | None) -> dict[str, float]:
     out = {}
     for name in SETS:
         rows = [s for s in run["queries"][name] if half is None or s["half"] == half]
-        out[name] = flagged(rows, thresholds, run.get("null"))
+        out[name] = flagged(rows, thresholds, run_null(run))
     return out
 
 
@@ -163,6 +176,7 @@ GRID = {
     "dense_unseen": [0.0, 0.45, 0.6],
     "coherence": [0.0, 0.01, 0.05, 0.1, 0.2],
     "null": [0, 1],
+    "fisher": [0, 1],
 }
 
 
@@ -419,12 +433,14 @@ def main() -> None:
         "dense_unseen": settings.CAIRN_NO_MATCH_DENSE_UNSEEN,
         "coherence": settings.CAIRN_NO_MATCH_COHERENCE,
         "null": int(settings.CAIRN_NO_MATCH_NULL),
+        "fisher": 1,
     }
     run = {
         "dataset": Path(args.data).name,
         "mode": "direct" if args.direct else "cairn",
         "passages": len(texts),
-        "null": null,
+        "null": None if null is None else null.threshold,
+        "null_cosines": None if null is None else list(null.cosines),
         "thresholds": configured,
         "queries": signals,
         "seconds_per_query": seconds / sum(len(v) for v in signals.values()),

@@ -31,7 +31,7 @@ from kb.retrieval.active_model import ActiveModel
 from kb.retrieval.dense import DenseConfig
 from kb.retrieval.embedding import Embedder, SentenceTransformerEmbedder, model_id
 from kb.retrieval.embedding import get_embedder as _load_embedder
-from kb.retrieval.evidence import null_of, null_sample
+from kb.retrieval.evidence import Null, null_of, null_sample
 from kb.retrieval.index_store import IndexReader, IndexSnapshot, IndexStore
 from kb.retrieval.legcheck import CHECK_PASSAGES, LegCheck, pseudo_queries
 from kb.retrieval.rerank import Reranker, load_reranker
@@ -184,18 +184,19 @@ NULL_SAMPLE = 1000  # passages whose words make the null queries
 NULL_MIN_PASSAGES = 50  # below this the collection has no null (the fixed thresholds alone apply)
 NULL_DRIFT = 0.1  # recomputed once the index has grown or shrunk by this share
 _null_lock = threading.Lock()
-_null_memo: dict[str, tuple[int, float | None]] = {}
+_null_memo: dict[str, tuple[int, Null | None]] = {}
 
 
 def _near(computed_at: int, size: int) -> bool:
     return abs(size - computed_at) <= NULL_DRIFT * max(computed_at, 1)
 
 
-def no_match_null(snapshot: IndexSnapshot) -> float | None:
-    """The best cosine an incoherent query must reach in this index (``evidence.null_threshold``).
+def no_match_null(snapshot: IndexSnapshot) -> Null | None:
+    """This index's ``evidence.Null``: the best cosines of random queries made of the collection's own words.
 
-    What 95 % of random 2–4-word queries made of the collection's own words
-    stay below.  Computed the first time a search needs it, then kept while
+    An incoherent query must beat what 95 % of them stay below (its
+    ``threshold``); a nearly coherent one is judged with its p-value among
+    them (``evidence._incoherent``).  Computed the first time a search needs it, then kept while
     the index stays within a tenth of the size it was computed at; shared
     between processes through ``evidence-null.json`` beside the index
     versions.  A computation reads the text of up to ``NULL_SAMPLE`` random
@@ -205,11 +206,14 @@ def no_match_null(snapshot: IndexSnapshot) -> float | None:
     """
     if not settings.CAIRN_NO_MATCH_NULL:
         return None
-    value: float | None = _kept_per_index(
+    value: Null | None = _kept_per_index(
         snapshot, NULL_FILE, _null_memo, _null_lock, "No-good-match null",
         compute=lambda s: _compute_null(s),  # looked up at call time (tests replace it)
-        encode=lambda value: {"threshold": value, "queries": "evidence.null_queries"},
-        decode=lambda stored: None if stored["threshold"] is None else float(stored["threshold"]),
+        encode=lambda value: {"threshold": None if value is None else value.threshold,
+                              "cosines": None if value is None else list(value.cosines),
+                              "queries": "evidence.null_queries"},
+        # A file of an earlier version (a threshold, no cosines) raises KeyError: computed afresh.
+        decode=lambda stored: None if stored["cosines"] is None else Null(tuple(float(c) for c in stored["cosines"])),
     )
     return value
 
@@ -256,7 +260,7 @@ def _write_json(path: Path, content: dict[str, object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _compute_null(snapshot: IndexSnapshot) -> float | None:
+def _compute_null(snapshot: IndexSnapshot) -> Null | None:
     from kb.models import Chunk
 
     sample = null_sample(snapshot.lexical.ids(), NULL_SAMPLE)

@@ -43,6 +43,8 @@ docs/retrieval.md).
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 import re
 from collections import Counter
@@ -51,6 +53,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import pdtrc
+from scipy.stats import chi2
 
 from kb.retrieval.hybrid import Retrieval
 from kb.retrieval.lexical import BM25Index
@@ -64,6 +67,33 @@ NULL_MIN_WORDS = 20
 _WORD = re.compile(r"[^\W\d_]{4,}")
 # Scripts written without spaces between words (Han, kana, Hangul): a "word" there is a whole phrase.
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class Null:
+    """The collection's null: the best cosines of random queries made of its own words, ascending."""
+
+    cosines: tuple[float, ...]
+
+    @property
+    def threshold(self) -> float:
+        """What ``NULL_QUANTILE`` of the null queries stay below (``null_threshold``)."""
+        return float(np.quantile(np.asarray(self.cosines, dtype=np.float64), NULL_QUANTILE))
+
+    def p_value(self, cosine: float) -> float:
+        """The share of the null's queries whose best cosine is at least ``cosine`` (an empirical p-value,
+        counting the query itself, so never 0)."""
+        at_least = len(self.cosines) - bisect.bisect_left(self.cosines, cosine)
+        return (at_least + 1) / (len(self.cosines) + 1)
+
+    def __str__(self) -> str:  # for the log line that records its computation
+        return f"threshold {self.threshold:.4f} ({len(self.cosines)} queries)"
+
+
+def fisher(*p_values: float) -> float:
+    """Fisher's combination of independent p-values: P(χ²(2k) ≥ −2 Σ ln p)."""
+    statistic = -2.0 * sum(math.log(max(p, 1e-300)) for p in p_values)
+    return float(chi2.sf(statistic, 2 * len(p_values)))
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,10 @@ class Thresholds:
     # The best cosine an incoherent query needs: the collection's own null (``null_threshold``), which the
     # search layer fills in per index; None until it is known (then ``dense`` alone applies).
     null_dense: float | None = None
+    # The collection's null itself (``Null``): with it, a query the co-occurrence test alone cannot call
+    # coherent is still one when that test and the null's p-value of its best cosine together reject a bag
+    # of words (Fisher's method, at ``coherence``). None: the test alone decides.
+    null: Null | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +162,7 @@ def is_weak(
     # A query whose terms this collection never puts together more often than chance is a bag of words:
     # the passage holding several of them holds them by accident, and an embedder's closeness to one of
     # them is no better than what the collection's own random words reach.
-    incoherent = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
+    incoherent = _incoherent(coherence, dense_best, thresholds)
     # When the lexical leg ran and no passage holds a single query term (a keyboard mash, another language),
     # the embedder alone has to be surer: its cosines for strings it cannot read are not small.
     dense_needed = max(thresholds.dense_unseen if lexical_coverage == 0.0 else thresholds.dense, thresholds.dense)
@@ -152,6 +186,30 @@ def is_weak(
         )
     )
     return not (dense_vouches or lexical_vouches)
+
+
+def _incoherent(coherence: float | None, dense_best: float | None, thresholds: Thresholds) -> bool:
+    """Whether the query reads as a bag of the collection's words (see ``is_weak``).
+
+    The co-occurrence test alone calls a query coherent at ``p ≤ coherence``.
+    Its power is low when a query term is rare: a question naming a thing
+    six passages mention, next to a word five passages use, cannot show
+    better than chance from the one passage that holds both ("Who was the
+    Norse leader?": p = 0.055 on 173 paragraphs). The embedder is a second,
+    independent witness against the same null hypothesis — "random words of
+    this collection" — through the collection's null: the share of its
+    random-word queries whose best cosine reaches the query's. Together
+    (Fisher's method) they reject the bag at the same level, so a query that
+    is nearly significant on both counts is coherent. A bag whose words never
+    meet (p = 1) gains nothing: Fisher's method would need its best cosine
+    above all but about one null query in a hundred, and it is judged by the
+    null's 95th percentile (``null_dense``) in any case.
+    """
+    if coherence is None or thresholds.coherence <= 0 or coherence <= thresholds.coherence:
+        return False
+    if thresholds.null is not None and dense_best is not None:
+        return fisher(coherence, thresholds.null.p_value(dense_best)) > thresholds.coherence
+    return True
 
 
 def coherence_of(lexical: BM25Index, query_tokens: Sequence[str], chunk_id: int, *, level: float) -> float | None:
@@ -193,14 +251,14 @@ def evidence_of(
     *,
     thresholds: Thresholds,
     lexical_ran: bool = True,
-    null: Callable[[], float | None] | None = None,
+    null: Callable[[], Null | None] | None = None,
 ) -> Evidence:
     """The evidence of one retrieval: the legs' best scores against the query's own candidates, and the verdict.
 
     ``lexical_ran``: whether the BM25 leg searched (hybrid or lexical mode, a query with terms); when it
     did and found nothing, the coverage is 0 (no passage holds any query term), not None.  ``null``: the
-    collection's null cosine (``null_threshold``), asked for only when the verdict turns on it — an
-    incoherent query the dense leg would vouch for — when ``thresholds.null_dense`` is not set.
+    collection's ``Null``, asked for only when the verdict turns on it — a query the legs would vouch for
+    were it coherent, which the co-occurrence test alone does not show — and ``thresholds`` has none.
     """
     dense_scores = retrieval.dense.scores
     dense_best = dense_margin = background = None
@@ -225,13 +283,15 @@ def evidence_of(
             agreement = cosine - background
     elif lexical_ran and query_tokens:
         coverage = 0.0
+    untested = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
+    if (untested and null is not None and thresholds.null_dense is None and thresholds.null is None
+            and not is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds)):
+        # A match were the query coherent, which the co-occurrence test alone did not show: the collection's
+        # null decides with it (``_incoherent``), and an incoherent query's best cosine must beat the null.
+        found = null()
+        if found is not None:
+            thresholds = replace(thresholds, null=found, null_dense=found.threshold)
     weak = is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds, coherence=coherence)
-    incoherent = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
-    if not weak and incoherent and null is not None and thresholds.null_dense is None:
-        # A match; does it stand once an incoherent query must beat the collection's null?
-        tighter = replace(thresholds, null_dense=null())
-        if tighter.null_dense is not None:
-            weak = is_weak(dense_best, dense_margin, coverage, agreement, thresholds=tighter, coherence=coherence)
     return Evidence(
         dense_best=dense_best,
         dense_margin=dense_margin,
@@ -278,8 +338,8 @@ def null_of(
     texts: Sequence[str],
     encode: Callable[[list[str]], np.ndarray],
     best_cosine: Callable[[np.ndarray], float | None],
-) -> float | None:
-    """The collection's null (``null_threshold``) from a sample of its passages' ``texts``.
+) -> Null | None:
+    """The collection's ``Null`` from a sample of its passages' ``texts``; None when too few to say.
 
     ``encode`` embeds the null queries as search embeds a query; ``best_cosine``
     is the dense leg's best score for one vector over the whole index.
@@ -288,4 +348,13 @@ def null_of(
     if not queries:
         return None
     best = [b for b in (best_cosine(v) for v in encode(queries)) if b is not None]
-    return null_threshold(best)
+    return null_from(best)
+
+
+def null_from(best_cosines: Sequence[float] | np.ndarray) -> Null | None:
+    """The null of these best cosines (finite ones, ascending); None with fewer than ``null_threshold`` needs."""
+    values = np.asarray(best_cosines, dtype=np.float64)
+    values = np.sort(values[np.isfinite(values)])
+    if null_threshold(values) is None:
+        return None
+    return Null(tuple(float(v) for v in values))

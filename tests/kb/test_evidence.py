@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from kb.answering import NO_GOOD_MATCH_ANSWER
-from kb.retrieval.evidence import Thresholds, evidence_of, is_weak
+from kb.retrieval.evidence import Null, Thresholds, evidence_of, is_weak
 from kb.retrieval.fusion import Leg
 from kb.retrieval.hybrid import Retrieval
 from kb.retrieval.lexical import BM25Index
@@ -259,13 +260,49 @@ def test_an_incoherent_query_needs_the_collections_null_and_gets_no_lexical_vouc
     assert not is_weak(0.4, 0.2, 0.9, 0.2, thresholds=off, coherence=0.5)
 
 
+def test_a_nearly_coherent_query_close_to_the_text_is_coherent_by_both_witnesses_together():
+    """Fisher's method over the co-occurrence test and the null's p-value of the best cosine.
+
+    "Who was the Norse leader?" on SQuAD's 173 paragraphs: the rare "Norse"
+    meets "leader" once, p = 0.055 — not significant alone; its best cosine,
+    0.369, is reached by fewer than one null query in ten. Together they
+    reject a bag of words at 0.05, so the lexical leg (both words in one
+    passage, which the embedder agrees with) vouches for it.
+    """
+    from kb.retrieval.evidence import fisher, null_from
+
+    null = null_from(np.linspace(0.10, 0.40, 200))  # 95th percentile 0.385
+    assert null is not None and null.threshold == pytest.approx(0.385)
+    assert null.p_value(0.369) == pytest.approx(22 / 201, abs=0.01) and null.p_value(0.5) == 1 / 201
+    assert null.p_value(0.0) == 1.0
+    assert fisher(0.055, 0.11) < 0.05 < fisher(0.055, 0.5)
+    assert fisher(1.0, 1 / 201) == pytest.approx(0.0313, abs=1e-3)
+    base = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.05)
+    with_null = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.05, null_dense=null.threshold,
+                           null=null)
+    threshold_only = replace(with_null, null=None)
+    norse = dict(dense_best=0.369, dense_margin=0.30, lexical_coverage=1.0, lexical_agreement=0.28)
+    assert is_weak(**norse, thresholds=threshold_only, coherence=0.055)   # the third version: refused
+    assert not is_weak(**norse, thresholds=with_null, coherence=0.055)    # both witnesses: a match
+    assert not is_weak(**norse, thresholds=base, coherence=0.04)          # coherent alone, as before
+    # Not close enough to the text: the embedder does not corroborate, still a bag of words.
+    middling = dict(norse, dense_best=0.25)
+    assert is_weak(**middling, thresholds=with_null, coherence=0.055)
+    # Words that never meet gain nothing: the null's threshold decides, as before.
+    assert is_weak(**norse, thresholds=with_null, coherence=1.0)
+    assert not is_weak(**dict(norse, dense_best=0.39), thresholds=with_null, coherence=1.0)
+    # The test switched off switches the combination off too.
+    off = replace(with_null, coherence=0.0)
+    assert not is_weak(**middling, thresholds=off, coherence=0.9)
+
+
 def test_evidence_asks_for_the_null_only_when_the_verdict_turns_on_it():
     index = bm25(_topical())
     asked: list[int] = []
 
-    def null() -> float:
+    def null() -> Null:
         asked.append(1)
-        return 0.6
+        return Null((0.6,) * 200)
 
     def run(query: str, best: float) -> bool:
         dense = Leg(np.arange(1, 101), np.linspace(best, 0.0, 100).astype(np.float32))
@@ -275,7 +312,7 @@ def test_evidence_asks_for_the_null_only_when_the_verdict_turns_on_it():
                            null=null).no_good_match
 
     assert run("alphaax betaay", 0.5) is False and asked == []           # coherent: no null needed
-    assert run("alphaax betaby", 0.2) is True and asked == []            # weak anyway
+    assert run("alphaax betaby", 0.05) is True and asked == []           # weak even were it coherent
     assert run("alphaax betaby", 0.5) is True and asked == [1]           # a bag of words below its null
     assert run("alphaax betaby", 0.7) is False and asked == [1, 1]       # ... or above it
 
@@ -338,19 +375,23 @@ def test_search_flags_a_bag_of_the_collections_own_words_and_keeps_its_null_besi
     assert bag["evidence"]["coherence"] == 1.0
     snapshot = index.index_reader().snapshot()
     null = index.no_match_null(snapshot)
-    assert computed == [60] and null is not None and -1.0 <= null <= 1.0
-    assert bag["no_good_match"] is (bag["evidence"]["dense_best"] < null)   # the lexical leg cannot vouch
+    assert computed == [60] and null is not None and -1.0 <= null.threshold <= 1.0 and len(null.cosines) == 200
+    assert bag["no_good_match"] is (bag["evidence"]["dense_best"] < null.threshold)   # no lexical vouching
     stored = json.loads((index.index_store().dir / index.NULL_FILE).read_text())
-    assert stored["size"] == 60 and stored["threshold"] == pytest.approx(null)
+    assert stored["size"] == 60 and stored["threshold"] == pytest.approx(null.threshold)
     # Another process (no memo) reads the file instead of computing it again.
     monkeypatch.setattr(index, "_null_memo", {})
-    assert index.no_match_null(snapshot) == pytest.approx(null) and computed == [60]
+    assert index.no_match_null(snapshot) == null and computed == [60]
+    # A file an earlier version wrote (a threshold, no cosines) is computed afresh, not misread.
+    (index.index_store().dir / index.NULL_FILE).write_text(json.dumps({"size": 60, "threshold": 0.5}))
+    monkeypatch.setattr(index, "_null_memo", {})
+    assert index.no_match_null(snapshot) == null and computed == [60, 60]
     # Once the index grew by more than a tenth, the next time it is needed it is computed afresh.
     for i in range(7):
         assert upload(api, collection_id, f"extra-{i}.md", f"# Extra {i}\n\nKettle descaling rota {i}.\n".encode()
                       ).status_code == 201
     index.no_match_null(index.index_reader().snapshot())
-    assert computed == [60, 67]
+    assert computed == [60, 60, 67]
 
 
 def test_a_question_naming_a_rare_thing_next_to_words_that_always_go_together_is_coherent():
