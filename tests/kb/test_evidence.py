@@ -277,6 +277,10 @@ def test_a_nearly_coherent_query_close_to_the_text_is_coherent_by_both_witnesses
     assert null.p_value(0.0) == 1.0
     assert fisher(0.055, 0.11) < 0.05 < fisher(0.055, 0.5)
     assert fisher(1.0, 1 / 201) == pytest.approx(0.0313, abs=1e-3)
+    from scipy.stats import chi2  # the closed form against the χ² tail it stands for
+
+    for ps in [(0.055, 0.11), (0.5, 0.5), (1e-5, 0.9), (0.3,), (0.2, 0.3, 0.4)]:
+        assert fisher(*ps) == pytest.approx(chi2.sf(-2 * np.log(ps).sum(), 2 * len(ps)), rel=1e-9)
     base = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.05)
     with_null = Thresholds(dense=0.35, lexical=0.5, agreement=0.1, coherence=0.05, null_dense=null.threshold,
                            null=null)
