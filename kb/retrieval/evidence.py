@@ -44,6 +44,7 @@ docs/retrieval.md).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import random
 import re
@@ -74,9 +75,9 @@ class Null:
 
     cosines: tuple[float, ...]
 
-    @property
+    @functools.cached_property
     def threshold(self) -> float:
-        """What ``NULL_QUANTILE`` of the null queries stay below (``null_threshold``)."""
+        """What ``NULL_QUANTILE`` of the null queries stay below (``null_threshold``); computed once."""
         return float(np.quantile(np.asarray(self.cosines, dtype=np.float64), NULL_QUANTILE))
 
     def p_value(self, cosine: float) -> float:
@@ -195,6 +196,11 @@ def is_weak(
     return not (dense_vouches or lexical_vouches)
 
 
+def _untested(coherence: float | None, thresholds: Thresholds) -> bool:
+    """Whether the co-occurrence test ran and did not, on its own, find the query coherent."""
+    return coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
+
+
 def _incoherent(coherence: float | None, dense_best: float | None, thresholds: Thresholds) -> bool:
     """Whether the query reads as a bag of the collection's words (see ``is_weak``).
 
@@ -212,7 +218,7 @@ def _incoherent(coherence: float | None, dense_best: float | None, thresholds: T
     above all but about one null query in a hundred, and it is judged by the
     null's 95th percentile (``null_dense``) in any case.
     """
-    if coherence is None or thresholds.coherence <= 0 or coherence <= thresholds.coherence:
+    if coherence is None or not _untested(coherence, thresholds):
         return False
     if thresholds.null is not None and dense_best is not None:
         return fisher(coherence, thresholds.null.p_value(dense_best)) > thresholds.coherence
@@ -290,8 +296,7 @@ def evidence_of(
             agreement = cosine - background
     elif lexical_ran and query_tokens:
         coverage = 0.0
-    untested = coherence is not None and thresholds.coherence > 0 and coherence > thresholds.coherence
-    if (untested and null is not None and thresholds.null_dense is None and thresholds.null is None
+    if (_untested(coherence, thresholds) and null is not None and thresholds.null_dense is None and thresholds.null is None
             and not is_weak(dense_best, dense_margin, coverage, agreement, thresholds=thresholds)):
         # A match were the query coherent, which the co-occurrence test alone did not show: the collection's
         # null decides with it (``_incoherent``), and an incoherent query's best cosine must beat the null.
