@@ -48,6 +48,7 @@ def test_permission_tests_pass_on_postgresql(tmp_path):
         "CAIRN_DATA_DIR": str(tmp_path / "data"),
         # Fewer generated worlds than the SQLite run: the point here is the SQL, not the search space.
         "CAIRN_HYPOTHESIS_EXAMPLES": os.environ.get("CAIRN_PG_HYPOTHESIS_EXAMPLES", "40"),
+        "CAIRN_HYPOTHESIS_DERANDOMIZE": "1",  # the same examples every run (tests/conftest.py)
     }
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--create-db", *MODULES],
