@@ -241,10 +241,18 @@ def _query_threads() -> None:
         sys.modules["torch"].set_num_threads(settings.CAIRN_QUERY_THREADS)
 
 
+def _audit_group_commit() -> None:
+    """The web process appends its audit events through one thread, in groups (PostgreSQL; access.services)."""
+    from access.services import audit_group_commit
+
+    audit_group_commit()
+
+
 get_asgi_application()  # django.setup(), once, before the handler is built
 if "default" in settings.DATABASES and hasattr(settings, "CAIRN_DB_POOL_SIZE"):
     # Before anything opens a connection; see config.env.pool_connections.
     pool_connections(settings.DATABASES["default"], settings.CAIRN_DB_POOL_SIZE, settings.CAIRN_DB_POOL_TIMEOUT)
+_audit_group_commit()
 _query_threads()
 _warm_up()
 application = RequestBodyGuard(CairnASGIHandler())
