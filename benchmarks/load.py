@@ -50,6 +50,7 @@ from _setup import print_table, tree_stat, write_json  # noqa: E402
 SERVER = "postgres://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/12"
 SEARCH_P95_TARGET_MS = 300.0
+WARM_S = 20  # seconds from the first request's end before the "after warm-up" figure counts
 
 
 def database_for(data_dir: Path) -> tuple[str, str, bool]:
@@ -244,6 +245,11 @@ def main() -> None:
 
     kinds = summarise(records, wall)
     report.update(wall_s=wall, kinds=kinds, load_avg=os.getloadavg())
+    # Reported beside the target, not instead of it: the first seconds embed every query for the first time
+    # in each web process (the query cache is cold) while the users are still arriving.
+    started = min((r[4] for r in records if len(r) > 4), default=None)
+    late = [r[1] for r in records if r[0] == "search" and started is not None and r[4] - started >= WARM_S]
+    report["search_p95_after_warm_up_ms"] = float(np.percentile(late, 95)) if late else None
     for name, (rss, cpu) in stats1.items():
         report[f"{name}_rss_mib"] = rss
         report[f"{name}_cpu_s"] = cpu - stats0[name][1]
@@ -270,6 +276,9 @@ def main() -> None:
     print(f"\nerrors: {errors}; search p95 {search.get('p95_ms', float('nan')):.0f} ms (target ≤ "
           f"{SEARCH_P95_TARGET_MS:.0f}); ask p95 {ask.get('p95_ms', float('nan')):.0f} ms; targets "
           f"{'met' if report['targets_met'] else 'NOT met'}")
+    if report["search_p95_after_warm_up_ms"] is not None:
+        print(f"search p95 after the first {WARM_S} s (warm query caches): "
+              f"{report['search_p95_after_warm_up_ms']:.0f} ms (not the target's measure)")
     for name, k in kinds.items():
         for sample in k["error_samples"]:
             print(f"  {name} error: {sample}")

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,16 @@ _plan = json.loads(Path(os.environ["CAIRN_LOAD_PLAN"]).read_text())
 _keys = itertools.cycle(_plan["keys"])
 _keys_lock = threading.Lock()
 _queries: list[str] = _plan["queries"]
-_records: list[tuple[str, float, int, str]] = []
+_records: list[tuple[str, float, int, str, float]] = []
 
 
 @events.request.add_listener
 def _record(request_type: str, name: str, response_time: float, response_length: int,
             exception: BaseException | None = None, context: Any = None, response: Any = None, **kwargs: Any) -> None:
     status = int(getattr(response, "status_code", 0) or 0)
-    _records.append((name, float(response_time), status, "" if exception is None else str(exception)[:200]))
+    # The time it ended, to see when in the run the slow ones fell.
+    _records.append((name, float(response_time), status, "" if exception is None else str(exception)[:200],
+                     time.time()))
 
 
 @events.quitting.add_listener
