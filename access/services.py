@@ -175,7 +175,10 @@ class _GroupAppender:
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
-            error = copy.copy(pending.error)  # each waiting request raises its own (the same class: 503 stays 503)
+            try:  # each waiting request raises its own copy (the same class: a 503 stays a 503)
+                error = copy.copy(pending.error)
+            except Exception:  # noqa: BLE001 (an exception that cannot be copied is raised as it is)
+                raise pending.error from None
             raise error from pending.error
         return event
 

@@ -87,3 +87,37 @@ def test_api_key_last_use_is_kept_to_the_minute_without_a_write_per_request():
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=first - dt.timedelta(minutes=2))
     api_key_authenticate(secret)
     assert ApiKey.objects.get(pk=key.pk).last_used_at > first - dt.timedelta(seconds=1)
+
+
+def test_the_group_appender_hands_each_request_its_error_and_goes_on(monkeypatch):
+    """The web process's appender thread (access.services._GroupAppender), its database write replaced."""
+    import threading
+    import time
+
+    from django.db import OperationalError
+
+    from access.services import _GroupAppender
+
+    appender = _GroupAppender()
+    written: list[list[str]] = []
+    failing = threading.Event()
+
+    def write(events):  # type: ignore[no-untyped-def]
+        time.sleep(0.02)  # a round trip: appends that arrive meanwhile wait for the next group
+        if failing.is_set():
+            raise OperationalError("the database is away")
+        written.append([e.target_id for e in events])
+
+    monkeypatch.setattr(appender, "_write", write)
+    failing.set()
+    with pytest.raises(OperationalError, match="away"):  # the same class, so the API still answers 503
+        appender.append(AuditEvent(target_id="lost"))
+    failing.clear()
+    # The thread survived the error; twenty requests at once are written in fewer groups, each exactly once.
+    threads = [threading.Thread(target=appender.append, args=(AuditEvent(target_id=str(i)),)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sorted(sum(written, []), key=int) == [str(i) for i in range(20)]
+    assert len(written) < 20, written
