@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -152,9 +152,15 @@ class _GroupAppender:
     Races with other processes remain and are retried as before (the unique
     ``prev_hash`` and the head trigger refuse a batch that lost one, whole).
 
-    An error (the database away) is raised in every request of the batch,
-    and the thread's connection is closed so the next batch opens a new
-    one.  Connections: the thread keeps one while busy and closes it after
+    An error (the database away) is raised in every request of the batch
+    (an error of one event alone — a value the column refuses — only in
+    that request: the batch is then written event by event), and the
+    thread's connection is closed so the next batch opens a new one.
+
+    The thread has a connection of its own, outside the web process's pool:
+    the requests waiting for it each hold a pooled connection, so an
+    appender that borrowed from the same pool could wait behind them until
+    the pool's timeout.  It is kept while busy and closed after
     ``IDLE_CLOSE_S`` seconds without events.
     """
 
@@ -166,20 +172,23 @@ class _GroupAppender:
         self._start = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self.batches = 0  # how many transactions wrote the events so far (for tests and benchmarks)
+        self._db: Any = None  # the thread's own DatabaseWrapper (made in the thread)
+        self.batches = 0  # how many statements wrote the events so far (for tests and benchmarks)
         self.events = 0
 
     def append(self, event: AuditEvent) -> AuditEvent:
         pending = _PendingEvent(event)
         self._ensure_thread()
         self._queue.put(pending)
-        pending.done.wait()
+        while not pending.done.wait(timeout=1.0):
+            self._ensure_thread()  # should the thread ever have died, a new one takes the queue over
         if pending.error is not None:
             try:  # each waiting request raises its own copy (the same class: a 503 stays a 503)
                 error = copy.copy(pending.error)
             except Exception:  # noqa: BLE001 (an exception that cannot be copied is raised as it is)
                 raise pending.error from None
-            raise error from pending.error
+            # The driver's error stays the cause (kb.api.errors reads its SQLSTATE: "not migrated" is a 503).
+            raise error from pending.error.__cause__
         return event
 
     def _ensure_thread(self) -> None:
@@ -194,13 +203,11 @@ class _GroupAppender:
                 self._thread.start()
 
     def _run(self) -> None:
-        from django.db import connection as own  # this thread's own connection
-
         while True:
             try:
                 first = self._queue.get(timeout=self.IDLE_CLOSE_S)
             except queue.Empty:
-                own.close()
+                self._close()
                 continue
             batch = [first]
             while len(batch) < self.MAX_BATCH:
@@ -209,45 +216,77 @@ class _GroupAppender:
                 except queue.Empty:
                     break
             try:
-                self._write([p.event for p in batch])
-            except BaseException as exc:  # handed to the requests; the thread goes on
-                for pending in batch:
-                    pending.error = exc
-                try:
-                    own.close()
-                except Exception:  # noqa: BLE001 (a broken connection may fail to close; it is dropped)
-                    pass
+                self._write_batch(batch)
             finally:
                 for pending in batch:
                     pending.done.set()
 
+    def _write_batch(self, batch: list[_PendingEvent]) -> None:
+        try:
+            self._write([p.event for p in batch])
+            return
+        except BaseException as exc:  # handed to the requests; the thread goes on
+            error: BaseException = exc
+        self._close()
+        if len(batch) > 1 and not isinstance(error, OperationalError | InterfaceError):
+            for pending in batch:  # not the database away: find the one event it refuses
+                self._write_batch([pending])
+            return
+        for pending in batch:
+            pending.error = error
+
+    def _close(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 (a broken connection may fail to close; it is dropped)
+                pass
+
+    def _connection(self) -> Any:
+        """The thread's own connection: the default database's settings without the pool."""
+        if self._db is None:
+            from django.db import connections
+
+            default = connections["default"]
+            options = {k: v for k, v in default.settings_dict["OPTIONS"].items() if k != "pool"}
+            self._db = type(default)({**default.settings_dict, "OPTIONS": options}, "default")
+        return self._db
+
     def _write(self, events: list[AuditEvent]) -> None:
+        db = self._connection()
         key = audit_key()
+        table = db.ops.quote_name(AuditEvent._meta.db_table)
         for attempt in range(_APPEND_ATTEMPTS):
-            previous = _audit_head() or GENESIS
+            with db.cursor() as cursor:
+                cursor.execute(f"SELECT hash FROM {table} ORDER BY id DESC LIMIT 1")  # noqa: S608 (a model's table)
+                row = cursor.fetchone()
+            previous = row[0] if row else GENESIS
             for event in events:
                 event.prev_hash = previous
                 event.hash = event_hash(previous, hashed_fields(event), scheme=event.scheme, key=key)
                 previous = event.hash
             try:
-                _insert_in_order(events)
+                _insert_in_order(events, db)
                 self.batches += 1
                 self.events += len(events)
                 return
-            except IntegrityError:
+            except IntegrityError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _UNIQUE_VIOLATION:
+                    raise  # not a lost race (that is the unique prev_hash or the head trigger)
                 _lost_race_pause(attempt)
         raise RuntimeError(f"could not append to the audit log after {_APPEND_ATTEMPTS} attempts")
 
 
-def _insert_in_order(events: list[AuditEvent]) -> None:
+_UNIQUE_VIOLATION = "23505"
+
+
+def _insert_in_order(events: list[AuditEvent], own: Any) -> None:
     """One multi-row ``INSERT … RETURNING id``, outside a transaction: atomic by itself, one round trip.
 
     (``bulk_create`` would add a BEGIN and a COMMIT round trip; under load each round trip is also a wait
     for the interpreter lock.)  PostgreSQL numbers the rows in the order given, so the chain runs in id
     order, and the head trigger checks each row against the one before it in the same statement.
     """
-    from django.db import connection as own
-
     fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
     quote = own.ops.quote_name
     columns = ", ".join(quote(f.attname if f.column is None else f.column) for f in fields)

@@ -121,3 +121,40 @@ def test_the_group_appender_hands_each_request_its_error_and_goes_on(monkeypatch
         t.join(timeout=10)
     assert sorted(sum(written, []), key=int) == [str(i) for i in range(20)]
     assert len(written) < 20, written
+
+
+def test_an_event_the_database_refuses_fails_only_its_own_request(monkeypatch):
+    import threading
+    import time
+
+    from django.db import DataError
+
+    from access.services import _GroupAppender
+
+    appender = _GroupAppender()
+    written: list[str] = []
+
+    def write(events):  # type: ignore[no-untyped-def]
+        time.sleep(0.02)
+        if any(e.target_id == "bad" for e in events):
+            raise DataError("value too long")  # the whole statement is refused
+        written.extend(e.target_id for e in events)
+
+    monkeypatch.setattr(appender, "_write", write)
+    outcomes: dict[str, str] = {}
+
+    def request(target: str) -> None:
+        try:
+            appender.append(AuditEvent(target_id=target))
+            outcomes[target] = "written"
+        except DataError:
+            outcomes[target] = "refused"
+
+    threads = [threading.Thread(target=request, args=(t,)) for t in ["a", "b", "bad", "c", "d", "e"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert outcomes == {"a": "written", "b": "written", "bad": "refused", "c": "written", "d": "written",
+                        "e": "written"}
+    assert sorted(written) == ["a", "b", "c", "d", "e"]
