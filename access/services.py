@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import os
 import queue
 import random
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -335,7 +337,7 @@ def _audit_event(*, actor: Actor, action: str, target_type: str, target_id: obje
         actor=actor.user,
         actor_label=actor.label[:200],
         api_key_prefix=actor.api_key_prefix,
-        ip=actor.ip,
+        ip=stored_ip(actor.ip),
         request_id=actor.request_id[:64],
         action=action,
         target_type=target_type,
@@ -348,6 +350,24 @@ def _audit_event(*, actor: Actor, action: str, target_type: str, target_id: obje
     )
     event.hash = event_hash(previous, hashed_fields(event), scheme=event.scheme, key=audit_key())
     return event
+
+
+def stored_ip(ip: str | None) -> str | None:
+    """A client address in the form PostgreSQL's ``inet`` gives it back, so the hash covers what is stored.
+
+    IPv6 as ``inet_ntop`` writes it (``::ffff:1.2.3.4``, not Python's ``::ffff:102:304``; lower case,
+    compressed), which is PostgreSQL's output too; a verification reads the stored form.  Anything that
+    does not parse is kept as given.
+    """
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6 and not getattr(address, "scope_id", None):
+        return socket.inet_ntop(socket.AF_INET6, address.packed)
+    return str(address)
 
 
 def audit_key() -> bytes | None:
