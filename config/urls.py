@@ -1,11 +1,10 @@
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, include, path
 from django.views.i18n import JavaScriptCatalog, set_language
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from kb.api import errors
-from kb.api import schema as _schema  # noqa: F401 (registers the OpenAPI descriptions of the API views)
 from kb.api.health import healthz_view, readyz_view
+from kb.api.lazy_schema import docs_view, schema_view
 from kb.api.metrics import metrics_view
 from kb.api.urls import openai_urlpatterns
 
@@ -15,9 +14,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("i18n/setlang/", set_language, name="set_language"),
     path("jsi18n/", JavaScriptCatalog.as_view(domain="djangojs"), name="javascript-catalog"),
     path("api/v1/", include("kb.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # Swagger UI from bundled files, its start-up script served as a file too: no inline script, no CDN.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # The OpenAPI schema and Swagger UI (bundled files, its start-up script served as a file too: no inline
+    # script, no CDN), imported on first use (kb.api.schema); the API's own descriptions are registered by
+    # the schema's preprocessing hook (SPECTACULAR_SETTINGS), before any view is described.
+    path("api/schema/", schema_view, name="api-schema"),
+    path("api/docs/", docs_view, name="api-docs"),
     path("v1/", include(openai_urlpatterns)),
     path("metrics", metrics_view, name="metrics"),
     path("scim/v2/", include("access.scim_urls")),
