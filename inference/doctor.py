@@ -186,6 +186,7 @@ def estimate_model(model_path: str, gguf_file: str | None = None) -> ModelEstima
     try:
         from transformers import AutoConfig
 
+        from inference.backends import gguf_read
         from inference.backends.transformers_backend import locate_model
         from inference.manifest import manifest_path
 
@@ -194,6 +195,7 @@ def estimate_model(model_path: str, gguf_file: str | None = None) -> ModelEstima
         kwargs: dict[str, Any] = {"local_files_only": True}
         if gguf:
             kwargs["gguf_file"] = gguf
+            gguf_read.install()  # the metadata parsed ~3× faster (inference.backends.gguf_read)
         config = AutoConfig.from_pretrained(directory, **kwargs)
         estimate.saved_with_transformers = str(getattr(config, "transformers_version", "") or "")
         _size(estimate, config)

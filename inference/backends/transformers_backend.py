@@ -35,7 +35,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from inference.backends import ModelLoadError
+from inference.backends import ModelLoadError, gguf_read
 from inference.backends.options import (
     ChatOptions,
     Sampling,
@@ -270,6 +270,12 @@ class TransformersGenerator:
         _check_model_dir(self.model_dir, self.gguf_file)
 
     def _load(self) -> tuple[Any, Any]:
+        if self.gguf_file:  # the tokenizer, the configuration and the weights each read the file: parse it once
+            with gguf_read.reads_once():
+                return self._load_files()
+        return self._load_files()
+
+    def _load_files(self) -> tuple[Any, Any]:
         try:
             common: dict[str, Any] = {"local_files_only": True}
             if self.gguf_file:
