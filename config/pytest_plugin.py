@@ -56,3 +56,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a ``--dist loadgroup`` run in which pytest-xdist could not group the tests.
+
+    pytest-xdist marks an item's group by appending ``@group`` to its node id;
+    where pytest ignores that (pytest 9.2 with pytest-xdist 3.8) every test is
+    scheduled on its own, a module's module-scoped servers start in both
+    workers and the modules sharing the machine's Redis run at the same time,
+    taking each other's Celery messages.  Better no run than that one.
+    """
+    config = session.config
+    if not hasattr(config, "workerinput") or not config.getvalue("loadgroup"):
+        return
+    ungrouped = [item.nodeid for item in session.items
+                 if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist's --dist loadgroup did not group {len(ungrouped)} tests (e.g. {ungrouped[0]}): this "
+            "pytest and pytest-xdist do not work together; install the versions in requirements.lock."
+        )

@@ -73,7 +73,6 @@ print("RESULT", removed)
 def test_concurrent_appends_from_processes_and_threads_make_one_chain(pg_database, tmp_path):  # noqa: F811
     env = child_env(DATABASE_URL=pg_database, CAIRN_SECRET_KEY=secrets.token_urlsafe(40),
                     CAIRN_ALLOWED_HOSTS="127.0.0.1", CAIRN_TASKS="inline", CAIRN_DATA_DIR=str(tmp_path))
-    run_manage(env, "migrate", "--verbosity", "0")
     processes, threads, events = 4, 6, 60
     # Half the processes append as the web does (one appender thread, events in groups), half lock-free.
     writers = [
@@ -134,7 +133,6 @@ print("RESULT", " ".join(results))
 def test_a_fork_is_refused_even_onto_an_event_a_purge_removed(pg_database, tmp_path):  # noqa: F811
     env = child_env(DATABASE_URL=pg_database, CAIRN_SECRET_KEY=secrets.token_urlsafe(40),
                     CAIRN_ALLOWED_HOSTS="127.0.0.1", CAIRN_TASKS="inline", CAIRN_DATA_DIR=str(tmp_path))
-    run_manage(env, "migrate", "--verbosity", "0")
     assert "RESULT refused refused refused" in run_manage(env, "shell", "-c", FORKS)
 
 

@@ -11,6 +11,7 @@ import secrets
 
 import pytest
 
+from tests.e2e.pg import create_migrated_database, drop_database
 from tests.e2e.processes import child_env, run_manage
 
 pytestmark = [pytest.mark.team]
@@ -57,26 +58,23 @@ print("RESULT " + json.dumps(out))
 
 @pytest.fixture
 def pg_database():
+    """The URL of a PostgreSQL database of this test's own, migrated (tests/e2e/pg.py)."""
     import psycopg
 
     name = f"cairn_audit_{secrets.token_hex(4)}"
     try:
-        conn = psycopg.connect(f"{PG}/test", autocommit=True, connect_timeout=3)
-    except Exception as exc:
+        url = create_migrated_database(name)
+    except psycopg.OperationalError as exc:
         pytest.fail(f"this test needs PostgreSQL on 127.0.0.1:5432: {exc}")
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{PG}/{name}"
+        yield url
     finally:
-        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def test_the_trigger_lets_only_the_retention_purge_delete(pg_database, tmp_path):
     env = child_env(DATABASE_URL=pg_database, CAIRN_SECRET_KEY=secrets.token_urlsafe(40),
                     CAIRN_ALLOWED_HOSTS="127.0.0.1", CAIRN_TASKS="inline", CAIRN_DATA_DIR=str(tmp_path))
-    run_manage(env, "migrate", "--verbosity", "0")
 
     output = run_manage(env, "shell", "-c", SCRIPT)
     out = json.loads(output.split("RESULT ", 1)[1])

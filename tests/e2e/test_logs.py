@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from tests.e2e.pg import create_migrated_database
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 from tests.e2e.services import Redis
 
@@ -32,8 +33,7 @@ def team(tmp_path):
     psycopg = pytest.importorskip("psycopg")
     name = f"cairn_logs_{secrets.token_hex(4)}"
     try:
-        with psycopg.connect(f"{PG}/test", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     except psycopg.OperationalError:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     redis = Redis(tmp_path)
@@ -44,7 +44,6 @@ def team(tmp_path):
     )
     processes: list[Process] = []
     try:
-        run_manage(env, "migrate", "--verbosity", "0")
         token = run_manage(env, "cairn_apikey", "--user", "alice", "--create-user").strip()
         celery = [sys.executable, "-m", "celery", "-A", "config", "--quiet", "worker", "--prefetch-multiplier", "1",
                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

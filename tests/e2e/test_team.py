@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.pg import create_migrated_database
 from tests.e2e.processes import ROOT, Http, Process, child_env, free_port, manage, run_manage
 from tests.ingestion.sample_files import make_docx, make_pdf
 
@@ -56,8 +57,7 @@ def team(tmp_path_factory):
     import redis
 
     name = f"cairn_e2e_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team")
     env = child_env(
@@ -67,7 +67,6 @@ def team(tmp_path_factory):
     )
     processes: list[Process] = []
     try:
-        run_manage(env, "migrate", "--verbosity", "0")
         token = run_manage(env, "cairn_apikey", "--user", "alice", "--create-user").strip()
         celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "--prefetch-multiplier", "1",
                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e.pg import create_migrated_database
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 from tests.inference.tiny_models import build_tiny_qwen2
 
@@ -46,8 +47,7 @@ def team_llm(tmp_path_factory):
     except Exception as exc:
         pytest.fail(f"team-mode tests need PostgreSQL and Redis on 127.0.0.1 (see .ci/run): {exc}")
     name = f"cairn_gen_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team-gen")
     model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512, endless=True)
@@ -60,7 +60,6 @@ def team_llm(tmp_path_factory):
     )
     processes: list[Process] = []
     try:
-        run_manage(env, "migrate", "--verbosity", "0")
         token = run_manage(env, "cairn_apikey", "--user", "alice", "--create-user").strip()
         worker = Process("worker-inference", manage("cairn_worker", "inference"), env, root)
         processes.append(worker)
