@@ -363,27 +363,29 @@ def test_whitespace_is_normalised_in_text() -> None:
 # -- Sniffing ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "data, kind",
-    [
-        (make_pdf(["x"]), "pdf"),
-        (make_docx(["x"]), "docx"),
-        (make_html(["x"]), "html"),
-        (b"<!-- generated -->\n<!DOCTYPE html><p>hi</p>", "html"),
-        (b"\xef\xbb\xbf  <html><body>hi</body></html>", "html"),
-        (b"<p>Just a fragment</p>\n<p>with two paragraphs</p>", "html"),
-        (b"<?xml version='1.0'?>\n<html xmlns='http://www.w3.org/1999/xhtml'><body>x</body></html>", "html"),
-        (b"# Title\n\nBody.", "markdown"),
-        (b"Title\n=====\n\nBody.", "markdown"),
-        (b"Intro\n\n- item with [a link](http://x)\n- another", "markdown"),
-        (b"```\ncode\n```", "markdown"),
-        (b'<p align="center"><img src="logo.png"></p>\n\n# Project\n\nText.', "markdown"),
-        (b"Just some plain prose. It has sentences, numbers like 3 * 4 = 12, and #hashtags.", "text"),
-        (b"PK is how the team abbreviates 'package'; this file is plain text.", "text"),
-        (b"This text mentions %PDF- near its top but is not a PDF.", "text"),
-        (make_chinese_text(), "text"),
-    ],
-)
+SNIFF_CASES = [
+    (make_pdf(["x"]), "pdf"),
+    (make_docx(["x"]), "docx"),
+    (make_html(["x"]), "html"),
+    (b"<!-- generated -->\n<!DOCTYPE html><p>hi</p>", "html"),
+    (b"\xef\xbb\xbf  <html><body>hi</body></html>", "html"),
+    (b"<p>Just a fragment</p>\n<p>with two paragraphs</p>", "html"),
+    (b"<?xml version='1.0'?>\n<html xmlns='http://www.w3.org/1999/xhtml'><body>x</body></html>", "html"),
+    (b"# Title\n\nBody.", "markdown"),
+    (b"Title\n=====\n\nBody.", "markdown"),
+    (b"Intro\n\n- item with [a link](http://x)\n- another", "markdown"),
+    (b"```\ncode\n```", "markdown"),
+    (b'<p align="center"><img src="logo.png"></p>\n\n# Project\n\nText.', "markdown"),
+    (b"Just some plain prose. It has sentences, numbers like 3 * 4 = 12, and #hashtags.", "text"),
+    (b"PK is how the team abbreviates 'package'; this file is plain text.", "text"),
+    (b"This text mentions %PDF- near its top but is not a PDF.", "text"),
+    (make_chinese_text(), "text"),
+]
+
+
+# Ids by position, not by the bytes: the PDF and DOCX carry their creation time, and pytest-xdist's
+# workers must collect the same ids.
+@pytest.mark.parametrize("data, kind", SNIFF_CASES, ids=[f"{i}-{kind}" for i, (_, kind) in enumerate(SNIFF_CASES)])
 def test_sniff_uses_content_only(data: bytes, kind: str) -> None:
     assert sniff(data) == kind
 

@@ -105,6 +105,7 @@ def test_a_deleted_document_disappears_from_search_at_once_and_from_the_index_on
         ("archive.zip", make_zip(), 415, "zip"),
         ("cut.pdf", make_pdf(PAGES)[:300], 201, "PDF"),
     ],
+    ids=["empty.pdf", "random.bin", "archive.zip", "cut.pdf"],  # not the bytes: xdist workers must agree
 )
 def test_bad_files_are_refused_or_fail_with_a_readable_reason(api, collection_id, isolated_storage,
                                                               name, data, expected_status, expected_error):
