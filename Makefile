@@ -44,11 +44,12 @@ run: install
 # Import contracts ([tool.importlinter]), types, then the tests in two steps: the suite, and the fault
 # tests (-m faults: workers killed, PostgreSQL and Redis restarted, a disk filled) as a bounded step of
 # their own (FAULTS_TIMEOUT seconds; they start their own services and can take minutes each).
-# PYTEST_WORKERS=2 runs the suite in two pytest-xdist processes (a module stays on one; about a fifth
-# faster on 2 cores). Off by default: in both such runs so far a team-shape test saw a Celery worker stop
-# taking messages from Redis while the other process ran its own servers (docs/benchmarks.md, test suite).
+# The suite runs in PYTEST_WORKERS pytest-xdist processes (--dist loadgroup: a module stays on one, and the
+# modules sharing the machine's Redis at fixed database numbers run one after another in one; 14 minutes
+# instead of 22 serially on the slowest 2-core host measured, docs/benchmarks.md). PYTEST_WORKERS=0 runs
+# it in this process alone.
 FAULTS_TIMEOUT ?= 900
-PYTEST_WORKERS ?= 0
+PYTEST_WORKERS ?= 2
 test: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy $(MYPY_PATHS)
