@@ -11,13 +11,11 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.pg import create_migrated_database
+from tests.e2e.pg import create_migrated_database, drop_database
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 from tests.e2e.services import Redis
 
 pytestmark = [pytest.mark.team, pytest.mark.slow]
-
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 def _lines(process: Process) -> list[dict]:
@@ -33,12 +31,12 @@ def team(tmp_path):
     psycopg = pytest.importorskip("psycopg")
     name = f"cairn_logs_{secrets.token_hex(4)}"
     try:
-        create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
+        url = create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     except psycopg.OperationalError:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     redis = Redis(tmp_path)
     env = child_env(
-        DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=redis.url, CAIRN_SECRET_KEY=secrets.token_urlsafe(40),
+        DATABASE_URL=url, CAIRN_REDIS_URL=redis.url, CAIRN_SECRET_KEY=secrets.token_urlsafe(40),
         CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost", CAIRN_DATA_DIR=str(tmp_path / "shared"),
         CAIRN_SECURE_COOKIES="0", CAIRN_LOG_FORMAT="json",
     )
@@ -60,8 +58,7 @@ def team(tmp_path):
         for process in processes:
             process.stop()
         redis.close()
-        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def test_json_logs_carry_ids_from_request_to_task_and_no_secrets(team):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.pg import create_migrated_database
+from tests.e2e.pg import create_migrated_database, drop_database
 from tests.e2e.processes import ROOT, Http, Process, child_env, free_port, manage, run_manage
 from tests.ingestion.sample_files import make_docx, make_pdf
 
@@ -53,15 +53,14 @@ def documents(n: int) -> list[tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     _services_or_skip()
-    import psycopg
     import redis
 
     name = f"cairn_e2e_{secrets.token_hex(4)}"
-    create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
+    url = create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team")
     env = child_env(
-        DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        DATABASE_URL=url, CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
         CAIRN_SECRET_KEY=secrets.token_urlsafe(40), CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost",
         CAIRN_DATA_DIR=str(root / "shared"), CAIRN_SECURE_COOKIES="0",
     )
@@ -85,8 +84,7 @@ def team(tmp_path_factory):
     finally:
         for process in processes:
             process.stop()
-        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def _expected_chunks(files: list[tuple[str, bytes]]) -> int:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.pg import create_migrated_database
+from tests.e2e.pg import create_migrated_database, drop_database
 from tests.e2e.processes import Http, Process, child_env, free_port, manage, run_manage
 from tests.inference.tiny_models import build_tiny_qwen2
 
@@ -47,12 +47,12 @@ def team_llm(tmp_path_factory):
     except Exception as exc:
         pytest.fail(f"team-mode tests need PostgreSQL and Redis on 127.0.0.1 (see .ci/run): {exc}")
     name = f"cairn_gen_{secrets.token_hex(4)}"
-    create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
+    url = create_migrated_database(name)  # what `manage.py migrate` makes (tests/e2e/pg.py)
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     root = tmp_path_factory.mktemp("team-gen")
     model = build_tiny_qwen2(root / "tiny-qwen2", max_positions=HANG_UP_BUDGET + 512, endless=True)
     env = child_env(
-        DATABASE_URL=f"{PG}/{name}", CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        DATABASE_URL=url, CAIRN_REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
         CAIRN_SECRET_KEY=secrets.token_urlsafe(40), CAIRN_ALLOWED_HOSTS="127.0.0.1,localhost",
         CAIRN_DATA_DIR=str(root / "shared"), CAIRN_SECURE_COOKIES="0",
         CAIRN_GENERATOR="transformers", CAIRN_LLM_PATH=model, CAIRN_MAX_NEW_TOKENS=str(HANG_UP_BUDGET),
@@ -76,8 +76,7 @@ def team_llm(tmp_path_factory):
     finally:
         for process in processes:
             process.stop()
-        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def sse_ask(port: int, token: str | None, payload: dict, *, hang_up_after_tokens: int | None = None) -> list[tuple]:
