@@ -37,8 +37,9 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+from django.db import connections
 
-from config.env import pool_connections
+from config.env import pool_web_database
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -251,7 +252,7 @@ def _audit_group_commit() -> None:
 get_asgi_application()  # django.setup(), once, before the handler is built
 if "default" in settings.DATABASES and hasattr(settings, "CAIRN_DB_POOL_SIZE"):
     # Before anything opens a connection; see config.env.pool_connections.
-    pool_connections(settings.DATABASES["default"], settings.CAIRN_DB_POOL_SIZE, settings.CAIRN_DB_POOL_TIMEOUT)
+    pool_web_database(connections, "default", settings.CAIRN_DB_POOL_SIZE, settings.CAIRN_DB_POOL_TIMEOUT)
 _audit_group_commit()
 _query_threads()
 _warm_up()

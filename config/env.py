@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -194,6 +195,12 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
     raise ConfigError(f"{name} must be a postgres:// or sqlite:// URL, got scheme {scheme!r}")
 
 
+# A pooled connection last lent less than this long ago is lent again without a round trip to check it;
+# one lent longer ago may have sat idle that long and is checked first (``pool_connections``).
+POOL_CHECK_IDLE_S = 1.0
+_LENT_AT = "_cairn_lent_at"
+
+
 def pool_connections(database: dict[str, Any], size: int, timeout: float = 3.0) -> None:
     """Make a PostgreSQL ``DATABASES`` entry share a pool of ``size`` connections (Django's psycopg pool).
 
@@ -205,15 +212,68 @@ def pool_connections(database: dict[str, Any], size: int, timeout: float = 3.0) 
     database away — it waits up to ``timeout`` seconds, then the request gets a
     503.  The wait is short on purpose: a longer one hid a database outage
     behind requests that hung for its whole length, and under overload it
-    queues work the clients have given up on.  Each connection is checked when
-    borrowed, so one that a database restart broke is replaced, not handed out.
+    queues work the clients have given up on.
+
+    A connection that may have sat in the pool for over ``POOL_CHECK_IDLE_S``
+    (last lent longer ago) is checked when borrowed (an empty query), so one
+    that a database restart broke is replaced, not handed out.  One lent
+    more recently is lent as it is: it worked through its last use, since
+    psycopg_pool drops a connection given back in a broken state, and has
+    been idle for less than that second.  Checking it too (Django's
+    ``CONN_HEALTH_CHECKS`` with a pool checks every loan) added a round trip
+    to every request under load, where connections come back within
+    milliseconds.  A connection that breaks inside that second fails its
+    request with a 503 (``kb.api.errors``) and is dropped when given back.
     """
     if database.get("ENGINE") != "django.db.backends.postgresql":
         return
     database["CONN_MAX_AGE"] = 0  # the pool keeps them instead
-    database["CONN_HEALTH_CHECKS"] = True  # Django then has the pool check each connection it lends
+    database["CONN_HEALTH_CHECKS"] = True  # Django then has the pool check each loan (narrowed: pool_check_if_idle)
     options = database.setdefault("OPTIONS", {})
     options["pool"] = {"min_size": 1, "max_size": size, "timeout": timeout, "max_idle": 120}
+
+
+def pool_check_if_idle(pool: Any) -> bool:
+    """Have the pool Django made check a lent connection only with ``check_if_idle``'s rule.
+
+    Django gives its pool psycopg_pool's check-every-loan and takes no other
+    (a ``check`` in the pool's options collides with its own argument), so
+    the pool's check is replaced after Django created it, before it opens.
+    False, and every loan still checked, where this psycopg_pool keeps its
+    check elsewhere.
+    """
+    from psycopg_pool import ConnectionPool
+
+    if getattr(pool, "_check", None) is not ConnectionPool.check_connection:
+        return False
+    pool._check = check_if_idle
+    return True
+
+
+def pool_web_database(handler: Any, alias: str, size: int, timeout: float) -> None:
+    """The web process's pool for database ``alias`` of Django's ``connections`` (``handler``), check narrowed.
+
+    Before anything opens a connection: the pool is created here, opened by the first request.  A no-op
+    for a database other than PostgreSQL.
+    """
+    pool_connections(handler.settings[alias], size, timeout)
+    pool = getattr(handler[alias], "pool", None)
+    if pool is not None:
+        pool_check_if_idle(pool)
+
+
+def check_if_idle(connection: Any) -> None:
+    """psycopg_pool's ``check`` callback: an empty query, unless the connection was lent moments ago.
+
+    Raises (and the pool replaces the connection) when the check fails; notes the loan otherwise.
+    """
+    now = time.monotonic()
+    lent = getattr(connection, _LENT_AT, None)
+    if lent is None or now - lent >= POOL_CHECK_IDLE_S:
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(connection)
+    setattr(connection, _LENT_AT, now)
 
 
 def sqlite_database(path: Path) -> dict[str, object]:

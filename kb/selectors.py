@@ -38,7 +38,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from access.models import AnyUser, User
 from access.policy import Compiled, attribute_equals, policy_and, policy_or
-from access.selectors import key_collection_limit, policies_for
+from access.selectors import Policies, ids_with_policies, key_collection_limit, policies_for
 from kb.exceptions import Forbidden, NotFound
 from kb.models import (
     Chunk,
@@ -188,17 +188,18 @@ def collection_members(collection: Collection) -> list[Member]:
     return members
 
 
-def _policy_filter(user: AnyUser, collection_ids: Sequence[int]) -> tuple[Compiled, list[str]]:
+def _policy_filter(user: AnyUser, collection_ids: Sequence[int], policies: Policies) -> tuple[Compiled, list[str]]:
     """The ABAC part of the read decision over documents of these (readable) collections.
 
     A document passes when its collection's policy (if any) AND the platform
-    policy (if any) allow it for this user.  Policies are read and compiled
-    on every call, with the user's current attributes.  Also returns the
+    policy (if any) allow it for this user.  ``policies`` are read (with the
+    collections, ``access.selectors.ids_with_policies``) and compiled on every
+    call, with the user's current attributes.  Also returns the
     policies that applied (``platform``, ``collection:<id>``), for the audit.
     """
     if not collection_ids:
         return False, []
-    platform, per_collection, has_platform = policies_for(collection_ids)
+    platform, per_collection, has_platform = policies
     attrs = (user.attributes if _active(user) else None) or {}
     open_ids = [c for c in collection_ids if c not in per_collection]
     condition: Compiled = Q(collection_id__in=open_ids) if open_ids else False
@@ -257,8 +258,8 @@ def read_scope(
         collections = collections.filter(pk=collection.pk)
     if collection_ids is not None:
         collections = collections.filter(pk__in=list(collection_ids))
-    ids = list(collections.values_list("pk", flat=True))
-    condition, applied = _policy_filter(user, ids)
+    ids, policies = ids_with_policies(collections)  # one round trip for RBAC's ids and the ABAC policies
+    condition, applied = _policy_filter(user, ids, policies)
     return ReadScope(
         user_id=user.pk if _active(user) else None,
         requested=tuple(collection_ids) if collection_ids is not None else None,

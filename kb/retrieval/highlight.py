@@ -43,13 +43,14 @@ def highlight_spans(terms: Iterable[str], text: str) -> list[str]:
     if not wanted or not text:
         return []
     found: dict[str, None] = {}
-    for match in _PIECE.finditer(text):
-        if match.group("word") is not None:
-            word = match.group("word")
-            if word not in found and any(term in wanted for term in _terms(word)):
-                found[word] = None
+    checked: set[str] = set()  # words already decided: a passage repeats its words
+    for run, word in _PIECE.findall(text):  # (cjk, word): one of the two is empty
+        if word:
+            if word not in checked:
+                checked.add(word)
+                if not wanted.isdisjoint(_terms(word)):
+                    found[word] = None
             continue
-        run = match.group("cjk")
         if len(run) == 1:
             if _terms(run) and _terms(run)[0] in wanted:
                 found[run] = None

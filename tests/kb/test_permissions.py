@@ -214,3 +214,23 @@ def test_a_read_scope_serves_only_the_user_and_collections_it_was_decided_for(co
         search.chunk_search(users[0], WORD, collection_ids=[collections[0].pk], scope=scope)
     found = search.chunk_search(users[0], WORD, k=50, rerank=False, scope=scope)
     assert {r.document_id for r in found} == {d.pk for d in documents}
+
+
+def test_the_read_decision_reads_grants_and_policies_in_one_query(corpus, django_assert_num_queries):
+    """Every search and answer makes this decision: RBAC's collection ids and the ABAC policies come back
+    in one round trip, each policy still read on the request that uses it."""
+    users, _, collections, documents = corpus
+    owner = users[0]
+    policy_set(actor=Actor(user=owner), scope=PolicyRow.collection_scope(collections[0].pk),
+               source='doc.level == "public"', collection_id=collections[0].pk)
+    policy_set(actor=SYSTEM, scope=PolicyRow.PLATFORM, source='doc.level == "public" or user.clearance == "x"')
+    selectors.read_scope(owner)  # Django's content-type cache, per process, warm in a serving process
+    with django_assert_num_queries(1):
+        scope = selectors.read_scope(owner)
+    assert scope.collection_ids == tuple(c.pk for c in collections)
+    assert scope.applied == ("platform", f"collection:{collections[0].pk}")
+    assert selectors.readable_documents(owner).count() == 0  # no document is labelled public
+    PolicyRow.objects.filter(scope=PolicyRow.PLATFORM).delete()
+    with django_assert_num_queries(1):
+        scope = selectors.read_scope(owner)
+    assert scope.applied == (f"collection:{collections[0].pk}",)
