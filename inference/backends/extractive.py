@@ -199,16 +199,28 @@ def _quote(sentence: str) -> str:
     return words[: cut if cut > 0 else MAX_QUOTE_CHARS] + "…"
 
 
-def _same(a: _Sentence, b: _Sentence) -> bool:
+@dataclass(frozen=True)
+class _Likeness:
+    """What ``_same`` compares of a sentence, computed once per candidate (not once per pair)."""
+
+    words: str       # its words, lower-cased, single-spaced
+    terms: frozenset[str]
+
+    @classmethod
+    def of(cls, text: str) -> _Likeness:
+        return cls(" ".join(_WORD.findall(text.lower())), frozenset(_terms(text)))
+
+
+def _same(a: _Likeness, b: _Likeness) -> bool:
     """The same sentence, or near enough that quoting both would repeat it."""
-    x, y = " ".join(_WORD.findall(a.text.lower())), " ".join(_WORD.findall(b.text.lower()))
+    x, y = a.words, b.words
     if x == y:
         return True
     short, long = sorted((x, y), key=len)
     # One inside the other is a repeat only when it is most of it (a cut-off copy), not a phrase of it.
     if short and short in long and len(short) >= 0.6 * len(long):
         return True
-    tx, ty = _terms(a.text), _terms(b.text)
+    tx, ty = a.terms, b.terms
     return bool(tx and ty) and len(tx & ty) / len(tx | ty) >= 0.8
 
 
@@ -227,11 +239,13 @@ class ExtractiveGenerator:
     def select(self, request: GenerationRequest) -> list[_Sentence]:
         """The sentences to quote, most relevant to the question first (not in passage order)."""
         sentences: list[_Sentence] = []
+        kept: list[_Likeness] = []  # of each sentence kept: tokenized once, compared with every later one
         for p in request.passages:
             for i, s in enumerate(split_sentences(p.text, p.heading)):
-                candidate = _Sentence(passage=p, position=i, text=s)
-                if not any(_same(candidate, seen) for seen in sentences):
-                    sentences.append(candidate)
+                likeness = _Likeness.of(s)
+                if not any(_same(likeness, seen) for seen in kept):
+                    sentences.append(_Sentence(passage=p, position=i, text=s))
+                    kept.append(likeness)
         if not sentences:
             return []
         sentence_terms = [_terms(s.text) for s in sentences]
