@@ -32,8 +32,18 @@ _QUICK_DEATH_S = 10.0
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket in the port's ``SO_REUSEPORT`` group.
+
+    Made with its protocol named (``IPPROTO_TCP``), as ``getaddrinfo`` would
+    give it: the connections it accepts inherit that, and asyncio turns
+    Nagle's algorithm off (``TCP_NODELAY``) only on sockets that say they are
+    TCP.  Made with protocol 0, every response on a kept-alive connection
+    (API clients, a proxy's upstream pool) waited for the client's delayed
+    ACK before its body left (Uvicorn writes the head and the body
+    separately): 40 ms more per request, a health check's 3 ms became 44.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
