@@ -71,7 +71,8 @@ def ids_with_policies(collections: QuerySet[Any]) -> tuple[list[int], Policies]:
     never empty, so NULL means none).  Read on every call, like ``policies_for``.
     """
     platform_source = PolicyRow.objects.filter(scope=PolicyRow.PLATFORM).values("source")[:1]
-    own_source = PolicyRow.objects.filter(collection_id=OuterRef("pk")).order_by("pk").values("source")[:1]
+    own_source = (PolicyRow.objects.filter(collection_id=OuterRef("pk")).exclude(scope=PolicyRow.PLATFORM)
+                  .order_by("pk").values("source")[:1])
     rows = list(collections.order_by("pk").annotate(_own=Subquery(own_source), _platform=Subquery(platform_source))
                 .values_list("pk", "_own", "_platform"))
     ids = [pk for pk, _, _ in rows]

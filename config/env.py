@@ -12,8 +12,10 @@ wins, and the two set to different values is an error rather than a guess.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -217,13 +219,16 @@ def pool_connections(database: dict[str, Any], size: int, timeout: float = 3.0) 
     A connection that may have sat in the pool for over ``POOL_CHECK_IDLE_S``
     (last lent longer ago) is checked when borrowed (an empty query), so one
     that a database restart broke is replaced, not handed out.  One lent
-    more recently is lent as it is: it worked through its last use, since
-    psycopg_pool drops a connection given back in a broken state, and has
-    been idle for less than that second.  Checking it too (Django's
-    ``CONN_HEALTH_CHECKS`` with a pool checks every loan) added a round trip
+    more recently worked through its last use (psycopg_pool drops a
+    connection given back in a broken state) and is checked without a round
+    trip: only whether its socket has something to read, which an idle
+    connection has not and one whose server process ended has (a restart
+    sends its goodbye to every connection).  Checking every loan with a
+    query (Django's ``CONN_HEALTH_CHECKS`` with a pool) added a round trip
     to every request under load, where connections come back within
-    milliseconds.  A connection that breaks inside that second fails its
-    request with a 503 (``kb.api.errors``) and is dropped when given back.
+    milliseconds.  What the socket cannot show yet (a network cut without
+    a reset) fails its request with a 503 (``kb.api.errors``), and the
+    connection is dropped when given back.
     """
     if database.get("ENGINE") != "django.db.backends.postgresql":
         return
@@ -258,8 +263,10 @@ def pool_web_database(handler: Any, alias: str, size: int, timeout: float) -> No
     """
     pool_connections(handler.settings[alias], size, timeout)
     pool = getattr(handler[alias], "pool", None)
-    if pool is not None:
-        pool_check_if_idle(pool)
+    if pool is not None and not pool_check_if_idle(pool):
+        logging.getLogger(__name__).warning(
+            "psycopg_pool keeps its check elsewhere in this version: every pooled connection is checked with a "
+            "query when lent")
 
 
 def check_if_idle(connection: Any) -> None:
@@ -269,7 +276,9 @@ def check_if_idle(connection: Any) -> None:
     """
     now = time.monotonic()
     lent = getattr(connection, _LENT_AT, None)
-    if lent is None or now - lent >= POOL_CHECK_IDLE_S:
+    # An idle connection has nothing to read; one whose server process ended (a restart, a failover) has
+    # its goodbye or end of stream waiting, seen without a round trip (a stray notice only costs a check).
+    if lent is None or now - lent >= POOL_CHECK_IDLE_S or select.select([connection.fileno()], [], [], 0)[0]:
         from psycopg_pool import ConnectionPool
 
         ConnectionPool.check_connection(connection)

@@ -248,7 +248,7 @@ class ExtractiveGenerator:
                     kept.append(likeness)
         if not sentences:
             return []
-        sentence_terms = [_terms(s.text) for s in sentences]
+        sentence_terms = [likeness.terms for likeness in kept]
         n = len(sentence_terms)
 
         def idf(term: str) -> float:
