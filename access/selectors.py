@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import Group
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from access.models import ApiKey, GroupMembership, User
 from access.models import Policy as PolicyRow
@@ -42,33 +42,15 @@ def _parsed(scope: str, source: str) -> Policy | None:
 Policies = tuple[Policy | None, dict[int, Policy | None], bool]
 
 
-def policies_for(collection_ids: Iterable[int]) -> Policies:
-    """(platform policy, {collection id: policy}, whether a platform policy exists).
-
-    Read from the database on every call: a policy change applies to the
-    very next request.  A stored policy that fails to parse maps to None
-    (deny everything it governs).
-    """
-    ids = list(collection_ids)
-    rows = PolicyRow.objects.filter(Q(scope=PolicyRow.PLATFORM) | Q(collection_id__in=ids))
-    platform: Policy | None = None
-    has_platform = False
-    per_collection: dict[int, Policy | None] = {}
-    for row in rows:
-        if row.scope == PolicyRow.PLATFORM:
-            has_platform = True
-            platform = _parsed(row.scope, row.source)
-        elif row.collection_id is not None:
-            per_collection[row.collection_id] = _parsed(row.scope, row.source)
-    return platform, per_collection, has_platform
-
-
 def ids_with_policies(collections: QuerySet[Any]) -> tuple[list[int], Policies]:
-    """The ids of ``collections`` and the policies that govern them (as ``policies_for``), in one query.
+    """The ids of ``collections`` and the policies that govern them, in one query.
 
-    The read decision of every search and answer needs both; each row carries
-    its collection's policy source and the platform's (a policy's source is
-    never empty, so NULL means none).  Read on every call, like ``policies_for``.
+    Policies: (platform policy, {collection id: policy}, whether a platform
+    policy exists).  The read decision needs both (``kb.selectors``); each row
+    carries its collection's policy source and the platform's (a policy's
+    source is never empty, so NULL means none).  Read from the database on
+    every call: a policy change applies to the very next request.  A stored
+    policy that fails to parse maps to None (deny everything it governs).
     """
     platform_source = PolicyRow.objects.filter(scope=PolicyRow.PLATFORM).values("source")[:1]
     own_source = (PolicyRow.objects.filter(collection_id=OuterRef("pk")).exclude(scope=PolicyRow.PLATFORM)

@@ -38,7 +38,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from access.models import AnyUser, User
 from access.policy import Compiled, attribute_equals, policy_and, policy_or
-from access.selectors import Policies, ids_with_policies, key_collection_limit, policies_for
+from access.selectors import Policies, ids_with_policies, key_collection_limit
 from kb.exceptions import Forbidden, NotFound
 from kb.models import (
     Chunk,
@@ -286,9 +286,10 @@ def document_readable(user: AnyUser, document: Document) -> bool:
     """
     if not _active(user) or document.deleted_at is not None:
         return False
-    if not readable_collections(user).filter(pk=document.collection_id).exists():
+    ids, (platform, per_collection, has_platform) = ids_with_policies(
+        readable_collections(user).filter(pk=document.collection_id))
+    if not ids:
         return False
-    platform, per_collection, has_platform = policies_for([document.collection_id])
     attrs = (user.attributes if _active(user) else None) or {}
     if document.collection_id in per_collection:
         policy = per_collection[document.collection_id]
