@@ -25,10 +25,10 @@ Whether the credentials are *valid* is still Django's and DRF's decision.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
@@ -205,41 +205,32 @@ class RequestBodyGuard:
 def _warm_up() -> None:
     """Load the query encoder and the index in a team web process before its first request.
 
-    The first search would otherwise wait for them (seconds), and the
-    encoder's load exempts the long-lived objects from garbage collection
-    (``kb.retrieval.embedding.exempt_from_gc``) before requests start making
-    new ones.  A personal-mode process starts fast and loads them on first
-    use instead.
+    The first search would otherwise wait for them (seconds).  The URLs —
+    and with them every view, serializer and module a request imports — are
+    loaded too, and then everything alive is exempted from the cyclic
+    garbage collector (``kb.retrieval.embedding.exempt_from_gc``; the
+    encoder's load did that once already): those objects live as long as the
+    process, and each full collection under load walked them again, 70–130
+    ms in which every request of the process stood still.  A personal-mode
+    process starts fast and loads them on first use instead.
     """
     if settings.CAIRN_TASKS != "celery":
         return
     import logging
 
+    from django.urls import get_resolver
+
     from kb import index
+    from kb.retrieval.embedding import exempt_from_gc
 
     try:
         index.active_embedder()
         index.index_reader().snapshot()
     except Exception:  # a missing or broken model or index is reported by the requests that need it
         logging.getLogger(__name__).warning("could not warm up the search path", exc_info=True)
-
-
-def _query_threads() -> None:
-    """Give a team web process ``CAIRN_QUERY_THREADS`` torch threads (default 1).
-
-    It embeds only queries, one short forward pass each, while many requests
-    run at once: the cores are already shared between requests, and a second
-    thread per query only spins waiting for work.  Measured on SciFact, one
-    search cost 41 ms of CPU with 2 threads and 17 ms with 1, and was no
-    faster.  A personal-mode process also embeds documents, so it keeps every
-    core.
-    """
-    if settings.CAIRN_TASKS != "celery":
-        return
-    threads = str(settings.CAIRN_QUERY_THREADS)
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads  # before torch loads
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(settings.CAIRN_QUERY_THREADS)
+    get_resolver().url_patterns  # noqa: B018  (imports every URL module, the views and what they import)
+    gc.collect()  # what start-up left behind is freed, not kept for good
+    exempt_from_gc()
 
 
 def _audit_group_commit() -> None:
@@ -250,10 +241,12 @@ def _audit_group_commit() -> None:
 
 
 get_asgi_application()  # django.setup(), once, before the handler is built
+from kb.serving import limit_query_threads  # noqa: E402  (after django.setup: it reads settings)
+
 if "default" in settings.DATABASES and hasattr(settings, "CAIRN_DB_POOL_SIZE"):
     # Before anything opens a connection; see config.env.pool_connections.
     pool_web_database(connections, "default", settings.CAIRN_DB_POOL_SIZE, settings.CAIRN_DB_POOL_TIMEOUT)
 _audit_group_commit()
-_query_threads()
+limit_query_threads()  # cairn_web did this before its checks loaded FAISS; another ASGI server, here
 _warm_up()
 application = RequestBodyGuard(CairnASGIHandler())

@@ -271,7 +271,8 @@ CAIRN_EMBED_BATCH = env_int("CAIRN_EMBED_BATCH", 0, minimum=0, maximum=4096)
 CAIRN_INGEST_BATCH = env_int("CAIRN_INGEST_BATCH", 32, minimum=1, maximum=1024)
 CAIRN_INGEST_BATCH_MAX_BYTES = env_int("CAIRN_INGEST_BATCH_MAX_KB", 32, minimum=0, maximum=1024 * 1024) * 1024
 CAIRN_EMBED_DEVICE = env_str("CAIRN_EMBED_DEVICE")  # e.g. "cpu", "cuda"; default: a GPU when torch sees one
-# Torch threads of a team web process (it embeds only queries; see config/asgi.py).
+# Native threads (torch, OpenMP, OpenBLAS) per request of a team web process (it embeds only queries;
+# kb.serving.limit_query_threads).
 CAIRN_QUERY_THREADS = env_int("CAIRN_QUERY_THREADS", 1, minimum=1, maximum=256)
 # Search queries' vectors kept per process, most recently used first (kb.index.embed_query); 0: none.
 CAIRN_QUERY_CACHE = env_int("CAIRN_QUERY_CACHE", 4096, minimum=0, maximum=1_000_000)

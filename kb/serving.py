@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,37 @@ logger = logging.getLogger("uvicorn.error")
 
 STARTUP_FAILURE = 3  # a worker's exit status when it could not start serving (as uvicorn.config)
 _QUICK_DEATH_S = 10.0
+
+
+def limit_query_threads() -> None:
+    """Give a team web process ``CAIRN_QUERY_THREADS`` native threads per request (default 1).
+
+    It embeds only queries, one short forward pass each, and searches FAISS
+    with one query vector, while many requests run at once: the cores are
+    already shared between requests, and a second thread per request only
+    spins waiting for work.  Measured on SciFact, one search cost 41 ms of
+    CPU with 2 torch threads and 17 ms with 1, and was no faster.
+
+    OpenMP (torch's and FAISS's own copies of libgomp) and OpenBLAS read
+    ``OMP_NUM_THREADS`` once, when they load, and a thread pool's size is
+    then given to every new thread — each request runs in a new one — so
+    this must run before anything imports torch or FAISS.  ``cairn_web``
+    calls it before Django's system checks, which import the URLs and with
+    them FAISS: a single-worker ``cairn_web`` (served in that process)
+    otherwise searched with two OpenMP threads per request and spent 29 ms
+    of CPU per search instead of 15.  ``config/asgi.py`` calls it again for
+    other ASGI servers.  A personal-mode process (it also embeds documents)
+    keeps every core.
+    """
+    from django.conf import settings
+
+    if settings.CAIRN_TASKS != "celery":
+        return
+    threads = str(settings.CAIRN_QUERY_THREADS)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(settings.CAIRN_QUERY_THREADS)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:

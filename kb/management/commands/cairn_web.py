@@ -16,6 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--log-level", default="info")
 
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Before the system checks: they import the URLs, and with them FAISS, whose OpenMP reads its thread
+        # count once, as it loads (kb.serving.limit_query_threads); the workers inherit the environment.
+        from kb.serving import limit_query_threads
+
+        limit_query_threads()
+        return super().execute(*args, **options)
+
     def handle(self, *args: object, **options: Any) -> None:
         import uvicorn
 
