@@ -6,21 +6,14 @@ import asyncio
 import http.client
 import socket
 import time
-from collections.abc import Callable
-
-import pytest
-import uvloop
 
 from kb import serving
 
 
-@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
-def test_connections_accepted_on_a_worker_socket_send_without_nagle_delay(
-        new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+def test_connections_accepted_on_a_worker_socket_send_without_nagle_delay() -> None:
     """Uvicorn serves a worker's socket with ``loop.create_server(sock=…)``; asyncio sets ``TCP_NODELAY`` on
     what it accepts only when the socket says it is TCP.  Without it a kept-alive connection's response
-    body waited for the client's delayed ACK (40 ms a request).  Uvicorn runs on uvloop where it is installed
-    (a dependency of Cairn), asyncio's own loop otherwise: both must leave Nagle off."""
+    body waited for the client's delayed ACK (40 ms a request)."""
     listener = serving.reuse_port_socket("127.0.0.1", 0)
     port = listener.getsockname()[1]
     seen: list[int] = []
@@ -57,6 +50,5 @@ def test_connections_accepted_on_a_worker_socket_send_without_nagle_delay(
             server.close()
             await server.wait_closed()
 
-    with asyncio.Runner(loop_factory=new_loop) as runner:
-        times = runner.run(serve_and_ask())
+    times = asyncio.run(serve_and_ask())
     assert seen == [1], times  # (with 0, each kept-alive request after the first took 40 ms or more)
