@@ -12,6 +12,9 @@ The supervisor restarts a worker that dies (after a pause, if it dies
 within seconds of starting), stops every worker on SIGINT/SIGTERM, and gives
 up when a worker fails before it could serve (a port in use, an app that
 does not load), as Uvicorn does.
+
+``limit_query_threads`` sizes the native thread pools (torch, OpenMP,
+OpenBLAS) of a team web process before they load.
 """
 
 from __future__ import annotations
