@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.processes import team_process_report
 
 _REPORT = """
 import gc, json
@@ -29,14 +24,6 @@ def test_a_team_worker_exempts_its_views_and_modules_from_the_cyclic_collector(t
     collector, each full collection under load walked them again (70–130 ms in which every request of the worker
     stood still).  The warm-up loads the URLs and then freezes what is alive — even when the model or the index
     cannot load (here: no database), since the modules are there either way."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", CAIRN_DATA_DIR=str(tmp_path),
-               DATABASE_URL="postgres://cairn@127.0.0.1:9/unused", CAIRN_REDIS_URL="redis://127.0.0.1:9/0",
-               CAIRN_SECRET_KEY=secrets.token_urlsafe(50), CAIRN_ALLOWED_HOSTS="localhost", HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", _REPORT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
-    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-3000:]
-    report = json.loads(lines[-1].removeprefix("REPORT "))
+    report = team_process_report(_REPORT, tmp_path)
     assert not report["views_walked"], report
     assert report["walked"] < report["frozen"] / 10, report  # what stays to walk is what requests make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +33,27 @@ def child_env(**overrides: str) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     env.update(overrides)
     return env
+
+
+def team_process_report(code: str, data_dir: Path, **overrides: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter with team-mode settings and no services, and return the JSON it
+    printed on a line starting ``REPORT ``.
+
+    PostgreSQL and Redis point at a closed port (settings load and start-up runs; nothing connects), and the
+    session's ``CAIRN_*`` and native thread variables are left out, so the child sees only what it is given.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") and not k.startswith("CAIRN_")}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", CAIRN_DATA_DIR=str(data_dir),
+               DATABASE_URL="postgres://cairn@127.0.0.1:9/unused", CAIRN_REDIS_URL="redis://127.0.0.1:9/0",
+               CAIRN_SECRET_KEY=secrets.token_urlsafe(50), CAIRN_ALLOWED_HOSTS="localhost", HF_HUB_OFFLINE="1",
+               **overrides)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(lines[-1].removeprefix("REPORT "))
+    return report
 
 
 class Process:

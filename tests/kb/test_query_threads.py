@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.processes import team_process_report
 
 # Runs ``manage.py cairn_web`` through Django's command line — system checks included, which import the URLs
 # and with them FAISS — with ``handle`` replaced by a report of the thread pools a new thread (as each request
@@ -37,27 +32,13 @@ execute_from_command_line(["manage.py", "cairn_web"])
 """
 
 
-def _report(tmp_path: Path, **overrides: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") and not k.startswith("CAIRN_")}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", CAIRN_DATA_DIR=str(tmp_path),
-               DATABASE_URL="postgres://cairn@127.0.0.1:9/unused", CAIRN_REDIS_URL="redis://127.0.0.1:9/0",
-               CAIRN_SECRET_KEY=secrets.token_urlsafe(50), CAIRN_ALLOWED_HOSTS="localhost",
-               HF_HUB_OFFLINE="1", **overrides)
-    done = subprocess.run([sys.executable, "-c", _REPORT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
-    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("REPORT "))
-
-
 def test_cairn_web_sets_the_thread_pools_before_its_checks_load_faiss(tmp_path: Path) -> None:
     """FAISS's OpenMP reads its thread count once, as it loads, and gives it to every new thread.  cairn_web's
     system checks load it before config/asgi.py ran: a single-worker team web process searched with one OpenMP
     thread per core in every request (29 ms of CPU per search instead of 15).  3 is no core count of a test host
     here, so the figure can only come from CAIRN_QUERY_THREADS.  (torch, loaded later by the warm-up, is set by
     config/asgi.py; it caps its own pool at the cores.)"""
-    report = _report(tmp_path, CAIRN_QUERY_THREADS="3")
+    report = team_process_report(_REPORT, tmp_path, CAIRN_QUERY_THREADS="3")
     assert report["loaded_by_checks"], report  # the order this test is about
     assert report["faiss_openmp"] == 3, report
     assert report["openmp"] == [3], report  # every OpenMP runtime loaded so far
